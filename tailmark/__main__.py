@@ -1,0 +1,5 @@
+import sys
+
+from tailmark.cli import main
+
+sys.exit(main())
