@@ -1,0 +1,20 @@
+"""One arrival of a load schedule: the unit every schedule and trace reader yields.
+
+Schedules are lazy iterators of ``Arrival``; nothing builds a list of them. ``offset_ns`` is the
+intended send time relative to the start of the run (the dispatcher adds its own start instant).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+DEFAULT_CLASS = "default"
+
+
+class Arrival(NamedTuple):
+    offset_ns: int  # intended send time, ns after the run's start
+    traffic_class: str = DEFAULT_CLASS  # tail statistics are kept per class
+    batch_size: int = 1  # samples in this request (leading dimension)
+    sample_id: int = -1  # -1: the client picks a sample from its pool
+    payload_size: int = 0  # 0: the model's own input shape; else elements of the variable dim
+    deadline_ns: int = 0  # 0: no per-request deadline
