@@ -1,0 +1,94 @@
+"""The repository ``tailmark serve`` uses when none is given, built on first use into a cache folder.
+
+It holds the synthetic models (identity, null, sleep) and the reference ResNet, exported to
+TorchScript with seeded random weights. The folder is a plain Triton-layout repository, so it can be
+copied, edited and passed back with ``--model-repository``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from tailmark import __version__
+
+SYNTHETIC_CONFIGS = {
+    "identity": """
+backend: "identity"
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+""",
+    "null": """
+backend: "null"
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]
+""",
+    "sleep": """
+backend: "sleep"
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+instance_group [ { kind: KIND_CPU count: 4 } ]
+parameters { key: "distribution" value: { string_value: "lognormal" } }
+parameters { key: "mean_ms" value: { string_value: "5" } }
+parameters { key: "sigma" value: { string_value: "0.5" } }
+""",
+}
+
+RESNET_CONFIG = """
+platform: "pytorch_libtorch"
+max_batch_size: 8
+input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 3, 32, 32 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"""
+
+
+def default_repository_path() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "tailmark" / f"default-repository-{__version__}"
+
+
+def write_model(repository: Path, name: str, config_text: str) -> Path:
+    """Write ``<repository>/<name>/config.pbtxt`` and an empty version folder 1."""
+    model_dir = repository / name
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(f'name: "{name}"\n' + config_text.lstrip())
+    return model_dir
+
+
+def build(repository: Path) -> Path:
+    """Write the default repository into ``repository`` (which must not exist yet)."""
+    import torch
+    from tailmark.models import export, resnet
+
+    for name, text in SYNTHETIC_CONFIGS.items():
+        write_model(repository, name, text)
+    model_dir = write_model(repository, "resnet", RESNET_CONFIG)
+    export.export_torchscript(resnet.build(seed=0), torch.zeros(1, *resnet.INPUT_SHAPE), model_dir / "1" / "model.pt")
+    return repository
+
+
+def ensure_default_repository() -> Path:
+    """The default repository's path, building it atomically the first time."""
+    target = default_repository_path()
+    if (target / "resnet" / "1" / "model.pt").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".default-repository-", dir=target.parent))
+    try:
+        build(staging / "repo")
+        if target.exists():  # a half-built one from an interrupted run
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(staging / "repo", target)
+        except OSError:  # another process finished first
+            if not (target / "resnet" / "1" / "model.pt").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,0 +1,103 @@
+"""The thread-per-RPC gRPC stack: grpc.server with a thread pool; each RPC runs the core blocking."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from tailmark.protos import inference_pb2 as pb
+from tailmark.protos.service import HEALTH_SERVICE, RPCS, SERVICE
+from tailmark.server.core import InferenceCore
+from tailmark.server.grpc_handlers import control_rpcs, health_check, status_of, stream_error
+from tailmark.server.settings import ServerSettings
+
+
+class SyncGrpcServer:
+    """Same surface as AioGrpcServer, blocking: ``start()``, ``stop(grace)``, ``wait()``."""
+
+    def __init__(self, core: InferenceCore, settings: ServerSettings) -> None:
+        self.core = core
+        self.settings = settings
+        self.port = 0
+        self._pool = ThreadPoolExecutor(settings.sync_threads, thread_name_prefix="grpc")
+        self._server: grpc.Server | None = None
+
+    def start(self) -> int:
+        server = grpc.server(self._pool, options=self.settings.channel_options())
+        server.add_generic_rpc_handlers((self._service_handler(), self._health_handler()))
+        self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
+        server.start()
+        self._server = server
+        return self.port
+
+    def stop(self, grace_s: float) -> None:
+        if self._server is not None:
+            self._server.stop(grace_s).wait()
+        self._pool.shutdown(wait=False)
+
+    def wait(self) -> None:
+        if self._server is not None:
+            self._server.wait_for_termination()
+
+    def _service_handler(self) -> grpc.GenericRpcHandler:
+        handlers = {name: _unary(fn, RPCS[name]) for name, fn in control_rpcs(self.core).items()}
+        handlers["ModelInfer"] = _unary(self.core.infer_blocking, RPCS["ModelInfer"])
+        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+            self._stream_infer,
+            request_deserializer=pb.ModelInferRequest.FromString,
+            response_serializer=pb.ModelStreamInferResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+    def _health_handler(self) -> grpc.GenericRpcHandler:
+        rpc = _unary(lambda request: health_check(self.core, request), None)
+        return grpc.method_handlers_generic_handler(HEALTH_SERVICE, {"Check": rpc})
+
+    def _stream_infer(self, requests, context):
+        """Responses are yielded in completion order; a reader thread feeds requests to the pool."""
+        done: queue.Queue = queue.Queue()
+        count = {"read": 0}
+
+        def run_one(request):
+            try:
+                done.put(pb.ModelStreamInferResponse(infer_response=self.core.infer_blocking(request)))
+            except Exception as exc:
+                done.put(stream_error(request, exc))
+
+        def read_all():
+            for request in requests:
+                count["read"] += 1
+                self._pool.submit(run_one, request)
+            done.put(None)
+
+        threading.Thread(target=read_all, daemon=True).start()
+        written, input_done = 0, False
+        while not (input_done and written == count["read"]):
+            item = done.get()
+            if item is None:
+                input_done = True
+                continue
+            written += 1
+            yield item
+
+
+def _unary(fn, rpc):
+    def handle(request, context):
+        try:
+            return fn(request)
+        except Exception as exc:
+            context.abort(*status_of(exc))
+
+    if rpc is None:  # health
+        return grpc.unary_unary_rpc_method_handler(
+            handle,
+            request_deserializer=pb.HealthCheckRequest.FromString,
+            response_serializer=pb.HealthCheckResponse.SerializeToString,
+        )
+    return grpc.unary_unary_rpc_method_handler(
+        handle, request_deserializer=rpc.request.FromString, response_serializer=rpc.response.SerializeToString
+    )

@@ -1,0 +1,98 @@
+"""KServe-v2 request/response <-> numpy tensors for one model, with every check a client can fail."""
+
+from __future__ import annotations
+
+import numpy as np
+from tailmark.protos import inference_pb2 as pb
+from tailmark.protos.codec import CodecError, decode_raw, decode_typed, encode_raw, numpy_dtype
+from tailmark.server.backends.base import Tensors
+from tailmark.server.errors import InvalidInput, Unsupported
+from tailmark.server.repository import LoadedModel
+
+SHARED_MEMORY_KEYS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+
+
+def decode_inputs(request: pb.ModelInferRequest, model: LoadedModel) -> tuple[Tensors, int]:
+    """The request's input tensors, checked against the model; returns (tensors, batch size)."""
+    what = f"model {model.name!r}"
+    raw = request.raw_input_contents
+    for tensor in request.inputs:
+        if any(key in tensor.parameters for key in SHARED_MEMORY_KEYS):
+            raise Unsupported(f"input {tensor.name!r}: shared memory is not supported by this server; send raw bytes")
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(f"{what}: request has {len(request.inputs)} inputs but {len(raw)} raw_input_contents")
+    tensors: Tensors = {}
+    for index, tensor in enumerate(request.inputs):
+        spec = model.input_by_name.get(tensor.name)
+        if spec is None:
+            expected = ", ".join(repr(n) for n in model.input_by_name)
+            raise InvalidInput(f"{what}: unexpected input {tensor.name!r}; expected {expected}")
+        if tensor.name in tensors:
+            raise InvalidInput(f"{what}: input {tensor.name!r} appears twice")
+        if tensor.datatype != spec.datatype:
+            raise InvalidInput(
+                f"{what}: input {tensor.name!r} has datatype {tensor.datatype}, expected {spec.datatype}"
+            )
+        shape = tuple(tensor.shape)
+        if not spec.accepts(shape):
+            raise InvalidInput(f"{what}: input {tensor.name!r} has shape {list(shape)}, expected {list(spec.shape)}")
+        try:
+            if raw:
+                tensors[tensor.name] = decode_raw(raw[index], tensor.datatype, shape)
+            elif tensor.HasField("contents"):
+                tensors[tensor.name] = decode_typed(tensor.contents, tensor.datatype, shape)
+            else:
+                raise InvalidInput(f"{what}: input {tensor.name!r} has no data (neither raw nor typed contents)")
+        except CodecError as exc:
+            raise InvalidInput(f"{what}: input {tensor.name!r}: {exc}") from None
+    missing = [name for name in model.input_by_name if name not in tensors]
+    if missing:
+        raise InvalidInput(f"{what}: missing inputs {', '.join(repr(n) for n in missing)}")
+    return tensors, _batch_size(tensors, model)
+
+
+def _batch_size(tensors: Tensors, model: LoadedModel) -> int:
+    max_batch = model.config.max_batch_size
+    if max_batch == 0:
+        return 1
+    sizes = {array.shape[0] for array in tensors.values()}
+    if len(sizes) != 1:
+        raise InvalidInput(f"model {model.name!r}: inputs disagree on the batch size: {sorted(sizes)}")
+    batch = sizes.pop()
+    if not 1 <= batch <= max_batch:
+        raise InvalidInput(f"model {model.name!r}: batch size {batch} is outside 1..{max_batch} (max_batch_size)")
+    return batch
+
+
+def requested_outputs(request: pb.ModelInferRequest, model: LoadedModel) -> list[str]:
+    """Names of the outputs to return: those listed, or all of them when none are."""
+    names = []
+    for output in request.outputs:
+        if output.name not in model.output_by_name:
+            expected = ", ".join(repr(n) for n in model.output_by_name)
+            raise InvalidInput(f"model {model.name!r}: unknown output {output.name!r}; expected {expected}")
+        if any(key in output.parameters for key in SHARED_MEMORY_KEYS):
+            raise Unsupported(f"output {output.name!r}: shared memory is not supported by this server")
+        if "classification" in output.parameters:
+            raise Unsupported(f"output {output.name!r}: the classification extension is not supported")
+        names.append(output.name)
+    return names or list(model.output_by_name)
+
+
+def encode_response(
+    request: pb.ModelInferRequest, model: LoadedModel, outputs: Tensors, names: list[str]
+) -> pb.ModelInferResponse:
+    response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+    for name in names:
+        array = outputs.get(name)
+        if array is None:
+            raise RuntimeError(f"model produced no output {name!r}")
+        array = np.asarray(array)
+        spec = model.output_by_name[name]
+        response.outputs.add(name=name, datatype=spec.datatype, shape=array.shape)
+        response.raw_output_contents.append(encode_raw(array.astype(_dtype_of(spec.datatype, array), copy=False)))
+    return response
+
+
+def _dtype_of(datatype: str, array: np.ndarray) -> np.dtype:
+    return array.dtype if datatype == "BYTES" else numpy_dtype(datatype)
