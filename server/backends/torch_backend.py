@@ -3,7 +3,8 @@
 Inputs are passed positionally in config order; a single tensor, a tuple/list (config output order)
 or a dict keyed by output name comes back. Neither format unpickles arbitrary Python objects:
 TorchScript archives hold code and tensors, and exported programs load with torch.export.load.
-Parameters: ``intra_op_threads`` (default 1). Runs on CUDA when the instance group asks for GPU (or AUTO) and CUDA is available.
+Parameters: ``intra_op_threads`` (default 1). Runs on CUDA when the instance group asks for GPU
+(or AUTO) and CUDA is available.
 """
 
 from __future__ import annotations
