@@ -1,0 +1,312 @@
+"""Validity: each rule is a function that returns a ``Check``; a result is VALID iff every check passed.
+
+Rules follow MLPerf LoadGen (min duration, min queries, binomial early stopping, the Server latency bound)
+plus two of our own: the client must keep up (send lag, CPU), and no request may fail.
+
+Latencies come as HdrHistogram objects in nanoseconds. A recorded value is only known to its bucket, so
+every rule reads a bucket's *upper* edge (HDR's ``highest_equivalent_value``): a bucket that straddles the
+bound counts as over it. With 3 significant digits this errs by at most 0.1 %, always against the result.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
+from tailmark.client.settings import EffectiveSettings, Scenario
+
+CONFIDENCE = 0.99  # LoadGen's early-stopping confidence (d = 0 tolerance)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One rule's outcome; ``recommendation`` says what to change when it failed."""
+
+    name: str
+    passed: bool
+    detail: str
+    recommendation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """All checks of one result, and the early-stopping percentile estimate when there is one."""
+
+    checks: tuple[Check, ...]
+    early_stopping_estimate_ns: int | None = None
+    early_stopping_percentile: float = 0.0
+
+    @property
+    def valid(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.passed)
+
+    @property
+    def reasons(self) -> list[str]:
+        """One line per failing check: ``name: detail``."""
+        return [f"{c.name}: {c.detail}" for c in self.failed]
+
+    @property
+    def label(self) -> str:
+        return "VALID" if self.valid else "INVALID"
+
+
+class LatencyCounts(NamedTuple):
+    """What early stopping needs when there is no histogram: queries, and how many were over the bound."""
+
+    total: int
+    over: int
+
+
+# --- reading histograms (bucket upper edges, LoadGen's rank rule) ---
+
+
+def _buckets(hist: HdrHistogram) -> tuple[np.ndarray, np.ndarray]:
+    """Upper edge (ns) and count of every non-empty bucket, in value order."""
+    counts = np.ctypeslib.as_array(hist.counts)
+    index = np.flatnonzero(counts)
+    edges = np.array(
+        [hist.get_highest_equivalent_value(hist.get_value_from_index(int(i))) for i in index], dtype=np.int64
+    )
+    return edges, counts[index].astype(np.int64)
+
+
+def count_over(hist: HdrHistogram, bound_ns: int) -> int:
+    """Values recorded above ``bound_ns`` (a bucket straddling the bound counts as over)."""
+    edges, counts = _buckets(hist)
+    return int(counts[edges > bound_ns].sum())
+
+
+def value_at_rank(hist: HdrHistogram, rank: int) -> int:
+    """The ``rank``-th smallest value (1-based), as its bucket's upper edge; 0 for an empty histogram."""
+    edges, counts = _buckets(hist)
+    if not len(counts):
+        return 0
+    rank = min(max(rank, 1), int(counts.sum()))
+    return int(edges[int(np.searchsorted(np.cumsum(counts), rank))])
+
+
+def percentile_rank(count: int, percentile: float) -> int:
+    """LoadGen's rank for a percentile: ``sorted[floor(n * p)]`` (0-based), no interpolation, capped at n."""
+    milli = round(percentile * 1000)  # exact integer arithmetic: 99.9 % must not become 99.8999...
+    return min(count * milli // 100_000 + 1, count)
+
+
+def percentile_ns(hist: HdrHistogram, percentile: float) -> int:
+    """The percentile of ``hist`` by LoadGen's rank rule; 0 for an empty histogram."""
+    return value_at_rank(hist, percentile_rank(hist.get_total_count(), percentile))
+
+
+# --- early stopping (LoadGen's binomial rule; rules appendix "Early Stopping Criterion") ---
+
+
+def _log_prob_at_most(n: int, t: int, q: float) -> float:
+    """log P(Binomial(n, q) <= t), summed downward from k = t with the pmf ratio (no underflow)."""
+    log_top = math.lgamma(n + 1) - math.lgamma(t + 1) - math.lgamma(n - t + 1) + t * math.log(q)
+    log_top += (n - t) * math.log1p(-q)
+    total, term, odds = 1.0, 1.0, (1.0 - q) / q
+    for k in range(t, 0, -1):
+        term *= k / (n - k + 1) * odds
+        total += term
+        if term < total * 1e-17:
+            break
+    return log_top + math.log(total)
+
+
+@functools.lru_cache(maxsize=4096)
+def min_passing_queries(over: int, percentile: float, confidence: float = CONFIDENCE) -> int:
+    """Fewest queries (under + over the bound) that pass early stopping when ``over`` of them were over.
+
+    A query is under the bound with probability p. We want the smallest h (queries under) such that a
+    system exactly at p would show at most ``over`` failures in h + over trials with probability <= 1 - c,
+    i.e. BetaRegularized(p; h, over + 1) <= 1 - c. p99: 459 with none over, 662 with one.
+    """
+    q, limit = 1.0 - percentile / 100.0, math.log1p(-confidence)
+    # Start where the expected failures equal `over` (about a coin flip, so far from passing): fewer steps,
+    # and every evaluation then sums terms that shrink fast.
+    lo, hi = 0, max(1, math.ceil(over * (1.0 - q) / q))
+    while _log_prob_at_most(hi + over, over, q) > limit:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _log_prob_at_most(mid + over, over, q) > limit:
+            lo = mid
+        else:
+            hi = mid
+    return hi + over
+
+
+def early_stopping_estimate_ns(hist: HdrHistogram, percentile: float, confidence: float = CONFIDENCE) -> int | None:
+    """LoadGen's early-stopping percentile estimate: the latency at which the rule would just pass.
+
+    Take the largest t with min_passing_queries(t) <= n, drop the t - 1 slowest queries and report the
+    slowest of the rest, ``sorted[n - t]``. None when there are too few queries (n < min_passing_queries(1)).
+    """
+    n = hist.get_total_count()
+    if n < min_passing_queries(1, percentile, confidence):
+        return None
+    # min_passing_queries grows with t and exceeds t / (1 - p): binary search for the largest t that fits.
+    lo, hi = 1, max(1, min(n, math.ceil(n * (1.0 - percentile / 100.0))))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if min_passing_queries(mid, percentile, confidence) <= n:
+            lo = mid
+        else:
+            hi = mid - 1
+    return value_at_rank(hist, n - lo + 1)
+
+
+def early_stopping(
+    latencies: HdrHistogram | LatencyCounts,
+    percentile: float,
+    latency_bound_ns: int,
+    confidence: float = CONFIDENCE,
+    *,
+    failed: int = 0,
+) -> Check:
+    """Server rule: pass iff queries >= min_passing_queries(#over the bound). Failed requests count as over."""
+    if isinstance(latencies, LatencyCounts):
+        total, over = latencies
+    else:
+        total, over = latencies.get_total_count(), count_over(latencies, latency_bound_ns)
+    total, over = total + failed, over + failed
+    needed = min_passing_queries(over, percentile, confidence)
+    detail = f"{total} queries, {over} over {latency_bound_ns / 1e6:g} ms; p{percentile:g} needs >= {needed}"
+    if total >= needed:
+        return Check("early_stopping", True, detail)
+    more = needed - total
+    return Check(
+        "early_stopping", False, detail, f"Would need at least {more} more queries, all under the bound, to pass"
+    )
+
+
+def early_stopping_count(hist: HdrHistogram, percentile: float, confidence: float = CONFIDENCE) -> Check:
+    """SingleStream/MultiStream rule: enough queries for an early-stopping percentile estimate at all."""
+    needed = min_passing_queries(1, percentile, confidence)
+    n = hist.get_total_count()
+    detail = f"{n} queries; a p{percentile:g} estimate needs >= {needed}"
+    if n >= needed:
+        return Check("early_stopping", True, detail)
+    return Check("early_stopping", False, detail, f"Run at least {needed - n} more queries (raise min_duration_s)")
+
+
+# --- the other rules ---
+
+
+def min_duration(duration_s: float, min_duration_s: float, *, offline: bool = False) -> Check:
+    detail = f"ran {duration_s:.3f} s, minimum {min_duration_s:g} s"
+    if duration_s >= min_duration_s:
+        return Check("min_duration", True, detail)
+    if offline:
+        advice = "Raise target_qps (the expected rate) or offline_sample_count so the samples take"
+    else:
+        advice = "Let the run go on (raise max_duration_s / max_query_count, do not interrupt it) so it lasts"
+    return Check("min_duration", False, detail, f"{advice} at least {min_duration_s:g} s")
+
+
+def min_queries(count: int, min_count: int, *, unit: str = "queries") -> Check:
+    detail = f"{count} {unit}, minimum {min_count}"
+    if count >= min_count:
+        return Check("min_queries", True, detail)
+    advice = f"Run at least {min_count - count} more {unit}: raise min_duration_s or the target QPS"
+    return Check("min_queries", False, detail, advice)
+
+
+def latency_bound(hist: HdrHistogram, latency_bound_ns: int, percentile: float = 99.0) -> Check:
+    """Server rule: the percentile of intended->done must not exceed the bound."""
+    value = percentile_ns(hist, percentile)
+    detail = f"p{percentile:g} {value / 1e6:.3f} ms, bound {latency_bound_ns / 1e6:g} ms"
+    if hist.get_total_count() and value <= latency_bound_ns:
+        return Check("latency_bound", True, detail)
+    return Check("latency_bound", False, detail, "Reduce target QPS to improve latency")
+
+
+def client_bound(
+    send_lag: HdrHistogram | None,
+    send_lag_bound_ns: int,
+    client_cpu_pct: float | None,
+    client_cpu_bound_pct: float,
+) -> Check:
+    """The client, not the server, is the bottleneck if it sends late (p99 send lag) or saturates its CPU."""
+    problems, facts = [], []
+    if send_lag is not None and send_lag.get_total_count():
+        lag = percentile_ns(send_lag, 99.0)
+        facts.append(f"send lag p99 {lag / 1e6:.3f} ms (bound {send_lag_bound_ns / 1e6:g} ms)")
+        if lag > send_lag_bound_ns:
+            problems.append("sends late")
+    if client_cpu_pct is not None:
+        facts.append(f"client CPU {client_cpu_pct:.0f} % (bound {client_cpu_bound_pct:g} %)")
+        if client_cpu_pct >= client_cpu_bound_pct:
+            problems.append("CPU saturated")
+    detail = "; ".join(facts) or "nothing measured"
+    if not problems:
+        return Check("client_bound", True, detail)
+    advice = "Give the client more or faster cores, lower the target QPS, or split the load over client processes"
+    return Check("client_bound", False, f"client-bound ({', '.join(problems)}): {detail}", advice)
+
+
+def no_errors(errors: Mapping[str, int], query_count: int) -> Check:
+    """Failed requests are not latencies: a run with errors does not describe the server's tail."""
+    n = sum(errors.values())
+    if not n:
+        return Check("errors", True, f"0 of {query_count} queries failed")
+    by_status = ", ".join(f"{status} {count}" for status, count in sorted(errors.items()) if count)
+    detail = f"{n} of {query_count} queries failed ({by_status})"
+    return Check("errors", False, detail, "Fix the failing requests or lower the load; timeouts count as errors")
+
+
+# --- choosing the rules per scenario ---
+
+
+def judge(
+    settings: EffectiveSettings,
+    *,
+    duration_s: float,
+    latency: HdrHistogram,
+    send_lag: HdrHistogram | None = None,
+    errors: Mapping[str, int] | None = None,
+    sample_count: int | None = None,
+    client_cpu_pct: float | None = None,
+) -> Verdict:
+    """The verdict of one scenario (or one traffic class of it).
+
+    ``latency`` is intended->done of the successful queries (ns); ``errors`` counts failures by status;
+    ``duration_s`` is the measured window as LoadGen measures it (open loop: to the last intended send;
+    closed loop: to the last issue; offline: to the last completion); ``sample_count`` defaults to
+    queries x samples_per_query x batch_size.
+    """
+    errors = errors or {}
+    failed = sum(errors.values())
+    queries = latency.get_total_count() + failed
+    samples = sample_count if sample_count is not None else queries * settings.samples_per_query * settings.batch_size
+    pct = settings.early_stopping_percentile
+    bound_ns = round(settings.latency_bound_ms * 1e6)
+    lag_bound_ns = round(settings.send_lag_bound_ms * 1e6)
+    checks = [min_duration(duration_s, settings.min_duration_s, offline=settings.scenario is Scenario.OFFLINE)]
+    match settings.scenario:
+        case Scenario.SINGLE_STREAM | Scenario.MULTI_STREAM:
+            checks += [min_queries(queries, settings.min_query_count), early_stopping_count(latency, pct)]
+            checks.append(client_bound(None, lag_bound_ns, client_cpu_pct, settings.client_cpu_bound_pct))
+        case Scenario.OFFLINE:  # everything is intended at t=0, so send lag says nothing here
+            checks.append(min_queries(samples, settings.min_query_count, unit="samples"))
+            checks.append(client_bound(None, lag_bound_ns, client_cpu_pct, settings.client_cpu_bound_pct))
+        case Scenario.SERVER | Scenario.POISSON | Scenario.FIXED_INTERVAL | Scenario.TRACE:
+            checks.append(min_queries(queries, settings.min_query_count))
+            if bound_ns:  # always for Server; optional for the other open-loop scenarios
+                checks.append(early_stopping(latency, pct, bound_ns, failed=failed))
+                checks.append(latency_bound(latency, bound_ns, pct))
+            checks.append(client_bound(send_lag, lag_bound_ns, client_cpu_pct, settings.client_cpu_bound_pct))
+        case _:
+            typing.assert_never(settings.scenario)
+    checks.append(no_errors(errors, queries))
+    estimate = early_stopping_estimate_ns(latency, pct) if pct else None
+    return Verdict(tuple(checks), estimate, pct)
