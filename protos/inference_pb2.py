@@ -4,15 +4,18 @@
 # source: tailmark/protos/inference.proto
 # Protobuf Python Version: 6.33.5
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
 _runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC, 6, 33, 5, "", "tailmark/protos/inference.proto"
+    _runtime_version.Domain.PUBLIC,
+    6,
+    33,
+    5,
+    '',
+    'tailmark/protos/inference.proto'
 )
 # @@protoc_insertion_point(imports)
 
@@ -22,107 +25,105 @@ _sym_db = _symbol_database.Default()
 from tailmark.protos import model_config_pb2 as tailmark_dot_protos_dot_model__config__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x1ftailmark/protos/inference.proto\x12\x0btailmark.v2\x1a"tailmark/protos/model_config.proto"\x13\n\x11ServerLiveRequest""\n\x12ServerLiveResponse\x12\x0c\n\x04live\x18\x01 \x01(\x08"\x14\n\x12ServerReadyRequest"$\n\x13ServerReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08"2\n\x11ModelReadyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t"#\n\x12ModelReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08"\x17\n\x15ServerMetadataRequest"K\n\x16ServerMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nextensions\x18\x03 \x03(\t"5\n\x14ModelMetadataRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t"\x91\x02\n\x15ModelMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x41\n\x06inputs\x18\x04 \x03(\x0b\x32\x31.tailmark.v2.ModelMetadataResponse.TensorMetadata\x12\x42\n\x07outputs\x18\x05 \x03(\x0b\x32\x31.tailmark.v2.ModelMetadataResponse.TensorMetadata\x1a?\n\x0eTensorMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03"\x99\x01\n\x0eInferParameter\x12\x14\n\nbool_param\x18\x01 \x01(\x08H\x00\x12\x15\n\x0bint64_param\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_param\x18\x03 \x01(\tH\x00\x12\x16\n\x0c\x64ouble_param\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cuint64_param\x18\x05 \x01(\x04H\x00\x42\x12\n\x10parameter_choice"\xd0\x01\n\x13InferTensorContents\x12\x15\n\rbool_contents\x18\x01 \x03(\x08\x12\x14\n\x0cint_contents\x18\x02 \x03(\x05\x12\x16\n\x0eint64_contents\x18\x03 \x03(\x03\x12\x15\n\ruint_contents\x18\x04 \x03(\r\x12\x17\n\x0fuint64_contents\x18\x05 \x03(\x04\x12\x15\n\rfp32_contents\x18\x06 \x03(\x02\x12\x15\n\rfp64_contents\x18\x07 \x03(\x01\x12\x16\n\x0e\x62ytes_contents\x18\x08 \x03(\x0c"\x80\x07\n\x11ModelInferRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x42\n\nparameters\x18\x04 \x03(\x0b\x32..tailmark.v2.ModelInferRequest.ParametersEntry\x12?\n\x06inputs\x18\x05 \x03(\x0b\x32/.tailmark.v2.ModelInferRequest.InferInputTensor\x12J\n\x07outputs\x18\x06 \x03(\x0b\x32\x39.tailmark.v2.ModelInferRequest.InferRequestedOutputTensor\x12\x1a\n\x12raw_input_contents\x18\x07 \x03(\x0c\x1a\x9a\x02\n\x10InferInputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12S\n\nparameters\x18\x04 \x03(\x0b\x32?.tailmark.v2.ModelInferRequest.InferInputTensor.ParametersEntry\x12\x32\n\x08\x63ontents\x18\x05 \x01(\x0b\x32 .tailmark.v2.InferTensorContents\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.tailmark.v2.InferParameter:\x02\x38\x01\x1a\xd9\x01\n\x1aInferRequestedOutputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12]\n\nparameters\x18\x02 \x03(\x0b\x32I.tailmark.v2.ModelInferRequest.InferRequestedOutputTensor.ParametersEntry\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.tailmark.v2.InferParameter:\x02\x38\x01\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.tailmark.v2.InferParameter:\x02\x38\x01"\xe1\x04\n\x12ModelInferResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x43\n\nparameters\x18\x04 \x03(\x0b\x32/.tailmark.v2.ModelInferResponse.ParametersEntry\x12\x42\n\x07outputs\x18\x05 \x03(\x0b\x32\x31.tailmark.v2.ModelInferResponse.InferOutputTensor\x12\x1b\n\x13raw_output_contents\x18\x06 \x03(\x0c\x1a\x9d\x02\n\x11InferOutputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12U\n\nparameters\x18\x04 \x03(\x0b\x32\x41.tailmark.v2.ModelInferResponse.InferOutputTensor.ParametersEntry\x12\x32\n\x08\x63ontents\x18\x05 \x01(\x0b\x32 .tailmark.v2.InferTensorContents\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.tailmark.v2.InferParameter:\x02\x38\x01\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.tailmark.v2.InferParameter:\x02\x38\x01"j\n\x18ModelStreamInferResponse\x12\x15\n\rerror_message\x18\x01 \x01(\t\x12\x37\n\x0einfer_response\x18\x02 \x01(\x0b\x32\x1f.tailmark.v2.ModelInferResponse"3\n\x12ModelConfigRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t"?\n\x13ModelConfigResponse\x12(\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.tailmark.v2.ModelConfig"7\n\x16ModelStatisticsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t".\n\x11StatisticDuration\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\n\n\x02ns\x18\x02 \x01(\x04"\xac\x03\n\x0fInferStatistics\x12/\n\x07success\x18\x01 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12,\n\x04\x66\x61il\x18\x02 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12-\n\x05queue\x18\x03 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x35\n\rcompute_input\x18\x04 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x35\n\rcompute_infer\x18\x05 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x36\n\x0e\x63ompute_output\x18\x06 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x31\n\tcache_hit\x18\x07 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x32\n\ncache_miss\x18\x08 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration"\xcf\x02\n\x17InferResponseStatistics\x12\x35\n\rcompute_infer\x18\x01 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x36\n\x0e\x63ompute_output\x18\x02 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12/\n\x07success\x18\x03 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12,\n\x04\x66\x61il\x18\x04 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x36\n\x0e\x65mpty_response\x18\x05 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12.\n\x06\x63\x61ncel\x18\x06 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration"\xd0\x01\n\x14InferBatchStatistics\x12\x12\n\nbatch_size\x18\x01 \x01(\x04\x12\x35\n\rcompute_input\x18\x02 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x35\n\rcompute_infer\x18\x03 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x36\n\x0e\x63ompute_output\x18\x04 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration":\n\x0bMemoryUsage\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\x03\x12\x11\n\tbyte_size\x18\x03 \x01(\x04"\xbe\x03\n\x0fModelStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0elast_inference\x18\x03 \x01(\x04\x12\x17\n\x0finference_count\x18\x04 \x01(\x04\x12\x17\n\x0f\x65xecution_count\x18\x05 \x01(\x04\x12\x35\n\x0finference_stats\x18\x06 \x01(\x0b\x32\x1c.tailmark.v2.InferStatistics\x12\x36\n\x0b\x62\x61tch_stats\x18\x07 \x03(\x0b\x32!.tailmark.v2.InferBatchStatistics\x12.\n\x0cmemory_usage\x18\x08 \x03(\x0b\x32\x18.tailmark.v2.MemoryUsage\x12G\n\x0eresponse_stats\x18\t \x03(\x0b\x32/.tailmark.v2.ModelStatistics.ResponseStatsEntry\x1aZ\n\x12ResponseStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x33\n\x05value\x18\x02 \x01(\x0b\x32$.tailmark.v2.InferResponseStatistics:\x02\x38\x01"L\n\x17ModelStatisticsResponse\x12\x31\n\x0bmodel_stats\x18\x01 \x03(\x0b\x32\x1c.tailmark.v2.ModelStatistics"@\n\x16RepositoryIndexRequest\x12\x17\n\x0frepository_name\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x08"\xa6\x01\n\x17RepositoryIndexResponse\x12?\n\x06models\x18\x01 \x03(\x0b\x32/.tailmark.v2.RepositoryIndexResponse.ModelIndex\x1aJ\n\nModelIndex\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t"%\n\x12HealthCheckRequest\x12\x0f\n\x07service\x18\x01 \x01(\t"\xa6\x01\n\x13HealthCheckResponse\x12>\n\x06status\x18\x01 \x01(\x0e\x32..tailmark.v2.HealthCheckResponse.ServingStatus"O\n\rServingStatus\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0f\n\x0bNOT_SERVING\x10\x02\x12\x13\n\x0fSERVICE_UNKNOWN\x10\x03\x62\x06proto3'
-)
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftailmark/protos/inference.proto\x12\x0btailmark.v2\x1a\"tailmark/protos/model_config.proto\"\x13\n\x11ServerLiveRequest\"\"\n\x12ServerLiveResponse\x12\x0c\n\x04live\x18\x01 \x01(\x08\"\x14\n\x12ServerReadyRequest\"$\n\x13ServerReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\"2\n\x11ModelReadyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"#\n\x12ModelReadyResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\"\x17\n\x15ServerMetadataRequest\"K\n\x16ServerMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nextensions\x18\x03 \x03(\t\"5\n\x14ModelMetadataRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x91\x02\n\x15ModelMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x41\n\x06inputs\x18\x04 \x03(\x0b\x32\x31.tailmark.v2.ModelMetadataResponse.TensorMetadata\x12\x42\n\x07outputs\x18\x05 \x03(\x0b\x32\x31.tailmark.v2.ModelMetadataResponse.TensorMetadata\x1a?\n\x0eTensorMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x99\x01\n\x0eInferParameter\x12\x14\n\nbool_param\x18\x01 \x01(\x08H\x00\x12\x15\n\x0bint64_param\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_param\x18\x03 \x01(\tH\x00\x12\x16\n\x0c\x64ouble_param\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cuint64_param\x18\x05 \x01(\x04H\x00\x42\x12\n\x10parameter_choice\"\xd0\x01\n\x13InferTensorContents\x12\x15\n\rbool_contents\x18\x01 \x03(\x08\x12\x14\n\x0cint_contents\x18\x02 \x03(\x05\x12\x16\n\x0eint64_contents\x18\x03 \x03(\x03\x12\x15\n\ruint_contents\x18\x04 \x03(\r\x12\x17\n\x0fuint64_contents\x18\x05 \x03(\x04\x12\x15\n\rfp32_contents\x18\x06 \x03(\x02\x12\x15\n\rfp64_contents\x18\x07 \x03(\x01\x12\x16\n\x0e\x62ytes_contents\x18\x08 \x03(\x0c\"\x80\x07\n\x11ModelInferRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x42\n\nparameters\x18\x04 \x03(\x0b\x32..tailmark.v2.ModelInferRequest.ParametersEntry\x12?\n\x06inputs\x18\x05 \x03(\x0b\x32/.tailmark.v2.ModelInferRequest.InferInputTensor\x12J\n\x07outputs\x18\x06 \x03(\x0b\x32\x39.tailmark.v2.ModelInferRequest.InferRequestedOutputTensor\x12\x1a\n\x12raw_input_contents\x18\x07 \x03(\x0c\x1a\x9a\x02\n\x10InferInputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12S\n\nparameters\x18\x04 \x03(\x0b\x32?.tailmark.v2.ModelInferRequest.InferInputTensor.ParametersEntry\x12\x32\n\x08\x63ontents\x18\x05 \x01(\x0b\x32 .tailmark.v2.InferTensorContents\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.tailmark.v2.InferParameter:\x02\x38\x01\x1a\xd9\x01\n\x1aInferRequestedOutputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12]\n\nparameters\x18\x02 \x03(\x0b\x32I.tailmark.v2.ModelInferRequest.InferRequestedOutputTensor.ParametersEntry\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.tailmark.v2.InferParameter:\x02\x38\x01\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.tailmark.v2.InferParameter:\x02\x38\x01\"\xe1\x04\n\x12ModelInferResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\x43\n\nparameters\x18\x04 \x03(\x0b\x32/.tailmark.v2.ModelInferResponse.ParametersEntry\x12\x42\n\x07outputs\x18\x05 \x03(\x0b\x32\x31.tailmark.v2.ModelInferResponse.InferOutputTensor\x12\x1b\n\x13raw_output_contents\x18\x06 \x03(\x0c\x1a\x9d\x02\n\x11InferOutputTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12U\n\nparameters\x18\x04 \x03(\x0b\x32\x41.tailmark.v2.ModelInferResponse.InferOutputTensor.ParametersEntry\x12\x32\n\x08\x63ontents\x18\x05 \x01(\x0b\x32 .tailmark.v2.InferTensorContents\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.tailmark.v2.InferParameter:\x02\x38\x01\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.tailmark.v2.InferParameter:\x02\x38\x01\"j\n\x18ModelStreamInferResponse\x12\x15\n\rerror_message\x18\x01 \x01(\t\x12\x37\n\x0einfer_response\x18\x02 \x01(\x0b\x32\x1f.tailmark.v2.ModelInferResponse\"3\n\x12ModelConfigRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"?\n\x13ModelConfigResponse\x12(\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.tailmark.v2.ModelConfig\"7\n\x16ModelStatisticsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\".\n\x11StatisticDuration\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\n\n\x02ns\x18\x02 \x01(\x04\"\xac\x03\n\x0fInferStatistics\x12/\n\x07success\x18\x01 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12,\n\x04\x66\x61il\x18\x02 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12-\n\x05queue\x18\x03 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x35\n\rcompute_input\x18\x04 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x35\n\rcompute_infer\x18\x05 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x36\n\x0e\x63ompute_output\x18\x06 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x31\n\tcache_hit\x18\x07 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x32\n\ncache_miss\x18\x08 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\"\xcf\x02\n\x17InferResponseStatistics\x12\x35\n\rcompute_infer\x18\x01 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x36\n\x0e\x63ompute_output\x18\x02 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12/\n\x07success\x18\x03 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12,\n\x04\x66\x61il\x18\x04 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x36\n\x0e\x65mpty_response\x18\x05 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12.\n\x06\x63\x61ncel\x18\x06 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\"\xd0\x01\n\x14InferBatchStatistics\x12\x12\n\nbatch_size\x18\x01 \x01(\x04\x12\x35\n\rcompute_input\x18\x02 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x35\n\rcompute_infer\x18\x03 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\x12\x36\n\x0e\x63ompute_output\x18\x04 \x01(\x0b\x32\x1e.tailmark.v2.StatisticDuration\":\n\x0bMemoryUsage\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\x03\x12\x11\n\tbyte_size\x18\x03 \x01(\x04\"\xbe\x03\n\x0fModelStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0elast_inference\x18\x03 \x01(\x04\x12\x17\n\x0finference_count\x18\x04 \x01(\x04\x12\x17\n\x0f\x65xecution_count\x18\x05 \x01(\x04\x12\x35\n\x0finference_stats\x18\x06 \x01(\x0b\x32\x1c.tailmark.v2.InferStatistics\x12\x36\n\x0b\x62\x61tch_stats\x18\x07 \x03(\x0b\x32!.tailmark.v2.InferBatchStatistics\x12.\n\x0cmemory_usage\x18\x08 \x03(\x0b\x32\x18.tailmark.v2.MemoryUsage\x12G\n\x0eresponse_stats\x18\t \x03(\x0b\x32/.tailmark.v2.ModelStatistics.ResponseStatsEntry\x1aZ\n\x12ResponseStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x33\n\x05value\x18\x02 \x01(\x0b\x32$.tailmark.v2.InferResponseStatistics:\x02\x38\x01\"L\n\x17ModelStatisticsResponse\x12\x31\n\x0bmodel_stats\x18\x01 \x03(\x0b\x32\x1c.tailmark.v2.ModelStatistics\"@\n\x16RepositoryIndexRequest\x12\x17\n\x0frepository_name\x18\x01 \x01(\t\x12\r\n\x05ready\x18\x02 \x01(\x08\"\xa6\x01\n\x17RepositoryIndexResponse\x12?\n\x06models\x18\x01 \x03(\x0b\x32/.tailmark.v2.RepositoryIndexResponse.ModelIndex\x1aJ\n\nModelIndex\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"%\n\x12HealthCheckRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"\xa6\x01\n\x13HealthCheckResponse\x12>\n\x06status\x18\x01 \x01(\x0e\x32..tailmark.v2.HealthCheckResponse.ServingStatus\"O\n\rServingStatus\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0f\n\x0bNOT_SERVING\x10\x02\x12\x13\n\x0fSERVICE_UNKNOWN\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "tailmark.protos.inference_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tailmark.protos.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY"]._loaded_options = None
-    _globals["_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY"]._serialized_options = b"8\001"
-    _globals["_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY"]._loaded_options = None
-    _globals["_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY"]._serialized_options = b"8\001"
-    _globals["_MODELINFERREQUEST_PARAMETERSENTRY"]._loaded_options = None
-    _globals["_MODELINFERREQUEST_PARAMETERSENTRY"]._serialized_options = b"8\001"
-    _globals["_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY"]._loaded_options = None
-    _globals["_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY"]._serialized_options = b"8\001"
-    _globals["_MODELINFERRESPONSE_PARAMETERSENTRY"]._loaded_options = None
-    _globals["_MODELINFERRESPONSE_PARAMETERSENTRY"]._serialized_options = b"8\001"
-    _globals["_MODELSTATISTICS_RESPONSESTATSENTRY"]._loaded_options = None
-    _globals["_MODELSTATISTICS_RESPONSESTATSENTRY"]._serialized_options = b"8\001"
-    _globals["_SERVERLIVEREQUEST"]._serialized_start = 84
-    _globals["_SERVERLIVEREQUEST"]._serialized_end = 103
-    _globals["_SERVERLIVERESPONSE"]._serialized_start = 105
-    _globals["_SERVERLIVERESPONSE"]._serialized_end = 139
-    _globals["_SERVERREADYREQUEST"]._serialized_start = 141
-    _globals["_SERVERREADYREQUEST"]._serialized_end = 161
-    _globals["_SERVERREADYRESPONSE"]._serialized_start = 163
-    _globals["_SERVERREADYRESPONSE"]._serialized_end = 199
-    _globals["_MODELREADYREQUEST"]._serialized_start = 201
-    _globals["_MODELREADYREQUEST"]._serialized_end = 251
-    _globals["_MODELREADYRESPONSE"]._serialized_start = 253
-    _globals["_MODELREADYRESPONSE"]._serialized_end = 288
-    _globals["_SERVERMETADATAREQUEST"]._serialized_start = 290
-    _globals["_SERVERMETADATAREQUEST"]._serialized_end = 313
-    _globals["_SERVERMETADATARESPONSE"]._serialized_start = 315
-    _globals["_SERVERMETADATARESPONSE"]._serialized_end = 390
-    _globals["_MODELMETADATAREQUEST"]._serialized_start = 392
-    _globals["_MODELMETADATAREQUEST"]._serialized_end = 445
-    _globals["_MODELMETADATARESPONSE"]._serialized_start = 448
-    _globals["_MODELMETADATARESPONSE"]._serialized_end = 721
-    _globals["_MODELMETADATARESPONSE_TENSORMETADATA"]._serialized_start = 658
-    _globals["_MODELMETADATARESPONSE_TENSORMETADATA"]._serialized_end = 721
-    _globals["_INFERPARAMETER"]._serialized_start = 724
-    _globals["_INFERPARAMETER"]._serialized_end = 877
-    _globals["_INFERTENSORCONTENTS"]._serialized_start = 880
-    _globals["_INFERTENSORCONTENTS"]._serialized_end = 1088
-    _globals["_MODELINFERREQUEST"]._serialized_start = 1091
-    _globals["_MODELINFERREQUEST"]._serialized_end = 1987
-    _globals["_MODELINFERREQUEST_INFERINPUTTENSOR"]._serialized_start = 1405
-    _globals["_MODELINFERREQUEST_INFERINPUTTENSOR"]._serialized_end = 1687
-    _globals["_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY"]._serialized_start = 1609
-    _globals["_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY"]._serialized_end = 1687
-    _globals["_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR"]._serialized_start = 1690
-    _globals["_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR"]._serialized_end = 1907
-    _globals["_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY"]._serialized_start = 1609
-    _globals["_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY"]._serialized_end = 1687
-    _globals["_MODELINFERREQUEST_PARAMETERSENTRY"]._serialized_start = 1609
-    _globals["_MODELINFERREQUEST_PARAMETERSENTRY"]._serialized_end = 1687
-    _globals["_MODELINFERRESPONSE"]._serialized_start = 1990
-    _globals["_MODELINFERRESPONSE"]._serialized_end = 2599
-    _globals["_MODELINFERRESPONSE_INFEROUTPUTTENSOR"]._serialized_start = 2234
-    _globals["_MODELINFERRESPONSE_INFEROUTPUTTENSOR"]._serialized_end = 2519
-    _globals["_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY"]._serialized_start = 1609
-    _globals["_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY"]._serialized_end = 1687
-    _globals["_MODELINFERRESPONSE_PARAMETERSENTRY"]._serialized_start = 1609
-    _globals["_MODELINFERRESPONSE_PARAMETERSENTRY"]._serialized_end = 1687
-    _globals["_MODELSTREAMINFERRESPONSE"]._serialized_start = 2601
-    _globals["_MODELSTREAMINFERRESPONSE"]._serialized_end = 2707
-    _globals["_MODELCONFIGREQUEST"]._serialized_start = 2709
-    _globals["_MODELCONFIGREQUEST"]._serialized_end = 2760
-    _globals["_MODELCONFIGRESPONSE"]._serialized_start = 2762
-    _globals["_MODELCONFIGRESPONSE"]._serialized_end = 2825
-    _globals["_MODELSTATISTICSREQUEST"]._serialized_start = 2827
-    _globals["_MODELSTATISTICSREQUEST"]._serialized_end = 2882
-    _globals["_STATISTICDURATION"]._serialized_start = 2884
-    _globals["_STATISTICDURATION"]._serialized_end = 2930
-    _globals["_INFERSTATISTICS"]._serialized_start = 2933
-    _globals["_INFERSTATISTICS"]._serialized_end = 3361
-    _globals["_INFERRESPONSESTATISTICS"]._serialized_start = 3364
-    _globals["_INFERRESPONSESTATISTICS"]._serialized_end = 3699
-    _globals["_INFERBATCHSTATISTICS"]._serialized_start = 3702
-    _globals["_INFERBATCHSTATISTICS"]._serialized_end = 3910
-    _globals["_MEMORYUSAGE"]._serialized_start = 3912
-    _globals["_MEMORYUSAGE"]._serialized_end = 3970
-    _globals["_MODELSTATISTICS"]._serialized_start = 3973
-    _globals["_MODELSTATISTICS"]._serialized_end = 4419
-    _globals["_MODELSTATISTICS_RESPONSESTATSENTRY"]._serialized_start = 4329
-    _globals["_MODELSTATISTICS_RESPONSESTATSENTRY"]._serialized_end = 4419
-    _globals["_MODELSTATISTICSRESPONSE"]._serialized_start = 4421
-    _globals["_MODELSTATISTICSRESPONSE"]._serialized_end = 4497
-    _globals["_REPOSITORYINDEXREQUEST"]._serialized_start = 4499
-    _globals["_REPOSITORYINDEXREQUEST"]._serialized_end = 4563
-    _globals["_REPOSITORYINDEXRESPONSE"]._serialized_start = 4566
-    _globals["_REPOSITORYINDEXRESPONSE"]._serialized_end = 4732
-    _globals["_REPOSITORYINDEXRESPONSE_MODELINDEX"]._serialized_start = 4658
-    _globals["_REPOSITORYINDEXRESPONSE_MODELINDEX"]._serialized_end = 4732
-    _globals["_HEALTHCHECKREQUEST"]._serialized_start = 4734
-    _globals["_HEALTHCHECKREQUEST"]._serialized_end = 4771
-    _globals["_HEALTHCHECKRESPONSE"]._serialized_start = 4774
-    _globals["_HEALTHCHECKRESPONSE"]._serialized_end = 4940
-    _globals["_HEALTHCHECKRESPONSE_SERVINGSTATUS"]._serialized_start = 4861
-    _globals["_HEALTHCHECKRESPONSE_SERVINGSTATUS"]._serialized_end = 4940
+  DESCRIPTOR._loaded_options = None
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY']._loaded_options = None
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY']._loaded_options = None
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELINFERREQUEST_PARAMETERSENTRY']._loaded_options = None
+  _globals['_MODELINFERREQUEST_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY']._loaded_options = None
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELINFERRESPONSE_PARAMETERSENTRY']._loaded_options = None
+  _globals['_MODELINFERRESPONSE_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELSTATISTICS_RESPONSESTATSENTRY']._loaded_options = None
+  _globals['_MODELSTATISTICS_RESPONSESTATSENTRY']._serialized_options = b'8\001'
+  _globals['_SERVERLIVEREQUEST']._serialized_start=84
+  _globals['_SERVERLIVEREQUEST']._serialized_end=103
+  _globals['_SERVERLIVERESPONSE']._serialized_start=105
+  _globals['_SERVERLIVERESPONSE']._serialized_end=139
+  _globals['_SERVERREADYREQUEST']._serialized_start=141
+  _globals['_SERVERREADYREQUEST']._serialized_end=161
+  _globals['_SERVERREADYRESPONSE']._serialized_start=163
+  _globals['_SERVERREADYRESPONSE']._serialized_end=199
+  _globals['_MODELREADYREQUEST']._serialized_start=201
+  _globals['_MODELREADYREQUEST']._serialized_end=251
+  _globals['_MODELREADYRESPONSE']._serialized_start=253
+  _globals['_MODELREADYRESPONSE']._serialized_end=288
+  _globals['_SERVERMETADATAREQUEST']._serialized_start=290
+  _globals['_SERVERMETADATAREQUEST']._serialized_end=313
+  _globals['_SERVERMETADATARESPONSE']._serialized_start=315
+  _globals['_SERVERMETADATARESPONSE']._serialized_end=390
+  _globals['_MODELMETADATAREQUEST']._serialized_start=392
+  _globals['_MODELMETADATAREQUEST']._serialized_end=445
+  _globals['_MODELMETADATARESPONSE']._serialized_start=448
+  _globals['_MODELMETADATARESPONSE']._serialized_end=721
+  _globals['_MODELMETADATARESPONSE_TENSORMETADATA']._serialized_start=658
+  _globals['_MODELMETADATARESPONSE_TENSORMETADATA']._serialized_end=721
+  _globals['_INFERPARAMETER']._serialized_start=724
+  _globals['_INFERPARAMETER']._serialized_end=877
+  _globals['_INFERTENSORCONTENTS']._serialized_start=880
+  _globals['_INFERTENSORCONTENTS']._serialized_end=1088
+  _globals['_MODELINFERREQUEST']._serialized_start=1091
+  _globals['_MODELINFERREQUEST']._serialized_end=1987
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR']._serialized_start=1405
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR']._serialized_end=1687
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY']._serialized_start=1609
+  _globals['_MODELINFERREQUEST_INFERINPUTTENSOR_PARAMETERSENTRY']._serialized_end=1687
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR']._serialized_start=1690
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR']._serialized_end=1907
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY']._serialized_start=1609
+  _globals['_MODELINFERREQUEST_INFERREQUESTEDOUTPUTTENSOR_PARAMETERSENTRY']._serialized_end=1687
+  _globals['_MODELINFERREQUEST_PARAMETERSENTRY']._serialized_start=1609
+  _globals['_MODELINFERREQUEST_PARAMETERSENTRY']._serialized_end=1687
+  _globals['_MODELINFERRESPONSE']._serialized_start=1990
+  _globals['_MODELINFERRESPONSE']._serialized_end=2599
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR']._serialized_start=2234
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR']._serialized_end=2519
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY']._serialized_start=1609
+  _globals['_MODELINFERRESPONSE_INFEROUTPUTTENSOR_PARAMETERSENTRY']._serialized_end=1687
+  _globals['_MODELINFERRESPONSE_PARAMETERSENTRY']._serialized_start=1609
+  _globals['_MODELINFERRESPONSE_PARAMETERSENTRY']._serialized_end=1687
+  _globals['_MODELSTREAMINFERRESPONSE']._serialized_start=2601
+  _globals['_MODELSTREAMINFERRESPONSE']._serialized_end=2707
+  _globals['_MODELCONFIGREQUEST']._serialized_start=2709
+  _globals['_MODELCONFIGREQUEST']._serialized_end=2760
+  _globals['_MODELCONFIGRESPONSE']._serialized_start=2762
+  _globals['_MODELCONFIGRESPONSE']._serialized_end=2825
+  _globals['_MODELSTATISTICSREQUEST']._serialized_start=2827
+  _globals['_MODELSTATISTICSREQUEST']._serialized_end=2882
+  _globals['_STATISTICDURATION']._serialized_start=2884
+  _globals['_STATISTICDURATION']._serialized_end=2930
+  _globals['_INFERSTATISTICS']._serialized_start=2933
+  _globals['_INFERSTATISTICS']._serialized_end=3361
+  _globals['_INFERRESPONSESTATISTICS']._serialized_start=3364
+  _globals['_INFERRESPONSESTATISTICS']._serialized_end=3699
+  _globals['_INFERBATCHSTATISTICS']._serialized_start=3702
+  _globals['_INFERBATCHSTATISTICS']._serialized_end=3910
+  _globals['_MEMORYUSAGE']._serialized_start=3912
+  _globals['_MEMORYUSAGE']._serialized_end=3970
+  _globals['_MODELSTATISTICS']._serialized_start=3973
+  _globals['_MODELSTATISTICS']._serialized_end=4419
+  _globals['_MODELSTATISTICS_RESPONSESTATSENTRY']._serialized_start=4329
+  _globals['_MODELSTATISTICS_RESPONSESTATSENTRY']._serialized_end=4419
+  _globals['_MODELSTATISTICSRESPONSE']._serialized_start=4421
+  _globals['_MODELSTATISTICSRESPONSE']._serialized_end=4497
+  _globals['_REPOSITORYINDEXREQUEST']._serialized_start=4499
+  _globals['_REPOSITORYINDEXREQUEST']._serialized_end=4563
+  _globals['_REPOSITORYINDEXRESPONSE']._serialized_start=4566
+  _globals['_REPOSITORYINDEXRESPONSE']._serialized_end=4732
+  _globals['_REPOSITORYINDEXRESPONSE_MODELINDEX']._serialized_start=4658
+  _globals['_REPOSITORYINDEXRESPONSE_MODELINDEX']._serialized_end=4732
+  _globals['_HEALTHCHECKREQUEST']._serialized_start=4734
+  _globals['_HEALTHCHECKREQUEST']._serialized_end=4771
+  _globals['_HEALTHCHECKRESPONSE']._serialized_start=4774
+  _globals['_HEALTHCHECKRESPONSE']._serialized_end=4940
+  _globals['_HEALTHCHECKRESPONSE_SERVINGSTATUS']._serialized_start=4861
+  _globals['_HEALTHCHECKRESPONSE_SERVINGSTATUS']._serialized_end=4940
 # @@protoc_insertion_point(module_scope)

@@ -4,114 +4,115 @@
 # source: tailmark/protos/model_config.proto
 # Protobuf Python Version: 6.33.5
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
 _runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC, 6, 33, 5, "", "tailmark/protos/model_config.proto"
+    _runtime_version.Domain.PUBLIC,
+    6,
+    33,
+    5,
+    '',
+    'tailmark/protos/model_config.proto'
 )
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n"tailmark/protos/model_config.proto\x12\x0btailmark.v2"\xed\x01\n\x12ModelInstanceGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x0c\n\x04gpus\x18\x03 \x03(\x05\x12\x32\n\x04kind\x18\x04 \x01(\x0e\x32$.tailmark.v2.ModelInstanceGroup.Kind\x12\x0f\n\x07profile\x18\x05 \x03(\t\x12\x0f\n\x07passive\x18\x07 \x01(\x08\x12\x13\n\x0bhost_policy\x18\t \x01(\t"A\n\x04Kind\x12\r\n\tKIND_AUTO\x10\x00\x12\x0c\n\x08KIND_GPU\x10\x01\x12\x0c\n\x08KIND_CPU\x10\x02\x12\x0e\n\nKIND_MODEL\x10\x03"#\n\x12ModelTensorReshape\x12\r\n\x05shape\x18\x01 \x03(\x03"\xb8\x02\n\nModelInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\tdata_type\x18\x02 \x01(\x0e\x32\x15.tailmark.v2.DataType\x12.\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1e.tailmark.v2.ModelInput.Format\x12\x0c\n\x04\x64ims\x18\x04 \x03(\x03\x12\x30\n\x07reshape\x18\x05 \x01(\x0b\x32\x1f.tailmark.v2.ModelTensorReshape\x12\x17\n\x0fis_shape_tensor\x18\x06 \x01(\x08\x12\x1a\n\x12\x61llow_ragged_batch\x18\x07 \x01(\x08\x12\x10\n\x08optional\x18\x08 \x01(\x08";\n\x06\x46ormat\x12\x0f\n\x0b\x46ORMAT_NONE\x10\x00\x12\x0f\n\x0b\x46ORMAT_NHWC\x10\x01\x12\x0f\n\x0b\x46ORMAT_NCHW\x10\x02"\xb6\x01\n\x0bModelOutput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\tdata_type\x18\x02 \x01(\x0e\x32\x15.tailmark.v2.DataType\x12\x0c\n\x04\x64ims\x18\x03 \x03(\x03\x12\x16\n\x0elabel_filename\x18\x04 \x01(\t\x12\x30\n\x07reshape\x18\x05 \x01(\x0b\x32\x1f.tailmark.v2.ModelTensorReshape\x12\x17\n\x0fis_shape_tensor\x18\x06 \x01(\x08"\x96\x02\n\x12ModelVersionPolicy\x12\x38\n\x06latest\x18\x01 \x01(\x0b\x32&.tailmark.v2.ModelVersionPolicy.LatestH\x00\x12\x32\n\x03\x61ll\x18\x02 \x01(\x0b\x32#.tailmark.v2.ModelVersionPolicy.AllH\x00\x12<\n\x08specific\x18\x03 \x01(\x0b\x32(.tailmark.v2.ModelVersionPolicy.SpecificH\x00\x1a\x1e\n\x06Latest\x12\x14\n\x0cnum_versions\x18\x01 \x01(\r\x1a\x05\n\x03\x41ll\x1a\x1c\n\x08Specific\x12\x10\n\x08versions\x18\x01 \x03(\x03\x42\x0f\n\rpolicy_choice"\xa0\t\n\x17ModelOptimizationPolicy\x12\x39\n\x05graph\x18\x01 \x01(\x0b\x32*.tailmark.v2.ModelOptimizationPolicy.Graph\x12\x44\n\x08priority\x18\x02 \x01(\x0e\x32\x32.tailmark.v2.ModelOptimizationPolicy.ModelPriority\x12\x37\n\x04\x63uda\x18\x03 \x01(\x0b\x32).tailmark.v2.ModelOptimizationPolicy.Cuda\x12Z\n\x16\x65xecution_accelerators\x18\x04 \x01(\x0b\x32:.tailmark.v2.ModelOptimizationPolicy.ExecutionAccelerators\x12T\n\x13input_pinned_memory\x18\x05 \x01(\x0b\x32\x37.tailmark.v2.ModelOptimizationPolicy.PinnedMemoryBuffer\x12U\n\x14output_pinned_memory\x18\x06 \x01(\x0b\x32\x37.tailmark.v2.ModelOptimizationPolicy.PinnedMemoryBuffer\x12&\n\x1egather_kernel_buffer_threshold\x18\x07 \x01(\r\x12\x16\n\x0e\x65\x61ger_batching\x18\x08 \x01(\x08\x1a\x16\n\x05Graph\x12\r\n\x05level\x18\x01 \x01(\x05\x1aL\n\x04\x43uda\x12\x0e\n\x06graphs\x18\x01 \x01(\x08\x12\x18\n\x10\x62usy_wait_events\x18\x02 \x01(\x08\x12\x1a\n\x12output_copy_stream\x18\x04 \x01(\x08\x1a\xaa\x03\n\x15\x45xecutionAccelerators\x12i\n\x19gpu_execution_accelerator\x18\x01 \x03(\x0b\x32\x46.tailmark.v2.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator\x12i\n\x19\x63pu_execution_accelerator\x18\x02 \x03(\x0b\x32\x46.tailmark.v2.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator\x1a\xba\x01\n\x0b\x41\x63\x63\x65lerator\x12\x0c\n\x04name\x18\x01 \x01(\t\x12j\n\nparameters\x18\x02 \x03(\x0b\x32V.tailmark.v2.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a$\n\x12PinnedMemoryBuffer\x12\x0e\n\x06\x65nable\x18\x01 \x01(\x08"I\n\rModelPriority\x12\x14\n\x10PRIORITY_DEFAULT\x10\x00\x12\x10\n\x0cPRIORITY_MAX\x10\x01\x12\x10\n\x0cPRIORITY_MIN\x10\x02"\xdd\x01\n\x10ModelQueuePolicy\x12\x43\n\x0etimeout_action\x18\x01 \x01(\x0e\x32+.tailmark.v2.ModelQueuePolicy.TimeoutAction\x12$\n\x1c\x64\x65\x66\x61ult_timeout_microseconds\x18\x02 \x01(\x04\x12\x1e\n\x16\x61llow_timeout_override\x18\x03 \x01(\x08\x12\x16\n\x0emax_queue_size\x18\x04 \x01(\r"&\n\rTimeoutAction\x12\n\n\x06REJECT\x10\x00\x12\t\n\x05\x44\x45LAY\x10\x01"\xa1\x03\n\x14ModelDynamicBatching\x12\x1c\n\x14preferred_batch_size\x18\x01 \x03(\x05\x12$\n\x1cmax_queue_delay_microseconds\x18\x02 \x01(\x04\x12\x19\n\x11preserve_ordering\x18\x03 \x01(\x08\x12\x17\n\x0fpriority_levels\x18\x04 \x01(\x04\x12\x1e\n\x16\x64\x65\x66\x61ult_priority_level\x18\x05 \x01(\x04\x12;\n\x14\x64\x65\x66\x61ult_queue_policy\x18\x06 \x01(\x0b\x32\x1d.tailmark.v2.ModelQueuePolicy\x12Y\n\x15priority_queue_policy\x18\x07 \x03(\x0b\x32:.tailmark.v2.ModelDynamicBatching.PriorityQueuePolicyEntry\x1aY\n\x18PriorityQueuePolicyEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x1d.tailmark.v2.ModelQueuePolicy:\x02\x38\x01"\xe5\x03\n\x15ModelSequenceBatching\x12&\n\x1emax_sequence_idle_microseconds\x18\x01 \x01(\x04\x12\x43\n\x06\x64irect\x18\x03 \x01(\x0b\x32\x31.tailmark.v2.ModelSequenceBatching.StrategyDirectH\x00\x12\x43\n\x06oldest\x18\x04 \x01(\x0b\x32\x31.tailmark.v2.ModelSequenceBatching.StrategyOldestH\x00\x12\x1a\n\x12iterative_sequence\x18\x06 \x01(\x08\x1aX\n\x0eStrategyDirect\x12$\n\x1cmax_queue_delay_microseconds\x18\x01 \x01(\x04\x12 \n\x18minimum_slot_utilization\x18\x02 \x01(\x02\x1a\x90\x01\n\x0eStrategyOldest\x12\x1f\n\x17max_candidate_sequences\x18\x01 \x01(\x05\x12\x1c\n\x14preferred_batch_size\x18\x02 \x03(\x05\x12$\n\x1cmax_queue_delay_microseconds\x18\x03 \x01(\x04\x12\x19\n\x11preserve_ordering\x18\x04 \x01(\x08\x42\x11\n\x0fstrategy_choice"&\n\x0eModelParameter\x12\x14\n\x0cstring_value\x18\x01 \x01(\t"\xdf\x02\n\x0bModelWarmup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x34\n\x06inputs\x18\x03 \x03(\x0b\x32$.tailmark.v2.ModelWarmup.InputsEntry\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x1a\x99\x01\n\x05Input\x12(\n\tdata_type\x18\x01 \x01(\x0e\x32\x15.tailmark.v2.DataType\x12\x0c\n\x04\x64ims\x18\x02 \x03(\x03\x12\x13\n\tzero_data\x18\x03 \x01(\x08H\x00\x12\x15\n\x0brandom_data\x18\x04 \x01(\x08H\x00\x12\x19\n\x0finput_data_file\x18\x05 \x01(\tH\x00\x42\x11\n\x0finput_data_type\x1aM\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.tailmark.v2.ModelWarmup.Input:\x02\x38\x01"+\n\x16ModelTransactionPolicy\x12\x11\n\tdecoupled\x18\x01 \x01(\x08"$\n\x12ModelResponseCache\x12\x0e\n\x06\x65nable\x18\x01 \x01(\x08"\xd1\x08\n\x0bModelConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x37\n\x0eversion_policy\x18\x03 \x01(\x0b\x32\x1f.tailmark.v2.ModelVersionPolicy\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x05\x12&\n\x05input\x18\x05 \x03(\x0b\x32\x17.tailmark.v2.ModelInput\x12(\n\x06output\x18\x06 \x03(\x0b\x32\x18.tailmark.v2.ModelOutput\x12\x37\n\x0einstance_group\x18\x07 \x03(\x0b\x32\x1f.tailmark.v2.ModelInstanceGroup\x12\x1e\n\x16\x64\x65\x66\x61ult_model_filename\x18\x08 \x01(\t\x12J\n\x12\x63\x63_model_filenames\x18\t \x03(\x0b\x32..tailmark.v2.ModelConfig.CcModelFilenamesEntry\x12=\n\x0bmetric_tags\x18\n \x03(\x0b\x32(.tailmark.v2.ModelConfig.MetricTagsEntry\x12=\n\x10\x64ynamic_batching\x18\x0b \x01(\x0b\x32!.tailmark.v2.ModelDynamicBatchingH\x00\x12?\n\x11sequence_batching\x18\r \x01(\x0b\x32".tailmark.v2.ModelSequenceBatchingH\x00\x12:\n\x0coptimization\x18\x0c \x01(\x0b\x32$.tailmark.v2.ModelOptimizationPolicy\x12<\n\nparameters\x18\x0e \x03(\x0b\x32(.tailmark.v2.ModelConfig.ParametersEntry\x12.\n\x0cmodel_warmup\x18\x10 \x03(\x0b\x32\x18.tailmark.v2.ModelWarmup\x12\x0f\n\x07\x62\x61\x63kend\x18\x11 \x01(\t\x12\x45\n\x18model_transaction_policy\x18\x13 \x01(\x0b\x32#.tailmark.v2.ModelTransactionPolicy\x12\x37\n\x0eresponse_cache\x18\x18 \x01(\x0b\x32\x1f.tailmark.v2.ModelResponseCache\x12\x0f\n\x07runtime\x18\x19 \x01(\t\x1a\x37\n\x15\x43\x63ModelFilenamesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x31\n\x0fMetricTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.tailmark.v2.ModelParameter:\x02\x38\x01\x42\x13\n\x11scheduling_choice*\xfa\x01\n\x08\x44\x61taType\x12\x10\n\x0cTYPE_INVALID\x10\x00\x12\r\n\tTYPE_BOOL\x10\x01\x12\x0e\n\nTYPE_UINT8\x10\x02\x12\x0f\n\x0bTYPE_UINT16\x10\x03\x12\x0f\n\x0bTYPE_UINT32\x10\x04\x12\x0f\n\x0bTYPE_UINT64\x10\x05\x12\r\n\tTYPE_INT8\x10\x06\x12\x0e\n\nTYPE_INT16\x10\x07\x12\x0e\n\nTYPE_INT32\x10\x08\x12\x0e\n\nTYPE_INT64\x10\t\x12\r\n\tTYPE_FP16\x10\n\x12\r\n\tTYPE_FP32\x10\x0b\x12\r\n\tTYPE_FP64\x10\x0c\x12\x0f\n\x0bTYPE_STRING\x10\r\x12\r\n\tTYPE_BF16\x10\x0e\x62\x06proto3'
-)
+
+
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"tailmark/protos/model_config.proto\x12\x0btailmark.v2\"\xed\x01\n\x12ModelInstanceGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x0c\n\x04gpus\x18\x03 \x03(\x05\x12\x32\n\x04kind\x18\x04 \x01(\x0e\x32$.tailmark.v2.ModelInstanceGroup.Kind\x12\x0f\n\x07profile\x18\x05 \x03(\t\x12\x0f\n\x07passive\x18\x07 \x01(\x08\x12\x13\n\x0bhost_policy\x18\t \x01(\t\"A\n\x04Kind\x12\r\n\tKIND_AUTO\x10\x00\x12\x0c\n\x08KIND_GPU\x10\x01\x12\x0c\n\x08KIND_CPU\x10\x02\x12\x0e\n\nKIND_MODEL\x10\x03\"#\n\x12ModelTensorReshape\x12\r\n\x05shape\x18\x01 \x03(\x03\"\xb8\x02\n\nModelInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\tdata_type\x18\x02 \x01(\x0e\x32\x15.tailmark.v2.DataType\x12.\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1e.tailmark.v2.ModelInput.Format\x12\x0c\n\x04\x64ims\x18\x04 \x03(\x03\x12\x30\n\x07reshape\x18\x05 \x01(\x0b\x32\x1f.tailmark.v2.ModelTensorReshape\x12\x17\n\x0fis_shape_tensor\x18\x06 \x01(\x08\x12\x1a\n\x12\x61llow_ragged_batch\x18\x07 \x01(\x08\x12\x10\n\x08optional\x18\x08 \x01(\x08\";\n\x06\x46ormat\x12\x0f\n\x0b\x46ORMAT_NONE\x10\x00\x12\x0f\n\x0b\x46ORMAT_NHWC\x10\x01\x12\x0f\n\x0b\x46ORMAT_NCHW\x10\x02\"\xb6\x01\n\x0bModelOutput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\tdata_type\x18\x02 \x01(\x0e\x32\x15.tailmark.v2.DataType\x12\x0c\n\x04\x64ims\x18\x03 \x03(\x03\x12\x16\n\x0elabel_filename\x18\x04 \x01(\t\x12\x30\n\x07reshape\x18\x05 \x01(\x0b\x32\x1f.tailmark.v2.ModelTensorReshape\x12\x17\n\x0fis_shape_tensor\x18\x06 \x01(\x08\"\x96\x02\n\x12ModelVersionPolicy\x12\x38\n\x06latest\x18\x01 \x01(\x0b\x32&.tailmark.v2.ModelVersionPolicy.LatestH\x00\x12\x32\n\x03\x61ll\x18\x02 \x01(\x0b\x32#.tailmark.v2.ModelVersionPolicy.AllH\x00\x12<\n\x08specific\x18\x03 \x01(\x0b\x32(.tailmark.v2.ModelVersionPolicy.SpecificH\x00\x1a\x1e\n\x06Latest\x12\x14\n\x0cnum_versions\x18\x01 \x01(\r\x1a\x05\n\x03\x41ll\x1a\x1c\n\x08Specific\x12\x10\n\x08versions\x18\x01 \x03(\x03\x42\x0f\n\rpolicy_choice\"\xa0\t\n\x17ModelOptimizationPolicy\x12\x39\n\x05graph\x18\x01 \x01(\x0b\x32*.tailmark.v2.ModelOptimizationPolicy.Graph\x12\x44\n\x08priority\x18\x02 \x01(\x0e\x32\x32.tailmark.v2.ModelOptimizationPolicy.ModelPriority\x12\x37\n\x04\x63uda\x18\x03 \x01(\x0b\x32).tailmark.v2.ModelOptimizationPolicy.Cuda\x12Z\n\x16\x65xecution_accelerators\x18\x04 \x01(\x0b\x32:.tailmark.v2.ModelOptimizationPolicy.ExecutionAccelerators\x12T\n\x13input_pinned_memory\x18\x05 \x01(\x0b\x32\x37.tailmark.v2.ModelOptimizationPolicy.PinnedMemoryBuffer\x12U\n\x14output_pinned_memory\x18\x06 \x01(\x0b\x32\x37.tailmark.v2.ModelOptimizationPolicy.PinnedMemoryBuffer\x12&\n\x1egather_kernel_buffer_threshold\x18\x07 \x01(\r\x12\x16\n\x0e\x65\x61ger_batching\x18\x08 \x01(\x08\x1a\x16\n\x05Graph\x12\r\n\x05level\x18\x01 \x01(\x05\x1aL\n\x04\x43uda\x12\x0e\n\x06graphs\x18\x01 \x01(\x08\x12\x18\n\x10\x62usy_wait_events\x18\x02 \x01(\x08\x12\x1a\n\x12output_copy_stream\x18\x04 \x01(\x08\x1a\xaa\x03\n\x15\x45xecutionAccelerators\x12i\n\x19gpu_execution_accelerator\x18\x01 \x03(\x0b\x32\x46.tailmark.v2.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator\x12i\n\x19\x63pu_execution_accelerator\x18\x02 \x03(\x0b\x32\x46.tailmark.v2.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator\x1a\xba\x01\n\x0b\x41\x63\x63\x65lerator\x12\x0c\n\x04name\x18\x01 \x01(\t\x12j\n\nparameters\x18\x02 \x03(\x0b\x32V.tailmark.v2.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a$\n\x12PinnedMemoryBuffer\x12\x0e\n\x06\x65nable\x18\x01 \x01(\x08\"I\n\rModelPriority\x12\x14\n\x10PRIORITY_DEFAULT\x10\x00\x12\x10\n\x0cPRIORITY_MAX\x10\x01\x12\x10\n\x0cPRIORITY_MIN\x10\x02\"\xdd\x01\n\x10ModelQueuePolicy\x12\x43\n\x0etimeout_action\x18\x01 \x01(\x0e\x32+.tailmark.v2.ModelQueuePolicy.TimeoutAction\x12$\n\x1c\x64\x65\x66\x61ult_timeout_microseconds\x18\x02 \x01(\x04\x12\x1e\n\x16\x61llow_timeout_override\x18\x03 \x01(\x08\x12\x16\n\x0emax_queue_size\x18\x04 \x01(\r\"&\n\rTimeoutAction\x12\n\n\x06REJECT\x10\x00\x12\t\n\x05\x44\x45LAY\x10\x01\"\xa1\x03\n\x14ModelDynamicBatching\x12\x1c\n\x14preferred_batch_size\x18\x01 \x03(\x05\x12$\n\x1cmax_queue_delay_microseconds\x18\x02 \x01(\x04\x12\x19\n\x11preserve_ordering\x18\x03 \x01(\x08\x12\x17\n\x0fpriority_levels\x18\x04 \x01(\x04\x12\x1e\n\x16\x64\x65\x66\x61ult_priority_level\x18\x05 \x01(\x04\x12;\n\x14\x64\x65\x66\x61ult_queue_policy\x18\x06 \x01(\x0b\x32\x1d.tailmark.v2.ModelQueuePolicy\x12Y\n\x15priority_queue_policy\x18\x07 \x03(\x0b\x32:.tailmark.v2.ModelDynamicBatching.PriorityQueuePolicyEntry\x1aY\n\x18PriorityQueuePolicyEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x1d.tailmark.v2.ModelQueuePolicy:\x02\x38\x01\"\xe5\x03\n\x15ModelSequenceBatching\x12&\n\x1emax_sequence_idle_microseconds\x18\x01 \x01(\x04\x12\x43\n\x06\x64irect\x18\x03 \x01(\x0b\x32\x31.tailmark.v2.ModelSequenceBatching.StrategyDirectH\x00\x12\x43\n\x06oldest\x18\x04 \x01(\x0b\x32\x31.tailmark.v2.ModelSequenceBatching.StrategyOldestH\x00\x12\x1a\n\x12iterative_sequence\x18\x06 \x01(\x08\x1aX\n\x0eStrategyDirect\x12$\n\x1cmax_queue_delay_microseconds\x18\x01 \x01(\x04\x12 \n\x18minimum_slot_utilization\x18\x02 \x01(\x02\x1a\x90\x01\n\x0eStrategyOldest\x12\x1f\n\x17max_candidate_sequences\x18\x01 \x01(\x05\x12\x1c\n\x14preferred_batch_size\x18\x02 \x03(\x05\x12$\n\x1cmax_queue_delay_microseconds\x18\x03 \x01(\x04\x12\x19\n\x11preserve_ordering\x18\x04 \x01(\x08\x42\x11\n\x0fstrategy_choice\"&\n\x0eModelParameter\x12\x14\n\x0cstring_value\x18\x01 \x01(\t\"\xdf\x02\n\x0bModelWarmup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x34\n\x06inputs\x18\x03 \x03(\x0b\x32$.tailmark.v2.ModelWarmup.InputsEntry\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x1a\x99\x01\n\x05Input\x12(\n\tdata_type\x18\x01 \x01(\x0e\x32\x15.tailmark.v2.DataType\x12\x0c\n\x04\x64ims\x18\x02 \x03(\x03\x12\x13\n\tzero_data\x18\x03 \x01(\x08H\x00\x12\x15\n\x0brandom_data\x18\x04 \x01(\x08H\x00\x12\x19\n\x0finput_data_file\x18\x05 \x01(\tH\x00\x42\x11\n\x0finput_data_type\x1aM\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.tailmark.v2.ModelWarmup.Input:\x02\x38\x01\"+\n\x16ModelTransactionPolicy\x12\x11\n\tdecoupled\x18\x01 \x01(\x08\"$\n\x12ModelResponseCache\x12\x0e\n\x06\x65nable\x18\x01 \x01(\x08\"\xd1\x08\n\x0bModelConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x37\n\x0eversion_policy\x18\x03 \x01(\x0b\x32\x1f.tailmark.v2.ModelVersionPolicy\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x05\x12&\n\x05input\x18\x05 \x03(\x0b\x32\x17.tailmark.v2.ModelInput\x12(\n\x06output\x18\x06 \x03(\x0b\x32\x18.tailmark.v2.ModelOutput\x12\x37\n\x0einstance_group\x18\x07 \x03(\x0b\x32\x1f.tailmark.v2.ModelInstanceGroup\x12\x1e\n\x16\x64\x65\x66\x61ult_model_filename\x18\x08 \x01(\t\x12J\n\x12\x63\x63_model_filenames\x18\t \x03(\x0b\x32..tailmark.v2.ModelConfig.CcModelFilenamesEntry\x12=\n\x0bmetric_tags\x18\n \x03(\x0b\x32(.tailmark.v2.ModelConfig.MetricTagsEntry\x12=\n\x10\x64ynamic_batching\x18\x0b \x01(\x0b\x32!.tailmark.v2.ModelDynamicBatchingH\x00\x12?\n\x11sequence_batching\x18\r \x01(\x0b\x32\".tailmark.v2.ModelSequenceBatchingH\x00\x12:\n\x0coptimization\x18\x0c \x01(\x0b\x32$.tailmark.v2.ModelOptimizationPolicy\x12<\n\nparameters\x18\x0e \x03(\x0b\x32(.tailmark.v2.ModelConfig.ParametersEntry\x12.\n\x0cmodel_warmup\x18\x10 \x03(\x0b\x32\x18.tailmark.v2.ModelWarmup\x12\x0f\n\x07\x62\x61\x63kend\x18\x11 \x01(\t\x12\x45\n\x18model_transaction_policy\x18\x13 \x01(\x0b\x32#.tailmark.v2.ModelTransactionPolicy\x12\x37\n\x0eresponse_cache\x18\x18 \x01(\x0b\x32\x1f.tailmark.v2.ModelResponseCache\x12\x0f\n\x07runtime\x18\x19 \x01(\t\x1a\x37\n\x15\x43\x63ModelFilenamesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x31\n\x0fMetricTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aN\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.tailmark.v2.ModelParameter:\x02\x38\x01\x42\x13\n\x11scheduling_choice*\xfa\x01\n\x08\x44\x61taType\x12\x10\n\x0cTYPE_INVALID\x10\x00\x12\r\n\tTYPE_BOOL\x10\x01\x12\x0e\n\nTYPE_UINT8\x10\x02\x12\x0f\n\x0bTYPE_UINT16\x10\x03\x12\x0f\n\x0bTYPE_UINT32\x10\x04\x12\x0f\n\x0bTYPE_UINT64\x10\x05\x12\r\n\tTYPE_INT8\x10\x06\x12\x0e\n\nTYPE_INT16\x10\x07\x12\x0e\n\nTYPE_INT32\x10\x08\x12\x0e\n\nTYPE_INT64\x10\t\x12\r\n\tTYPE_FP16\x10\n\x12\r\n\tTYPE_FP32\x10\x0b\x12\r\n\tTYPE_FP64\x10\x0c\x12\x0f\n\x0bTYPE_STRING\x10\r\x12\r\n\tTYPE_BF16\x10\x0e\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "tailmark.protos.model_config_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tailmark.protos.model_config_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS_ACCELERATOR_PARAMETERSENTRY"]._loaded_options = None
-    _globals[
-        "_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS_ACCELERATOR_PARAMETERSENTRY"
-    ]._serialized_options = b"8\001"
-    _globals["_MODELDYNAMICBATCHING_PRIORITYQUEUEPOLICYENTRY"]._loaded_options = None
-    _globals["_MODELDYNAMICBATCHING_PRIORITYQUEUEPOLICYENTRY"]._serialized_options = b"8\001"
-    _globals["_MODELWARMUP_INPUTSENTRY"]._loaded_options = None
-    _globals["_MODELWARMUP_INPUTSENTRY"]._serialized_options = b"8\001"
-    _globals["_MODELCONFIG_CCMODELFILENAMESENTRY"]._loaded_options = None
-    _globals["_MODELCONFIG_CCMODELFILENAMESENTRY"]._serialized_options = b"8\001"
-    _globals["_MODELCONFIG_METRICTAGSENTRY"]._loaded_options = None
-    _globals["_MODELCONFIG_METRICTAGSENTRY"]._serialized_options = b"8\001"
-    _globals["_MODELCONFIG_PARAMETERSENTRY"]._loaded_options = None
-    _globals["_MODELCONFIG_PARAMETERSENTRY"]._serialized_options = b"8\001"
-    _globals["_DATATYPE"]._serialized_start = 5014
-    _globals["_DATATYPE"]._serialized_end = 5264
-    _globals["_MODELINSTANCEGROUP"]._serialized_start = 52
-    _globals["_MODELINSTANCEGROUP"]._serialized_end = 289
-    _globals["_MODELINSTANCEGROUP_KIND"]._serialized_start = 224
-    _globals["_MODELINSTANCEGROUP_KIND"]._serialized_end = 289
-    _globals["_MODELTENSORRESHAPE"]._serialized_start = 291
-    _globals["_MODELTENSORRESHAPE"]._serialized_end = 326
-    _globals["_MODELINPUT"]._serialized_start = 329
-    _globals["_MODELINPUT"]._serialized_end = 641
-    _globals["_MODELINPUT_FORMAT"]._serialized_start = 582
-    _globals["_MODELINPUT_FORMAT"]._serialized_end = 641
-    _globals["_MODELOUTPUT"]._serialized_start = 644
-    _globals["_MODELOUTPUT"]._serialized_end = 826
-    _globals["_MODELVERSIONPOLICY"]._serialized_start = 829
-    _globals["_MODELVERSIONPOLICY"]._serialized_end = 1107
-    _globals["_MODELVERSIONPOLICY_LATEST"]._serialized_start = 1023
-    _globals["_MODELVERSIONPOLICY_LATEST"]._serialized_end = 1053
-    _globals["_MODELVERSIONPOLICY_ALL"]._serialized_start = 1055
-    _globals["_MODELVERSIONPOLICY_ALL"]._serialized_end = 1060
-    _globals["_MODELVERSIONPOLICY_SPECIFIC"]._serialized_start = 1062
-    _globals["_MODELVERSIONPOLICY_SPECIFIC"]._serialized_end = 1090
-    _globals["_MODELOPTIMIZATIONPOLICY"]._serialized_start = 1110
-    _globals["_MODELOPTIMIZATIONPOLICY"]._serialized_end = 2294
-    _globals["_MODELOPTIMIZATIONPOLICY_GRAPH"]._serialized_start = 1652
-    _globals["_MODELOPTIMIZATIONPOLICY_GRAPH"]._serialized_end = 1674
-    _globals["_MODELOPTIMIZATIONPOLICY_CUDA"]._serialized_start = 1676
-    _globals["_MODELOPTIMIZATIONPOLICY_CUDA"]._serialized_end = 1752
-    _globals["_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS"]._serialized_start = 1755
-    _globals["_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS"]._serialized_end = 2181
-    _globals["_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS_ACCELERATOR"]._serialized_start = 1995
-    _globals["_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS_ACCELERATOR"]._serialized_end = 2181
-    _globals["_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS_ACCELERATOR_PARAMETERSENTRY"]._serialized_start = 2132
-    _globals["_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS_ACCELERATOR_PARAMETERSENTRY"]._serialized_end = 2181
-    _globals["_MODELOPTIMIZATIONPOLICY_PINNEDMEMORYBUFFER"]._serialized_start = 2183
-    _globals["_MODELOPTIMIZATIONPOLICY_PINNEDMEMORYBUFFER"]._serialized_end = 2219
-    _globals["_MODELOPTIMIZATIONPOLICY_MODELPRIORITY"]._serialized_start = 2221
-    _globals["_MODELOPTIMIZATIONPOLICY_MODELPRIORITY"]._serialized_end = 2294
-    _globals["_MODELQUEUEPOLICY"]._serialized_start = 2297
-    _globals["_MODELQUEUEPOLICY"]._serialized_end = 2518
-    _globals["_MODELQUEUEPOLICY_TIMEOUTACTION"]._serialized_start = 2480
-    _globals["_MODELQUEUEPOLICY_TIMEOUTACTION"]._serialized_end = 2518
-    _globals["_MODELDYNAMICBATCHING"]._serialized_start = 2521
-    _globals["_MODELDYNAMICBATCHING"]._serialized_end = 2938
-    _globals["_MODELDYNAMICBATCHING_PRIORITYQUEUEPOLICYENTRY"]._serialized_start = 2849
-    _globals["_MODELDYNAMICBATCHING_PRIORITYQUEUEPOLICYENTRY"]._serialized_end = 2938
-    _globals["_MODELSEQUENCEBATCHING"]._serialized_start = 2941
-    _globals["_MODELSEQUENCEBATCHING"]._serialized_end = 3426
-    _globals["_MODELSEQUENCEBATCHING_STRATEGYDIRECT"]._serialized_start = 3172
-    _globals["_MODELSEQUENCEBATCHING_STRATEGYDIRECT"]._serialized_end = 3260
-    _globals["_MODELSEQUENCEBATCHING_STRATEGYOLDEST"]._serialized_start = 3263
-    _globals["_MODELSEQUENCEBATCHING_STRATEGYOLDEST"]._serialized_end = 3407
-    _globals["_MODELPARAMETER"]._serialized_start = 3428
-    _globals["_MODELPARAMETER"]._serialized_end = 3466
-    _globals["_MODELWARMUP"]._serialized_start = 3469
-    _globals["_MODELWARMUP"]._serialized_end = 3820
-    _globals["_MODELWARMUP_INPUT"]._serialized_start = 3588
-    _globals["_MODELWARMUP_INPUT"]._serialized_end = 3741
-    _globals["_MODELWARMUP_INPUTSENTRY"]._serialized_start = 3743
-    _globals["_MODELWARMUP_INPUTSENTRY"]._serialized_end = 3820
-    _globals["_MODELTRANSACTIONPOLICY"]._serialized_start = 3822
-    _globals["_MODELTRANSACTIONPOLICY"]._serialized_end = 3865
-    _globals["_MODELRESPONSECACHE"]._serialized_start = 3867
-    _globals["_MODELRESPONSECACHE"]._serialized_end = 3903
-    _globals["_MODELCONFIG"]._serialized_start = 3906
-    _globals["_MODELCONFIG"]._serialized_end = 5011
-    _globals["_MODELCONFIG_CCMODELFILENAMESENTRY"]._serialized_start = 4804
-    _globals["_MODELCONFIG_CCMODELFILENAMESENTRY"]._serialized_end = 4859
-    _globals["_MODELCONFIG_METRICTAGSENTRY"]._serialized_start = 4861
-    _globals["_MODELCONFIG_METRICTAGSENTRY"]._serialized_end = 4910
-    _globals["_MODELCONFIG_PARAMETERSENTRY"]._serialized_start = 4912
-    _globals["_MODELCONFIG_PARAMETERSENTRY"]._serialized_end = 4990
+  DESCRIPTOR._loaded_options = None
+  _globals['_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS_ACCELERATOR_PARAMETERSENTRY']._loaded_options = None
+  _globals['_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS_ACCELERATOR_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELDYNAMICBATCHING_PRIORITYQUEUEPOLICYENTRY']._loaded_options = None
+  _globals['_MODELDYNAMICBATCHING_PRIORITYQUEUEPOLICYENTRY']._serialized_options = b'8\001'
+  _globals['_MODELWARMUP_INPUTSENTRY']._loaded_options = None
+  _globals['_MODELWARMUP_INPUTSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELCONFIG_CCMODELFILENAMESENTRY']._loaded_options = None
+  _globals['_MODELCONFIG_CCMODELFILENAMESENTRY']._serialized_options = b'8\001'
+  _globals['_MODELCONFIG_METRICTAGSENTRY']._loaded_options = None
+  _globals['_MODELCONFIG_METRICTAGSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELCONFIG_PARAMETERSENTRY']._loaded_options = None
+  _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_DATATYPE']._serialized_start=5014
+  _globals['_DATATYPE']._serialized_end=5264
+  _globals['_MODELINSTANCEGROUP']._serialized_start=52
+  _globals['_MODELINSTANCEGROUP']._serialized_end=289
+  _globals['_MODELINSTANCEGROUP_KIND']._serialized_start=224
+  _globals['_MODELINSTANCEGROUP_KIND']._serialized_end=289
+  _globals['_MODELTENSORRESHAPE']._serialized_start=291
+  _globals['_MODELTENSORRESHAPE']._serialized_end=326
+  _globals['_MODELINPUT']._serialized_start=329
+  _globals['_MODELINPUT']._serialized_end=641
+  _globals['_MODELINPUT_FORMAT']._serialized_start=582
+  _globals['_MODELINPUT_FORMAT']._serialized_end=641
+  _globals['_MODELOUTPUT']._serialized_start=644
+  _globals['_MODELOUTPUT']._serialized_end=826
+  _globals['_MODELVERSIONPOLICY']._serialized_start=829
+  _globals['_MODELVERSIONPOLICY']._serialized_end=1107
+  _globals['_MODELVERSIONPOLICY_LATEST']._serialized_start=1023
+  _globals['_MODELVERSIONPOLICY_LATEST']._serialized_end=1053
+  _globals['_MODELVERSIONPOLICY_ALL']._serialized_start=1055
+  _globals['_MODELVERSIONPOLICY_ALL']._serialized_end=1060
+  _globals['_MODELVERSIONPOLICY_SPECIFIC']._serialized_start=1062
+  _globals['_MODELVERSIONPOLICY_SPECIFIC']._serialized_end=1090
+  _globals['_MODELOPTIMIZATIONPOLICY']._serialized_start=1110
+  _globals['_MODELOPTIMIZATIONPOLICY']._serialized_end=2294
+  _globals['_MODELOPTIMIZATIONPOLICY_GRAPH']._serialized_start=1652
+  _globals['_MODELOPTIMIZATIONPOLICY_GRAPH']._serialized_end=1674
+  _globals['_MODELOPTIMIZATIONPOLICY_CUDA']._serialized_start=1676
+  _globals['_MODELOPTIMIZATIONPOLICY_CUDA']._serialized_end=1752
+  _globals['_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS']._serialized_start=1755
+  _globals['_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS']._serialized_end=2181
+  _globals['_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS_ACCELERATOR']._serialized_start=1995
+  _globals['_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS_ACCELERATOR']._serialized_end=2181
+  _globals['_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS_ACCELERATOR_PARAMETERSENTRY']._serialized_start=2132
+  _globals['_MODELOPTIMIZATIONPOLICY_EXECUTIONACCELERATORS_ACCELERATOR_PARAMETERSENTRY']._serialized_end=2181
+  _globals['_MODELOPTIMIZATIONPOLICY_PINNEDMEMORYBUFFER']._serialized_start=2183
+  _globals['_MODELOPTIMIZATIONPOLICY_PINNEDMEMORYBUFFER']._serialized_end=2219
+  _globals['_MODELOPTIMIZATIONPOLICY_MODELPRIORITY']._serialized_start=2221
+  _globals['_MODELOPTIMIZATIONPOLICY_MODELPRIORITY']._serialized_end=2294
+  _globals['_MODELQUEUEPOLICY']._serialized_start=2297
+  _globals['_MODELQUEUEPOLICY']._serialized_end=2518
+  _globals['_MODELQUEUEPOLICY_TIMEOUTACTION']._serialized_start=2480
+  _globals['_MODELQUEUEPOLICY_TIMEOUTACTION']._serialized_end=2518
+  _globals['_MODELDYNAMICBATCHING']._serialized_start=2521
+  _globals['_MODELDYNAMICBATCHING']._serialized_end=2938
+  _globals['_MODELDYNAMICBATCHING_PRIORITYQUEUEPOLICYENTRY']._serialized_start=2849
+  _globals['_MODELDYNAMICBATCHING_PRIORITYQUEUEPOLICYENTRY']._serialized_end=2938
+  _globals['_MODELSEQUENCEBATCHING']._serialized_start=2941
+  _globals['_MODELSEQUENCEBATCHING']._serialized_end=3426
+  _globals['_MODELSEQUENCEBATCHING_STRATEGYDIRECT']._serialized_start=3172
+  _globals['_MODELSEQUENCEBATCHING_STRATEGYDIRECT']._serialized_end=3260
+  _globals['_MODELSEQUENCEBATCHING_STRATEGYOLDEST']._serialized_start=3263
+  _globals['_MODELSEQUENCEBATCHING_STRATEGYOLDEST']._serialized_end=3407
+  _globals['_MODELPARAMETER']._serialized_start=3428
+  _globals['_MODELPARAMETER']._serialized_end=3466
+  _globals['_MODELWARMUP']._serialized_start=3469
+  _globals['_MODELWARMUP']._serialized_end=3820
+  _globals['_MODELWARMUP_INPUT']._serialized_start=3588
+  _globals['_MODELWARMUP_INPUT']._serialized_end=3741
+  _globals['_MODELWARMUP_INPUTSENTRY']._serialized_start=3743
+  _globals['_MODELWARMUP_INPUTSENTRY']._serialized_end=3820
+  _globals['_MODELTRANSACTIONPOLICY']._serialized_start=3822
+  _globals['_MODELTRANSACTIONPOLICY']._serialized_end=3865
+  _globals['_MODELRESPONSECACHE']._serialized_start=3867
+  _globals['_MODELRESPONSECACHE']._serialized_end=3903
+  _globals['_MODELCONFIG']._serialized_start=3906
+  _globals['_MODELCONFIG']._serialized_end=5011
+  _globals['_MODELCONFIG_CCMODELFILENAMESENTRY']._serialized_start=4804
+  _globals['_MODELCONFIG_CCMODELFILENAMESENTRY']._serialized_end=4859
+  _globals['_MODELCONFIG_METRICTAGSENTRY']._serialized_start=4861
+  _globals['_MODELCONFIG_METRICTAGSENTRY']._serialized_end=4910
+  _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_start=4912
+  _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_end=4990
 # @@protoc_insertion_point(module_scope)
