@@ -1,0 +1,21 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/support helpers
+
+from support.repository import write_test_repository  # noqa: E402
+from support.serve import ServerProcess  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def test_repository(tmp_path_factory) -> Path:
+    return write_test_repository(tmp_path_factory.mktemp("repository"))
+
+
+@pytest.fixture(scope="session")
+def server(test_repository):
+    """One shared aio-stack server on the test repository."""
+    with ServerProcess(test_repository) as process:
+        yield process
