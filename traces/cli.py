@@ -187,7 +187,7 @@ def _transform(args: argparse.Namespace) -> int:
     if factor != 1.0:
         recs = tr.speed(recs, factor)
     # keep the input's metadata (a license travels with every cut of a trace)
-    meta = {**_header_meta(args.input), "source": Path(args.input).name, "transform": _describe(args, factor)}
+    meta = {"source": Path(args.input).name, **_header_meta(args.input), "transform": _describe(args, factor)}
     return _write(args, _decorate(args, recs), meta)
 
 

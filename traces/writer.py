@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -68,10 +68,11 @@ def write_trace(
     if fmt not in ("jsonl", "csv"):
         raise ValueError(f"format {fmt!r} unknown; use jsonl or csv")
     meta = dict(metadata or {})
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    # a plain "x" open (not mkstemp) so the file gets the usual umask permissions, not 0600
+    tmp_name = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     count = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+        with open(tmp_name, "x", encoding="utf-8", newline="") as out:
             if fmt == "jsonl":
                 out.write(json.dumps(header_dict(time_unit, **meta)) + "\n")
                 write_row = lambda row: out.write(_json_line(row))  # noqa: E731
