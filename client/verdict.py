@@ -70,25 +70,40 @@ class LatencyCounts(NamedTuple):
 # --- reading histograms (bucket upper edges, LoadGen's rank rule) ---
 
 
-def _buckets(hist: HdrHistogram) -> tuple[np.ndarray, np.ndarray]:
-    """Upper edge (ns) and count of every non-empty bucket, in value order."""
+def bucket_bounds(hist: HdrHistogram) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower edge, upper edge (ns) and count of every non-empty bucket, in value order.
+
+    Vectorised HdrHistogram ``get_value_from_index`` / ``get_highest_equivalent_value``: calling them per
+    bucket in Python costs milliseconds per histogram.
+    """
     counts = np.ctypeslib.as_array(hist.counts)
-    index = np.flatnonzero(counts)
-    edges = np.array(
-        [hist.get_highest_equivalent_value(hist.get_value_from_index(int(i))) for i in index], dtype=np.int64
-    )
-    return edges, counts[index].astype(np.int64)
+    index = np.flatnonzero(counts).astype(np.int64)
+    half_mag, half = hist.sub_bucket_half_count_magnitude, hist.sub_bucket_half_count
+    bucket = (index >> half_mag) - 1
+    sub = (index & (half - 1)) + half
+    first = bucket < 0  # the first bucket spans its whole sub-bucket range
+    sub[first] -= half
+    bucket[first] = 0
+    shift = bucket + hist.unit_magnitude
+    lows = sub << shift
+    return lows, lows + (np.int64(1) << shift) - 1, counts[index].astype(np.int64)
+
+
+def buckets(hist: HdrHistogram) -> tuple[np.ndarray, np.ndarray]:
+    """Upper edge (ns) and count of every non-empty bucket, in value order."""
+    _, highs, counts = bucket_bounds(hist)
+    return highs, counts
 
 
 def count_over(hist: HdrHistogram, bound_ns: int) -> int:
     """Values recorded above ``bound_ns`` (a bucket straddling the bound counts as over)."""
-    edges, counts = _buckets(hist)
+    edges, counts = buckets(hist)
     return int(counts[edges > bound_ns].sum())
 
 
 def value_at_rank(hist: HdrHistogram, rank: int) -> int:
     """The ``rank``-th smallest value (1-based), as its bucket's upper edge; 0 for an empty histogram."""
-    edges, counts = _buckets(hist)
+    edges, counts = buckets(hist)
     if not len(counts):
         return 0
     rank = min(max(rank, 1), int(counts.sum()))

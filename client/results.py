@@ -1,0 +1,457 @@
+"""Results: one object per scenario built from histograms, and the versioned results.json schema.
+
+The schema is declared once, as the TypedDicts below; ``validate`` walks them, and both ``RunResult.write``
+(before writing) and ``load_results`` (after reading) call it, so the writer cannot drift from the reader.
+Latencies are in ms in the file; histograms are in ns. Formatting for people lives in ``report.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypedDict
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
+from tailmark.client.errors import TailmarkError
+from tailmark.client.settings import CLOSED_LOOP, EffectiveSettings, Scenario
+from tailmark.client.verdict import Verdict, bucket_bounds, judge, percentile_rank
+
+SCHEMA_VERSION = 1
+PERCENTILES = (50.0, 90.0, 95.0, 97.0, 99.0, 99.9)  # LoadGen's reported set
+LATENCIES = ("intended_to_done", "sent_to_done", "send_lag")
+ALL = "all"  # the aggregate of every traffic class
+
+
+class ResultsError(TailmarkError):
+    """A results file is missing, not JSON, of another schema version, or lacks a required key."""
+
+
+# --- the schema (declared once; see validate) ---
+
+
+class LatencyDoc(TypedDict):
+    count: int
+    min: float | None
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p97: float | None
+    p99: float | None
+    p99_9: float | None
+    max: float | None
+    distribution: list[list[float]]  # [percentile, ms] points for HDR-style plots
+
+
+class CheckDoc(TypedDict):
+    name: str
+    passed: bool
+    detail: str
+    recommendation: str
+
+
+class VerdictDoc(TypedDict):
+    result: str  # VALID | INVALID
+    valid: bool
+    checks: list[CheckDoc]
+    early_stopping_percentile: float
+    early_stopping_estimate_ms: float | None
+
+
+class ClassDoc(TypedDict):
+    traffic_class: str
+    query_count: int  # completed: ok + failed
+    ok_count: int
+    error_count: int
+    sample_count: int
+    duration_s: float
+    offered_rate_qps: float | None  # None: closed loop, or not known
+    achieved_rate_qps: float
+    sample_rate_per_s: float
+    latency_ms: dict[str, LatencyDoc]  # intended_to_done, sent_to_done, send_lag
+    errors: dict[str, int]  # by gRPC status name
+    overflow_count: int  # latencies beyond the histogram's range, not recorded
+    verdict: VerdictDoc
+
+
+class ScenarioDoc(TypedDict):
+    scenario: str
+    result: str
+    settings: dict[str, Any]  # EffectiveSettings.to_dict(): mlperf, effective, requested
+    duration_s: float
+    client_cpu_pct: float | None
+    warnings: list[str]
+    throughput_per_s: list[int]  # completions in each second of the window (may be empty)
+    classes: dict[str, ClassDoc]  # "all" first
+
+
+class ResultsDoc(TypedDict):
+    schema_version: int
+    created_at: str
+    updated_at: str
+    complete: bool  # false until the run ends: a partial file is still usable
+    interrupted: str | None  # why the run stopped early
+    environment: dict[str, Any]
+    scenarios: list[ScenarioDoc]
+
+
+def validate(value: Any, hint: Any = ResultsDoc, where: str = "results") -> None:
+    """Check ``value`` against a schema type; raise ``ResultsError`` naming the first bad key."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return
+    if typing.is_typeddict(hint):
+        if not isinstance(value, dict):
+            raise ResultsError(f"{where}: expected an object, got {type(value).__name__}")
+        for key, sub in typing.get_type_hints(hint).items():
+            if key not in value:
+                raise ResultsError(f"{where}: missing key {key!r}")
+            validate(value[key], sub, f"{where}.{key}")
+    elif origin is types.UnionType or origin is typing.Union:
+        errors = []
+        for option in args:
+            try:
+                return validate(value, option, where)
+            except ResultsError as exc:
+                errors.append(str(exc))
+        raise ResultsError(errors[-1])
+    elif origin is list:
+        if not isinstance(value, list):
+            raise ResultsError(f"{where}: expected a list, got {type(value).__name__}")
+        for i, item in enumerate(value):
+            validate(item, args[0], f"{where}[{i}]")
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise ResultsError(f"{where}: expected an object, got {type(value).__name__}")
+        for key, item in value.items():
+            validate(item, args[1], f"{where}.{key}")
+    elif hint is type(None):
+        if value is not None:
+            raise ResultsError(f"{where}: expected null, got {type(value).__name__}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ResultsError(f"{where}: expected a number, got {type(value).__name__}")
+    elif isinstance(value, bool) is not (hint is bool) or not isinstance(value, hint):
+        raise ResultsError(f"{where}: expected {hint.__name__}, got {type(value).__name__}")
+
+
+# --- statistics from one histogram ---
+
+
+def _ms(ns: float) -> float:
+    return round(ns / 1e6, 6)
+
+
+def _distribution_points(count: int) -> list[float]:
+    """Percentiles at four ticks per halving of (1 - p), down to one query, then 100."""
+    points, i = [], 0
+    while True:
+        tail = 0.5 ** (i / 4)
+        if tail * count < 1:
+            break
+        points.append(100.0 * (1.0 - tail))
+        i += 1
+    return [*points, 100.0]
+
+
+def latency_summary(hist: HdrHistogram) -> LatencyDoc:
+    """min, mean, LoadGen-rank percentiles and max of a ns histogram, in ms (bucket upper edges)."""
+    lows, edges, counts = bucket_bounds(hist)
+    n = int(counts.sum())
+    if not n:
+        empty = dict.fromkeys(("min", "mean", "p50", "p90", "p95", "p97", "p99", "p99_9", "max"))
+        return LatencyDoc(count=0, distribution=[], **empty)  # type: ignore[typeddict-item]
+    cumulative = np.cumsum(counts)
+
+    def at(pct: float) -> float:
+        rank = percentile_rank(n, pct) if pct < 100 else n
+        return _ms(int(edges[int(np.searchsorted(cumulative, rank))]))
+
+    keys = ("p50", "p90", "p95", "p97", "p99", "p99_9")
+    return LatencyDoc(
+        count=n,
+        min=_ms(int(lows[0])),  # lower edge: the true minimum is no lower
+        mean=_ms(float(np.dot(counts, (lows + edges + 1) / 2)) / n),  # bucket midpoints, as HDR does
+        max=_ms(int(edges[-1])),
+        distribution=[[round(p, 6), at(p)] for p in _distribution_points(n)],
+        **{k: at(p) for k, p in zip(keys, PERCENTILES, strict=True)},  # type: ignore[typeddict-item]
+    )
+
+
+def _verdict_doc(verdict: Verdict) -> VerdictDoc:
+    estimate = verdict.early_stopping_estimate_ns
+    return VerdictDoc(
+        result=verdict.label,
+        valid=verdict.valid,
+        checks=[
+            CheckDoc(name=c.name, passed=c.passed, detail=c.detail, recommendation=c.recommendation)
+            for c in verdict.checks
+        ],
+        early_stopping_percentile=verdict.early_stopping_percentile,
+        early_stopping_estimate_ms=None if estimate is None else _ms(estimate),
+    )
+
+
+# --- result objects ---
+
+
+@dataclass(frozen=True, eq=False)
+class ClassResult:
+    """Raw measurements of one traffic class: three ns histograms (successes only) and error counts."""
+
+    traffic_class: str
+    intended_to_done: HdrHistogram
+    sent_to_done: HdrHistogram
+    send_lag: HdrHistogram
+    errors: Mapping[str, int] = field(default_factory=dict)  # by gRPC status name
+    overflow_count: int = 0
+    sample_count: int | None = None  # None: queries x samples_per_query x batch_size
+    offered_count: int | None = None  # arrivals intended inside the window; None: not known
+
+    @property
+    def ok_count(self) -> int:
+        return self.intended_to_done.get_total_count()
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @cached_property
+    def latency_ms(self) -> dict[str, LatencyDoc]:
+        return {name: latency_summary(getattr(self, name)) for name in LATENCIES}
+
+
+def _aggregate(classes: Sequence[ClassResult]) -> ClassResult:
+    """The "all" class: histograms added bucket by bucket (lossless), counts summed."""
+    first = classes[0]
+    hists = []
+    for name in LATENCIES:
+        proto = getattr(first, name)
+        total = HdrHistogram(proto.lowest_trackable_value, proto.highest_trackable_value, proto.significant_figures)
+        for c in classes:
+            total.add(getattr(c, name))
+        hists.append(total)
+    errors: dict[str, int] = {}
+    for c in classes:
+        for status, n in c.errors.items():
+            errors[status] = errors.get(status, 0) + n
+    samples = [c.sample_count for c in classes]
+    offered = [c.offered_count for c in classes]
+    return ClassResult(
+        ALL, *hists, errors=errors, overflow_count=sum(c.overflow_count for c in classes),
+        sample_count=None if None in samples else sum(samples),  # type: ignore[arg-type]
+        offered_count=None if None in offered else sum(offered),  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class ScenarioResult:
+    """One scenario's result: settings, raw histograms per class, lazily computed statistics and verdicts.
+
+    ``classes`` maps traffic class to ``ClassResult``; an ``"all"`` aggregate is added when missing.
+    ``duration_s`` is the measured window as LoadGen measures it (see ``verdict.judge``).
+
+    Example::
+
+        >>> result                                                   # doctest: +SKIP
+        <ScenarioResult server INVALID: 1200 queries in 10.0 s (120.0/s of 120.0/s offered),
+         p99 4.211 ms; failed: client_bound; warnings: client CPU 97 %: the client, not the server,
+         may be the bottleneck>
+    """
+
+    settings: EffectiveSettings
+    classes: Mapping[str, ClassResult]
+    duration_s: float
+    client_cpu_pct: float | None = None  # client process CPU over the window, % of one core
+    throughput_per_s: Sequence[int] = ()  # completions in each second, for the throughput plot
+
+    @cached_property
+    def by_class(self) -> dict[str, ClassResult]:
+        """Every class with "all" first (the aggregate is built here if the caller did not pass one)."""
+        named = {k: v for k, v in self.classes.items() if k != ALL}
+        if ALL in self.classes:
+            total = self.classes[ALL]
+        elif len(named) == 1:
+            total = next(iter(named.values()))
+        else:
+            total = _aggregate(list(named.values()))
+        return {ALL: total, **dict(sorted(named.items()))}
+
+    @cached_property
+    def verdicts(self) -> dict[str, Verdict]:
+        return {name: self._judge(c) for name, c in self.by_class.items()}
+
+    @property
+    def verdict(self) -> Verdict:
+        """The scenario's verdict: the one of "all"."""
+        return self.verdicts[ALL]
+
+    def _judge(self, c: ClassResult) -> Verdict:
+        send_lag = None if self.settings.scenario is Scenario.OFFLINE else c.send_lag
+        return judge(
+            self.settings, duration_s=self.duration_s, latency=c.intended_to_done, send_lag=send_lag,
+            errors=c.errors, sample_count=c.sample_count, client_cpu_pct=self.client_cpu_pct,
+        )  # fmt: skip
+
+    def _samples(self, c: ClassResult) -> int:
+        if c.sample_count is not None:
+            return c.sample_count
+        return (c.ok_count + c.error_count) * self.settings.samples_per_query * self.settings.batch_size
+
+    def _rate(self, count: float) -> float:
+        return count / self.duration_s if self.duration_s > 0 else 0.0
+
+    def offered_rate_qps(self, c: ClassResult) -> float | None:
+        if self.settings.scenario in CLOSED_LOOP:
+            return None
+        if c.offered_count is not None:
+            return self._rate(c.offered_count)
+        if c.traffic_class == ALL and self.settings.target_qps and self.settings.scenario is not Scenario.OFFLINE:
+            return self.settings.target_qps
+        return None
+
+    @cached_property
+    def warnings(self) -> tuple[str, ...]:
+        """Things a reader must know before trusting the numbers (they do not change the verdict)."""
+        s, total, out = self.settings, self.by_class[ALL], []
+        if self.client_cpu_pct is not None and self.client_cpu_pct >= s.client_cpu_bound_pct:
+            out.append(f"client CPU {self.client_cpu_pct:.0f} %: the client, not the server, may be the bottleneck")
+        lag_p99 = total.latency_ms["send_lag"]["p99"]
+        if s.scenario is not Scenario.OFFLINE and lag_p99 is not None and lag_p99 > s.send_lag_bound_ms:
+            out.append(f"send lag p99 {lag_p99:.3f} ms > {s.send_lag_bound_ms:g} ms: requests left the client late")
+        if total.error_count:
+            share = 100.0 * total.error_count / max(total.ok_count + total.error_count, 1)
+            out.append(f"{total.error_count} requests failed ({share:.2f} %); latencies cover successes only")
+        if total.overflow_count:
+            out.append(f"{total.overflow_count} latencies beyond the histogram's range were not recorded")
+        offered = self.offered_rate_qps(total)
+        achieved = self._rate(total.ok_count)
+        if offered and achieved < 0.95 * offered:
+            out.append(f"achieved {achieved:.1f}/s is under the offered {offered:.1f}/s: the server fell behind")
+        if 0 < total.ok_count < 1000:
+            out.append(f"only {total.ok_count} queries: p99.9 is the maximum")
+        return tuple(out)
+
+    def _class_doc(self, name: str, c: ClassResult) -> ClassDoc:
+        return ClassDoc(
+            traffic_class=name, query_count=c.ok_count + c.error_count, ok_count=c.ok_count,
+            error_count=c.error_count, sample_count=self._samples(c), duration_s=self.duration_s,
+            offered_rate_qps=self.offered_rate_qps(c), achieved_rate_qps=self._rate(c.ok_count),
+            sample_rate_per_s=self._rate(self._samples(c) * c.ok_count / max(c.ok_count + c.error_count, 1)),
+            latency_ms=c.latency_ms, errors=dict(c.errors), overflow_count=c.overflow_count,
+            verdict=_verdict_doc(self.verdicts[name]),
+        )  # fmt: skip
+
+    def to_dict(self) -> ScenarioDoc:
+        return ScenarioDoc(
+            scenario=str(self.settings.scenario),
+            result=self.verdict.label,
+            settings=self.settings.to_dict(),
+            duration_s=self.duration_s,
+            client_cpu_pct=self.client_cpu_pct,
+            warnings=list(self.warnings),
+            throughput_per_s=[int(x) for x in self.throughput_per_s],
+            classes={name: self._class_doc(name, c) for name, c in self.by_class.items()},
+        )
+
+    def __repr__(self) -> str:
+        total = self.by_class[ALL]
+        offered = self.offered_rate_qps(total)
+        rate = f"{self._rate(total.ok_count):.1f}/s" + (f" of {offered:.1f}/s offered" if offered else "")
+        p99 = total.latency_ms["intended_to_done"]["p99"]
+        text = f"<ScenarioResult {self.settings.scenario} {self.verdict.label}: {total.ok_count} queries in "
+        text += f"{self.duration_s:.1f} s ({rate}), p99 " + ("n/a" if p99 is None else f"{p99:.3f} ms")
+        if self.verdict.failed:
+            text += "; failed: " + ", ".join(c.name for c in self.verdict.failed)
+        if self.warnings:
+            text += "; warnings: " + "; ".join(self.warnings)
+        return text + ">"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(eq=False)
+class RunResult:
+    """A whole run: environment and the scenarios finished so far; ``write`` after each one."""
+
+    environment: dict[str, Any]
+    scenarios: list[ScenarioResult] = field(default_factory=list)
+    complete: bool = False
+    interrupted: str | None = None
+    created_at: str = field(default_factory=_now)
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.scenarios) and all(s.verdict.valid for s in self.scenarios)
+
+    def to_dict(self) -> ResultsDoc:
+        return ResultsDoc(
+            schema_version=SCHEMA_VERSION, created_at=self.created_at, updated_at=_now(), complete=self.complete,
+            interrupted=self.interrupted, environment=self.environment,
+            scenarios=[s.to_dict() for s in self.scenarios],
+        )  # fmt: skip
+
+    def write(self, path: str | Path) -> ResultsDoc:
+        """Validate and atomically (re)write results.json; returns the document written."""
+        doc = self.to_dict()
+        validate(doc)
+        write_atomic(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+        return doc
+
+
+# --- files ---
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Replace ``path`` with ``data`` all at once: temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable; not every platform can open a folder
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def load_results(path: str | Path) -> ResultsDoc:
+    """Read results.json, refusing other schema versions and documents that lack a required key."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ResultsError(f"{path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    version = doc.get("schema_version") if isinstance(doc, dict) else None
+    if version != SCHEMA_VERSION:
+        raise ResultsError(f"{path}: schema_version {version!r}; this tailmark reads version {SCHEMA_VERSION}")
+    try:
+        validate(doc)
+    except ResultsError as exc:
+        raise ResultsError(f"{path}: {exc}") from None
+    return typing.cast(ResultsDoc, doc)
