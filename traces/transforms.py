@@ -75,8 +75,9 @@ def _thin(it: Iterator[T], keep: float, rng: np.random.Generator) -> Iterator[T]
 def loop(source: Callable[[], Iterable[T]], times: int, *, period_s: float = 0.0) -> Iterator[T]:
     """``times`` passes over ``source()`` (called once per pass, so a file is re-read, not held), shifted by a period.
 
-    The period defaults to the first pass's last offset plus its mean gap, so the seam looks like any
-    other gap; a one-arrival pass needs an explicit ``period_s``.
+    The default period: if the first arrival is at offset 0, the last offset plus the mean gap (the seam
+    looks like any other gap); if it is later (a lead-in gap, as perf_analyzer intervals have), the last
+    offset, so the next pass's lead-in is the seam. A one-arrival pass needs an explicit ``period_s``.
     """
     if times < 1:
         raise ValueError(f"times={times} requested; must be ≥ 1")
@@ -88,14 +89,19 @@ def loop(source: Callable[[], Iterable[T]], times: int, *, period_s: float = 0.0
 
 def _loop(source: Callable[[], Iterable[T]], times: int, period_ns: int) -> Iterator[T]:
     for k in range(times):
-        n, last = 0, 0
+        n, first, last = 0, 0, 0
         for a in source():
+            if n == 0:
+                first = a.offset_ns
             n, last = n + 1, a.offset_ns
             yield a._replace(offset_ns=a.offset_ns + k * period_ns) if k else a
         if k == 0 and not period_ns:
-            if n < 2:
+            if first > 0:
+                period_ns = last
+            elif n < 2:
                 raise ValueError("cannot infer a loop period from fewer than 2 arrivals; give period_s")
-            period_ns = last + round(last / (n - 1))
+            else:
+                period_ns = last + round(last / (n - 1))
         if period_ns < last:
             raise ValueError(f"period_s={period_ns / NS} is shorter than one pass ({last / NS} s)")
 
