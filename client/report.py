@@ -1,0 +1,227 @@
+"""Reports for people: a console table, summary.csv and a self-contained report.html.
+
+Everything here reads a results document (``RunResult.to_dict()`` during a run, ``load_results`` after),
+so ``tailmark report results.json`` renders the same output as the run did. Nothing here measures, and
+nothing that measures prints.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+from tailmark.client.results import ALL, LATENCIES, ClassDoc, ResultsDoc, ScenarioDoc, write_atomic
+
+_STATS = ("min", "mean", "p50", "p90", "p95", "p97", "p99", "p99_9", "max")
+_HEADER = ("scenario", "class", "queries", "rate/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "lag p99", "errors")
+
+
+def _rows(scenario: ScenarioDoc) -> list[tuple[str, ClassDoc]]:
+    """ "all" first; a lone named class is the same numbers as "all", so it is not repeated."""
+    items = list(scenario["classes"].items())
+    return items[:1] if len(items) == 2 else items
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def console_table(doc: ResultsDoc) -> str:
+    """One row per scenario and class, then the reasons, recommendations and warnings of each scenario."""
+    rows = [(*_HEADER, "result")]
+    for scenario in doc["scenarios"]:
+        for name, c in _rows(scenario):
+            lat, lag = c["latency_ms"]["intended_to_done"], c["latency_ms"]["send_lag"]
+            rows.append((
+                scenario["scenario"], name, str(c["query_count"]), _num(c["achieved_rate_qps"], 1),
+                _num(lat["p50"]), _num(lat["p90"]), _num(lat["p99"]), _num(lat["p99_9"]),
+                _num(lag["p99"]), str(c["error_count"]), c["verdict"]["result"],
+            ))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    left = {0, 1, len(widths) - 1}  # text columns
+    lines = ["  ".join(v.ljust(w) if i in left else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
+             .rstrip() for r in rows]  # fmt: skip
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if not doc["complete"]:
+        lines.append("")
+        lines.append("PARTIAL RESULT" + (f": {doc['interrupted']}" if doc["interrupted"] else " (run still going)"))
+    for scenario in doc["scenarios"]:
+        lines += _notes(scenario)
+    return "\n".join(lines) + "\n"
+
+
+def _notes(scenario: ScenarioDoc) -> list[str]:
+    out: list[str] = []
+    for name, c in _rows(scenario):
+        verdict = c["verdict"]
+        estimate = verdict["early_stopping_estimate_ms"]
+        failed = [check for check in verdict["checks"] if not check["passed"]]
+        if not failed and estimate is None:
+            continue
+        out += ["", f"{scenario['scenario']} / {name}: {verdict['result']}"]
+        if estimate is not None:
+            pct = f"{verdict['early_stopping_percentile']:g}"
+            out.append(f"  early-stopping p{pct} estimate: {estimate:.3f} ms")
+        for check in failed:
+            out.append(f"  - {check['name']}: {check['detail']}")
+            if check["recommendation"]:
+                out.append(f"    -> {check['recommendation']}")
+    if scenario["warnings"]:
+        out += ["", f"{scenario['scenario']} warnings:"] + [f"  ! {w}" for w in scenario["warnings"]]
+    return out
+
+
+# --- CSV ---
+
+
+def csv_columns() -> list[str]:
+    cols = ["scenario", "traffic_class", "result", "query_count", "ok_count", "error_count", "sample_count"]
+    cols += ["duration_s", "offered_rate_qps", "achieved_rate_qps", "sample_rate_per_s", "overflow_count"]
+    cols += [f"{lat}_{stat}_ms" for lat in LATENCIES for stat in _STATS]
+    return [*cols, "early_stopping_estimate_ms", "errors", "reasons"]
+
+
+def csv_text(doc: ResultsDoc) -> str:
+    """summary.csv: one row per scenario and traffic class (including "all"), latencies in ms."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=csv_columns(), lineterminator="\n")
+    writer.writeheader()
+    for scenario in doc["scenarios"]:
+        for name, c in scenario["classes"].items():
+            row: dict[str, Any] = {"scenario": scenario["scenario"], "traffic_class": name}
+            row["result"] = c["verdict"]["result"]
+            for key in ("query_count", "ok_count", "error_count", "sample_count", "duration_s", "offered_rate_qps",
+                        "achieved_rate_qps", "sample_rate_per_s", "overflow_count"):  # fmt: skip
+                row[key] = c[key]  # type: ignore[literal-required]
+            for lat in LATENCIES:
+                for stat in _STATS:
+                    row[f"{lat}_{stat}_ms"] = c["latency_ms"][lat][stat]  # type: ignore[literal-required]
+            row["early_stopping_estimate_ms"] = c["verdict"]["early_stopping_estimate_ms"]
+            row["errors"] = ";".join(f"{k}={v}" for k, v in sorted(c["errors"].items()))
+            row["reasons"] = "; ".join(ch["name"] for ch in c["verdict"]["checks"] if not ch["passed"])
+            writer.writerow(row)
+    return buffer.getvalue()
+
+
+def write_csv(doc: ResultsDoc, path: str | Path) -> None:
+    write_atomic(path, csv_text(doc))
+
+
+# --- HTML ---
+
+
+def _pyplot() -> Any | None:
+    """matplotlib's pyplot on the Agg backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _png(fig: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def percentile_plot_png(plt: Any, scenario: ScenarioDoc) -> str:
+    """HDR-style percentile distribution on a log 1/(1-p) axis, one line per latency kind, base64 PNG."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    total = scenario["classes"][ALL]
+    for lat, label in (("intended_to_done", "intended → done"), ("sent_to_done", "sent → done")):
+        dist = total["latency_ms"][lat]
+        points = [(1.0 / (1.0 - p / 100.0) if p < 100 else float(dist["count"]), v) for p, v in dist["distribution"]]
+        if points:
+            ax.plot(*zip(*points, strict=True), label=label, drawstyle="steps-post")
+    ticks = [t for t in (1, 2, 10, 100, 1000, 10_000, 100_000, 1_000_000) if t <= max(total["query_count"], 2)]
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [f"{100 * (1 - 1 / t):g}%" for t in ticks])
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(f"{scenario['scenario']}: latency by percentile")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    png = _png(fig)
+    plt.close(fig)
+    return png
+
+
+def throughput_plot_png(plt: Any, scenario: ScenarioDoc) -> str:
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    ax.plot(range(len(scenario["throughput_per_s"])), scenario["throughput_per_s"], drawstyle="steps-post")
+    ax.set_xlabel("second of the measured window")
+    ax.set_ylabel("completed / s")
+    ax.set_title(f"{scenario['scenario']}: throughput over time")
+    ax.grid(True, alpha=0.3)
+    png = _png(fig)
+    plt.close(fig)
+    return png
+
+
+_CSS = (
+    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+    "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}td.t,th.t{text-align:left}"
+    ".VALID{color:#070}.INVALID{color:#b00;font-weight:bold}pre{background:#f6f6f6;padding:8px}"
+)
+
+
+def html_report(doc: ResultsDoc, *, plots: bool = True) -> str:
+    """A self-contained page: the summary table, reasons and warnings, and inline PNG plots if possible."""
+    esc = html.escape
+    plt = _pyplot() if plots else None
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>tailmark report</title>"]
+    parts.append(f"<style>{_CSS}</style></head><body><h1>tailmark report</h1>")
+    env = doc["environment"]
+    facts = [f"{k}: {env.get(k)}" for k in ("hostname", "cpu_model", "cpu_count_logical", "python", "os")]
+    parts.append(f"<p>{esc(' · '.join(facts))}<br>created {esc(doc['created_at'])}, updated {esc(doc['updated_at'])}")
+    if not doc["complete"]:
+        parts.append(f" — <b>partial result</b>{': ' + esc(doc['interrupted']) if doc['interrupted'] else ''}")
+    parts.append("</p><table><tr>" + "".join(f"<th class='{'t' if i < 2 else ''}'>{esc(h)}</th>"
+                                             for i, h in enumerate((*_HEADER, "result"))) + "</tr>")  # fmt: skip
+    for scenario in doc["scenarios"]:
+        for name, c in _rows(scenario):
+            lat, lag = c["latency_ms"]["intended_to_done"], c["latency_ms"]["send_lag"]
+            cells = [_num(c["achieved_rate_qps"], 1), *(_num(lat[k]) for k in ("p50", "p90", "p99", "p99_9"))]
+            cells = [str(c["query_count"]), *cells, _num(lag["p99"]), str(c["error_count"])]
+            result = c["verdict"]["result"]
+            parts.append(f"<tr><td class='t'>{esc(scenario['scenario'])}</td><td class='t'>{esc(name)}</td>"
+                         + "".join(f"<td>{v}</td>" for v in cells)
+                         + f"<td class='t {result}'>{result}</td></tr>")  # fmt: skip
+    parts.append("</table>")
+    notes = [line for s in doc["scenarios"] for line in _notes(s)]
+    if notes:
+        parts.append(f"<pre>{esc(chr(10).join(notes).strip())}</pre>")
+    for scenario in doc["scenarios"]:
+        parts.append(f"<h2>{esc(scenario['scenario'])}</h2>")
+        if plt is None:
+            if plots:
+                parts.append("<p>(plots need matplotlib: pip install tailmark[plot])</p>")
+            continue
+        if scenario["classes"][ALL]["latency_ms"]["intended_to_done"]["count"]:
+            parts.append(
+                f"<img alt='latency by percentile' src='data:image/png;base64,{percentile_plot_png(plt, scenario)}'>"
+            )
+        if scenario["throughput_per_s"]:
+            parts.append(f"<br><img alt='throughput' src='data:image/png;base64,{throughput_plot_png(plt, scenario)}'>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def write_html(doc: ResultsDoc, path: str | Path) -> None:
+    write_atomic(path, html_report(doc))
+
+
+def write_reports(doc: ResultsDoc, out_dir: str | Path) -> list[Path]:
+    """summary.csv and report.html in ``out_dir`` (results.json is ``RunResult.write``'s job)."""
+    out = Path(out_dir)
+    write_csv(doc, out / "summary.csv")
+    write_html(doc, out / "report.html")
+    return [out / "summary.csv", out / "report.html"]

@@ -1,0 +1,119 @@
+"""Reports: the console table against checked-in golden text, summary.csv and report.html."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hdrh.histogram import HdrHistogram
+from tailmark.client import report
+from tailmark.client.results import ALL, LATENCIES, ClassResult, RunResult, ScenarioResult, load_results
+from tailmark.client.settings import Scenario, ScenarioSettings, resolve
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "console_table.txt"
+MS = 1_000_000
+
+
+def _hist(values) -> HdrHistogram:
+    h = HdrHistogram(1, 3600 * 10**9, 3)
+    for v in values:
+        h.record_value(int(v))
+    return h
+
+
+def _class(name: str, latencies_ms: list[float], lag_ms: float, **kw) -> ClassResult:
+    ns = [round(v * MS) for v in latencies_ms]
+    return ClassResult(name, _hist(ns), _hist([v * 0.8 for v in ns]), _hist([lag_ms * MS] * len(ns)), **kw)
+
+
+def _doc() -> dict:
+    """Fixed inputs: a VALID server run with two classes, and an INVALID single-stream run."""
+    server = resolve(ScenarioSettings(scenario=Scenario.SERVER, target_qps=100, min_duration_s=5), mlperf=False)
+    fast = [1 + (i % 100) / 50 for i in range(1500)]  # 1.00 .. 2.98 ms, evenly
+    slow = [4 + (i % 100) / 25 for i in range(600)]  # 4.00 .. 7.96 ms
+    classes = {
+        "chat": _class("chat", fast, 0.05, offered_count=1500),
+        "batch": _class("batch", slow, 0.05, offered_count=600, errors={"UNAVAILABLE": 0}),
+    }
+    single = resolve(ScenarioSettings(scenario=Scenario.SINGLE_STREAM, min_duration_s=10), mlperf=False)
+    lone = {"default": _class("default", [2.5] * 50, 0.0)}
+    run = RunResult(
+        environment={"hostname": "h", "cpu_model": "cpu", "cpu_count_logical": 2, "python": "3.11", "os": "x"},
+        scenarios=[
+            ScenarioResult(server, classes, 21.0, client_cpu_pct=35.0, throughput_per_s=[100] * 21),
+            ScenarioResult(single, lone, 4.0, client_cpu_pct=97.0),
+        ],
+        interrupted="SIGINT during single-stream",
+        created_at="2026-01-01T00:00:00+00:00",
+    )
+    return json.loads(json.dumps(run.to_dict()))
+
+
+def test_console_table_matches_golden() -> None:
+    text = report.console_table(_doc())
+    if os.environ.get("TAILMARK_UPDATE_GOLDEN"):
+        GOLDEN.write_text(text, encoding="utf-8")
+    assert text == GOLDEN.read_text(encoding="utf-8")
+
+
+def test_console_table_content() -> None:
+    doc = _doc()
+    lines = report.console_table(doc).splitlines()
+    rows = [line.split() for line in lines[2:6]]
+    assert [(r[0], r[1], r[-1]) for r in rows] == [
+        ("server", "all", "VALID"),
+        ("server", "batch", "VALID"),
+        ("server", "chat", "VALID"),
+        ("single-stream", "all", "INVALID"),  # its lone "default" class is not repeated
+    ]
+    assert rows[0][2] == "2100" and rows[0][3] == "100.0"  # 2100 queries over 21 s
+    # p99 of "all" is LoadGen's sorted[floor(0.99 n)] of the merged values, to the bucket's upper edge
+    values = sorted([1 + (i % 100) / 50 for i in range(1500)] + [4 + (i % 100) / 25 for i in range(600)])
+    assert float(rows[0][6]) == pytest.approx(values[2079], rel=1e-3)
+    text = "\n".join(lines)
+    assert "PARTIAL RESULT: SIGINT during single-stream" in text
+    assert "  - min_duration: ran 4.000 s, minimum 10 s" in text
+    assert "client CPU 97 %: the client, not the server, may be the bottleneck" in text
+
+
+def test_csv_has_a_row_per_class_and_every_latency(tmp_path) -> None:
+    doc = _doc()
+    path = tmp_path / "summary.csv"
+    report.write_csv(doc, path)
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert [(r["scenario"], r["traffic_class"]) for r in rows] == [
+        ("server", ALL), ("server", "batch"), ("server", "chat"), ("single-stream", ALL), ("single-stream", "default"),
+    ]  # fmt: skip
+    assert set(report.csv_columns()) == set(rows[0])
+    for lat in LATENCIES:
+        assert float(rows[1][f"{lat}_max_ms"]) >= float(rows[1][f"{lat}_p50_ms"])
+    assert rows[3]["result"] == "INVALID" and "min_duration" in rows[3]["reasons"]
+    chat = doc["scenarios"][0]["classes"]["chat"]
+    assert float(rows[2]["intended_to_done_p99_ms"]) == chat["latency_ms"]["intended_to_done"]["p99"]
+
+
+def test_html_report_is_self_contained_with_plots(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    doc = _doc()
+    paths = report.write_reports(doc, tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    assert [p.name for p in paths] == ["summary.csv", "report.html"]
+    assert page.count("data:image/png;base64,") == 3  # 2 percentile plots + 1 throughput plot
+    assert "<td class='t INVALID'>INVALID</td>" in page and "partial result" in page
+    assert "http" not in page.replace("http-equiv", "")  # nothing fetched from elsewhere
+
+
+def test_html_report_without_matplotlib(monkeypatch) -> None:
+    monkeypatch.setattr(report, "_pyplot", lambda: None)
+    page = report.html_report(_doc())
+    assert "data:image/png" not in page and "plots need matplotlib" in page and "<table>" in page
+
+
+def test_reports_render_from_a_written_results_file(tmp_path) -> None:
+    doc = _doc()
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    assert report.console_table(load_results(tmp_path / "results.json")) == report.console_table(doc)
