@@ -9,7 +9,7 @@ import grpc
 from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.service import HEALTH_SERVICE, RPCS, SERVICE
 from tailmark.server.core import InferenceCore
-from tailmark.server.grpc_handlers import control_rpcs, health_check, status_of, stream_error
+from tailmark.server.grpc_handlers import checked, control_rpcs, health_check, lenient_parser, status_of, stream_error
 from tailmark.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class AioGrpcServer:
         handlers["ModelInfer"] = self._unary_infer()
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
             self._stream_infer,
-            request_deserializer=pb.ModelInferRequest.FromString,
+            request_deserializer=lenient_parser(pb.ModelInferRequest),
             response_serializer=pb.ModelStreamInferResponse.SerializeToString,
         )
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
@@ -55,13 +55,13 @@ class AioGrpcServer:
     def _health_handler(self) -> grpc.GenericRpcHandler:
         async def check(request, context):
             try:
-                return health_check(self.core, request)
+                return health_check(self.core, checked(request))
             except Exception as exc:
                 await context.abort(*status_of(exc))
 
         handler = grpc.unary_unary_rpc_method_handler(
             check,
-            request_deserializer=pb.HealthCheckRequest.FromString,
+            request_deserializer=lenient_parser(pb.HealthCheckRequest),
             response_serializer=pb.HealthCheckResponse.SerializeToString,
         )
         return grpc.method_handlers_generic_handler(HEALTH_SERVICE, {"Check": handler})
@@ -72,12 +72,12 @@ class AioGrpcServer:
 
         async def handle(request, context):
             try:
-                return fn(request)
+                return fn(checked(request))
             except Exception as exc:
                 await context.abort(*status_of(exc))
 
         return grpc.unary_unary_rpc_method_handler(
-            handle, request_deserializer=rpc.request.FromString, response_serializer=rpc.response.SerializeToString
+            handle, request_deserializer=lenient_parser(rpc.request), response_serializer=rpc.response.SerializeToString
         )
 
     def _unary_infer(self):
@@ -85,13 +85,13 @@ class AioGrpcServer:
 
         async def handle(request, context):
             try:
-                return await infer(request)
+                return await infer(checked(request))
             except Exception as exc:
                 await context.abort(*status_of(exc))
 
         return grpc.unary_unary_rpc_method_handler(
             handle,
-            request_deserializer=pb.ModelInferRequest.FromString,
+            request_deserializer=lenient_parser(pb.ModelInferRequest),
             response_serializer=pb.ModelInferResponse.SerializeToString,
         )
 
@@ -103,7 +103,7 @@ class AioGrpcServer:
 
         async def run_one(request):
             try:
-                response = pb.ModelStreamInferResponse(infer_response=await self.core.infer(request))
+                response = pb.ModelStreamInferResponse(infer_response=await self.core.infer(checked(request)))
             except Exception as exc:
                 response = stream_error(request, exc)
             await responses.put(response)

@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.service import SERVICE
 from tailmark.server import errors
 from tailmark.server.core import InferenceCore
+
+
+class MalformedRequest(errors.ServerError):
+    """The request bytes are not a valid protobuf message of the RPC's type."""
 
 
 class UnknownService(errors.ServerError):
@@ -23,7 +28,32 @@ STATUS_BY_ERROR: dict[type[errors.ServerError], grpc.StatusCode] = {
     errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.ModelFailed: grpc.StatusCode.INTERNAL,
     UnknownService: grpc.StatusCode.NOT_FOUND,
+    MalformedRequest: grpc.StatusCode.INVALID_ARGUMENT,
 }
+
+
+def lenient_parser(message_class):
+    """A request deserializer that turns undecodable bytes into a ``MalformedRequest`` to report.
+
+    gRPC's own handling of a deserializer failure is an opaque INTERNAL; a client that sent garbage
+    deserves INVALID_ARGUMENT naming the message type.
+    """
+    name = message_class.DESCRIPTOR.name
+
+    def parse(data: bytes):
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return MalformedRequest(f"malformed {name}: {exc}")
+
+    return parse
+
+
+def checked(request):
+    """The request itself, or raise the MalformedRequest that the lenient parser left in its place."""
+    if type(request) is MalformedRequest:
+        raise request
+    return request
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -56,9 +86,11 @@ def health_check(core: InferenceCore, request: pb.HealthCheckRequest) -> pb.Heal
     return pb.HealthCheckResponse(status=status)
 
 
-def stream_error(request: pb.ModelInferRequest, exc: BaseException) -> pb.ModelStreamInferResponse:
+def stream_error(request, exc: BaseException) -> pb.ModelStreamInferResponse:
     """A failed request inside a stream: reported in-band, and the stream goes on (as Triton does)."""
     _, message = status_of(exc)
+    if type(request) is MalformedRequest:
+        return pb.ModelStreamInferResponse(error_message=message)
     return pb.ModelStreamInferResponse(
         error_message=message, infer_response=pb.ModelInferResponse(model_name=request.model_name, id=request.id)
     )

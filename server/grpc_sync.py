@@ -10,7 +10,7 @@ import grpc
 from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.service import HEALTH_SERVICE, RPCS, SERVICE
 from tailmark.server.core import InferenceCore
-from tailmark.server.grpc_handlers import control_rpcs, health_check, status_of, stream_error
+from tailmark.server.grpc_handlers import checked, control_rpcs, health_check, lenient_parser, status_of, stream_error
 from tailmark.server.settings import ServerSettings
 
 
@@ -48,7 +48,7 @@ class SyncGrpcServer:
         handlers["ModelInfer"] = _unary(self.core.infer_blocking, RPCS["ModelInfer"])
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
             self._stream_infer,
-            request_deserializer=pb.ModelInferRequest.FromString,
+            request_deserializer=lenient_parser(pb.ModelInferRequest),
             response_serializer=pb.ModelStreamInferResponse.SerializeToString,
         )
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
@@ -64,7 +64,7 @@ class SyncGrpcServer:
 
         def run_one(request):
             try:
-                done.put(pb.ModelStreamInferResponse(infer_response=self.core.infer_blocking(request)))
+                done.put(pb.ModelStreamInferResponse(infer_response=self.core.infer_blocking(checked(request))))
             except Exception as exc:
                 done.put(stream_error(request, exc))
 
@@ -88,16 +88,16 @@ class SyncGrpcServer:
 def _unary(fn, rpc):
     def handle(request, context):
         try:
-            return fn(request)
+            return fn(checked(request))
         except Exception as exc:
             context.abort(*status_of(exc))
 
     if rpc is None:  # health
         return grpc.unary_unary_rpc_method_handler(
             handle,
-            request_deserializer=pb.HealthCheckRequest.FromString,
+            request_deserializer=lenient_parser(pb.HealthCheckRequest),
             response_serializer=pb.HealthCheckResponse.SerializeToString,
         )
     return grpc.unary_unary_rpc_method_handler(
-        handle, request_deserializer=rpc.request.FromString, response_serializer=rpc.response.SerializeToString
+        handle, request_deserializer=lenient_parser(rpc.request), response_serializer=rpc.response.SerializeToString
     )
