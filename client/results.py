@@ -79,7 +79,7 @@ class ClassDoc(TypedDict):
     sample_rate_per_s: float
     latency_ms: dict[str, LatencyDoc]  # intended_to_done, sent_to_done, send_lag
     errors: dict[str, int]  # by gRPC status name
-    overflow_count: int  # latencies beyond the histogram's range, not recorded
+    overflow_count: int  # latencies above the histogram's range, clamped to its top
     verdict: VerdictDoc
 
 
@@ -332,7 +332,7 @@ class ScenarioResult:
             share = 100.0 * total.error_count / max(total.ok_count + total.error_count, 1)
             out.append(f"{total.error_count} requests failed ({share:.2f} %); latencies cover successes only")
         if total.overflow_count:
-            out.append(f"{total.overflow_count} latencies beyond the histogram's range were not recorded")
+            out.append(f"{total.overflow_count} latencies above the histogram's range were clamped to its top")
         offered = self.offered_rate_qps(total)
         achieved = self._rate(total.ok_count)
         if offered and achieved < 0.95 * offered:

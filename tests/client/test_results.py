@@ -93,7 +93,7 @@ def test_warnings_and_repr_name_the_client_cpu() -> None:
 def test_warnings_for_lag_errors_overflow_and_falling_behind() -> None:
     slow = _class("default", 500, lag_ns=3 * MS, errors={"DEADLINE_EXCEEDED": 5}, overflow_count=2, offered_count=2000)
     warnings = " | ".join(_server(classes={"default": slow}).warnings)
-    for part in ("send lag p99 3.000 ms", "5 requests failed", "2 latencies beyond", "under the offered", "only 500"):
+    for part in ("send lag p99 3.000 ms", "5 requests failed", "2 latencies above", "under the offered", "only 500"):
         assert part in warnings
 
 
