@@ -113,7 +113,7 @@ def test_bad_input_names_file_and_line(write, text, line, needle):
 @pytest.mark.parametrize("text", ["", "\n\n", HEADER, HEADER + "\n"])
 def test_empty_trace_is_an_error(write, text):
     path = write("empty.jsonl", text)
-    with pytest.raises(TraceFormatError, match="no arrivals|empty file"):
+    with pytest.raises(TraceFormatError, match=r"no arrivals|empty file"):
         list(read_arrivals(path))
 
 
