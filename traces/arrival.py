@@ -2,6 +2,8 @@
 
 Schedules are lazy iterators of ``Arrival``; nothing builds a list of them. ``offset_ns`` is the
 intended send time relative to the start of the run (the dispatcher adds its own start instant).
+``deadline_ns`` is a budget counted from that intended time, not an absolute instant, so replaying a
+trace faster (``speed``) leaves it unchanged. The file format that carries these is ``FORMAT.md``.
 """
 
 from __future__ import annotations
