@@ -15,7 +15,9 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8001  # 0: any free port (the chosen one is printed)
     # --- gRPC ---
-    stack: str = "aio"  # "aio" (grpc.aio on uvloop) or "sync" (thread per RPC); see bench/server_stack.py
+    # "sync" (thread pool, the default: 1.1x-2.1x the throughput of aio here, bench/server_stack.py)
+    # or "aio" (grpc.aio on uvloop)
+    stack: str = "sync"
     sync_threads: int = 8  # worker threads of the sync stack
     max_message_bytes: int = INT32_MAX  # gRPC's own default (4 MiB) breaks large tensors
     # --- lifecycle ---
