@@ -1,0 +1,128 @@
+"""``tailmark train WORKLOAD``: time a reference workload to its quality target, N times, MLPerf style."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tailmark.training.workloads import WORKLOADS
+
+if TYPE_CHECKING:
+    from tailmark.training.results import TrainResult
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="time a reference model to its accuracy target (MLPerf Training rules)",
+        description="Train WORKLOAD from fresh seeds to its quality target N times; report the olympic mean time.",
+    )
+    parser.add_argument("workload", choices=sorted(WORKLOADS), help="what to train")
+    parser.add_argument("--runs", type=int, default=5, help="runs in the set (default 5)")
+    parser.add_argument("--nproc", type=int, default=1, help="data-parallel processes per run, via torchrun")
+    parser.add_argument("--output", type=Path, default=Path("runs/train"), help="output folder (default runs/train)")
+    parser.add_argument("--system", default=None, help="system name in results/<system>/ (default: host name)")
+    parser.add_argument("--max-epochs", type=int, default=None, help="abort a run after this many epochs")
+    parser.add_argument("--seed", type=int, default=None, help="fix run i's seed to SEED+i (open division)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's)")
+    parser.add_argument("--no-save-model", action="store_true", help="do not keep converged weights")
+    parser.add_argument(
+        "--write-rcp",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="store this set's epochs to converge as reference convergence points",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    parser.set_defaults(handler=handle_train)
+
+
+def default_system(nproc: int) -> str:
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", platform.node() or "host")
+    return f"{host}_{nproc}proc"
+
+
+def handle_train(args: argparse.Namespace) -> int:
+    from tailmark.training.report import format_run, format_summary
+    from tailmark.training.runner import RunFailed, TrainSettings, run_set
+    from tailmark.training.workload import DataCorrupt, DataMissing, with_overrides
+    from tailmark.training.workloads import workload_class
+
+    from tailmark.cli import UsageError
+
+    checked = {"--runs": args.runs, "--nproc": args.nproc, "--max-epochs": args.max_epochs, "--threads": args.threads}
+    for flag, value in checked.items():
+        if value is not None and value < 1:
+            raise UsageError(f"{flag}={value} requested; must be >= 1")
+    overrides = []
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set {item!r}; expected KEY=VALUE")
+        overrides.append((key, value))
+    try:
+        workload, closed = with_overrides(workload_class(args.workload), dict(overrides))
+        workload.verify_data()
+    except (ValueError, DataMissing, DataCorrupt) as exc:
+        raise UsageError(str(exc)) from None
+    gbs = getattr(workload.hparams, "global_batch_size", args.nproc)
+    if gbs % args.nproc:
+        raise UsageError(f"--nproc {args.nproc} does not divide the global batch size {gbs}")
+    settings = TrainSettings(
+        workload=args.workload,
+        output_dir=args.output,
+        system=args.system or default_system(args.nproc),
+        runs=args.runs,
+        nproc=args.nproc,
+        max_epochs=args.max_epochs,
+        seed=args.seed,
+        overrides=tuple(overrides),
+        threads=args.threads,
+        save_model=not args.no_save_model,
+        quiet=args.quiet,
+    )
+    json_path = settings.output_dir / f"{workload.spec.benchmark}.json"
+    try:
+        result = run_set(settings, workload, closed=closed, on_run=lambda r: print(format_run(r, args.runs)))
+    except RunFailed as exc:
+        print(f"tailmark train: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(format_summary(result, str(json_path))))
+    if args.write_rcp is not None:
+        write_reference(result, args.write_rcp, gbs, command=reproduce_command(args))
+        print(f"  reference convergence points: {args.write_rcp}")
+    return 0 if result.score is not None and result.score.seconds is not None else 1
+
+
+def reproduce_command(args: argparse.Namespace) -> str:
+    parts = ["tailmark train", args.workload, f"--runs {args.runs}", f"--nproc {args.nproc}"]
+    parts += [f"--set {item}" for item in args.set]
+    if args.seed is not None:
+        parts.append(f"--seed {args.seed}")
+    if args.threads is not None:
+        parts.append(f"--threads {args.threads}")
+    return " ".join(parts) + f" --write-rcp {args.write_rcp}"
+
+
+def write_reference(result: TrainResult, path: Path, global_batch_size: int, *, command: str) -> None:
+    from tailmark.training.rcp import ReferencePoints
+
+    from tailmark.cli import UsageError
+
+    epochs = tuple(r.epochs for r in result.runs if r.converged and r.epochs is not None)
+    if len(epochs) < 3:
+        raise UsageError(f"{len(epochs)} converged runs; reference convergence points need at least 3")
+    ReferencePoints(
+        benchmark=result.benchmark,
+        global_batch_size=global_batch_size,
+        epochs_to_converge=epochs,
+        command=command,
+        platform=f"{platform.machine()} {platform.processor() or ''}".strip() + f", {result.nproc} process(es)",
+        created=datetime.date.today().isoformat(),
+    ).save(path)

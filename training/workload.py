@@ -1,0 +1,121 @@
+"""What a workload is: data on disk, a model, a quality target, an eval cadence and hyperparameters.
+
+A ``Workload`` is cheap to construct (no torch import) so the CLI can list and check workloads quickly. Its
+``build(ctx)`` runs inside the untimed initialisation and returns a ``Trainer``, whose ``load_data`` is the first
+thing on the clock: MLPerf's rule that the clock starts before any part of the system touches the dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from tailmark.training.context import RunContext
+
+
+class DataMissing(Exception):
+    """A data set is not installed; the message names the command that installs it."""
+
+
+class DataCorrupt(Exception):
+    """A data file's checksum does not match the pinned one."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    """The fixed facts of a workload: its names, target and timing cadence."""
+
+    name: str  # the CLI name: smoke, vision, recommendation, translation
+    benchmark: str  # submission_benchmark in the logs and the folder in results/<system>/
+    metric: str  # what eval_accuracy measures, e.g. "top1", "hr@10", "exact_match"
+    target: float  # the clock stops at the first evaluation at or above this
+    eval_every_epochs: int  # evaluation cadence, on the clock
+    max_epochs: int  # a run that has not converged by then stops with status "aborted"
+
+
+@dataclass(frozen=True, slots=True)
+class DataSizes:
+    """How many samples one epoch trains on and one evaluation scores (logged as train/eval_samples)."""
+
+    train_samples: int
+    eval_samples: int
+
+
+class Trainer(ABC):
+    """One run's model, optimiser and data, built during the untimed initialisation."""
+
+    @abstractmethod
+    def load_data(self) -> DataSizes:
+        """Read the data set from disk (on the clock)."""
+
+    @abstractmethod
+    def train_epoch(self, epoch: int) -> None:
+        """Train for one epoch; ``epoch`` counts from 1."""
+
+    @abstractmethod
+    def evaluate(self) -> float:
+        """Score the model on the whole evaluation set, identical on every rank."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """The trained weights, unwrapped from DistributedDataParallel."""
+
+
+class Workload(ABC):
+    """A reference workload. Subclasses set ``spec``, ``hparams`` and ``tunable``."""
+
+    spec: ClassVar[WorkloadSpec]
+    tunable: ClassVar[frozenset[str]]  # the hyperparameters a closed-division run may change
+
+    def __init__(self, hparams: Any) -> None:
+        self.hparams = hparams
+
+    @classmethod
+    @abstractmethod
+    def default_hparams(cls) -> Any:
+        """The reference hyperparameters (a frozen dataclass)."""
+
+    @abstractmethod
+    def data_files(self) -> dict[Path, str]:
+        """The data set's files and their pinned sha256; raises ``DataMissing`` with the install command."""
+
+    @abstractmethod
+    def build(self, ctx: RunContext) -> Trainer:
+        """Construct the model and optimiser (untimed initialisation); must not read the data set."""
+
+    def logged_hparams(self) -> Mapping[str, Any]:
+        """Hyperparameters to log as mllog keys (global_batch_size, opt_name, ...), beyond the standard set."""
+        return {}
+
+    def verify_data(self) -> None:
+        """The reference ``verify_dataset`` step: every file present and matching its checksum."""
+        for path, expected in self.data_files().items():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest != expected:
+                raise DataCorrupt(f"{path}: sha256 {digest[:12]}… does not match the pinned {expected[:12]}…")
+
+
+def with_overrides(workload_cls: type[Workload], overrides: Mapping[str, str]) -> tuple[Workload, bool]:
+    """Build a workload with hyperparameter overrides given as strings; returns it and whether it stays closed.
+
+    Changing a hyperparameter outside ``tunable`` is allowed, but moves the result to the open division.
+    """
+    defaults = workload_cls.default_hparams()
+    fields = {f.name: f for f in dataclasses.fields(defaults)}
+    changes: dict[str, Any] = {}
+    for key, text in overrides.items():
+        if key not in fields:
+            raise ValueError(f"unknown hyperparameter {key!r}; known: {', '.join(sorted(fields))}")
+        kind = type(getattr(defaults, key))
+        try:
+            changes[key] = kind(text)
+        except ValueError:
+            raise ValueError(f"hyperparameter {key}={text!r}; must be a {kind.__name__}") from None
+    closed = set(changes) <= workload_cls.tunable
+    return workload_cls(dataclasses.replace(defaults, **changes)), closed
