@@ -54,7 +54,8 @@ def worker_command(settings: TrainSettings, index: int, log: Path, model: Path |
     if settings.nproc > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         launcher += [f"--nproc_per_node={settings.nproc}", "-m", "tailmark.training.worker"]
-    args = ["--workload", settings.workload, "--log", str(log), "--system", settings.system]
+    # (torchrun rejects any argument that is a prefix of one of its own options, such as --log)
+    args = ["--workload", settings.workload, "--result-file", str(log), "--system", settings.system]
     args += ["--division", division, "--run-index", str(index), "--runs", str(settings.runs)]
     if settings.max_epochs is not None:
         args += ["--max-epochs", str(settings.max_epochs)]

@@ -16,7 +16,7 @@ from pathlib import Path
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tailmark.training.worker")
     parser.add_argument("--workload", required=True)
-    parser.add_argument("--log", type=Path, required=True, help="the result file (result_<i>.txt)")
+    parser.add_argument("--result-file", type=Path, required=True, help="the MLPerf log (result_<i>.txt)")
     parser.add_argument("--system", required=True)
     parser.add_argument("--division", choices=("closed", "open"), default="closed")
     parser.add_argument("--run-index", type=int, default=0)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     try:
-        with RunLog(args.log, enabled=ctx.is_main) as log:
+        with RunLog(args.result_file, enabled=ctx.is_main) as log:
             outcome, trainer = run_once(
                 workload,
                 ctx,
