@@ -44,7 +44,8 @@ async def main():
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     lat = np.array(latencies) / 1e6
-    print(json.dumps({"rps": len(lat) / elapsed, "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}))
+    p50, p99 = (float(np.percentile(lat, q)) for q in (50, 99))
+    print(json.dumps({"rps": len(lat) / elapsed, "p50_ms": p50, "p99_ms": p99}))
 
 uvloop.run(main())
 """
@@ -56,7 +57,10 @@ def measure(stack: str, concurrency: int, seconds: float, repository: Path) -> d
     with ServerProcess(repository, "--grpc-stack", stack) as server:
         out = subprocess.run(
             [sys.executable, "-c", LOAD, server.target, "identity", str(seconds), str(concurrency)],
-            capture_output=True, text=True, check=True, timeout=seconds * 10 + 60,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds * 10 + 60,
         )
     return json.loads(out.stdout)
 

@@ -1,13 +1,13 @@
 """Errors the client raises, one tree, translated from grpc at the transport boundary.
 
-    TailmarkError
-    ├── ConfigError                 bad settings, flags or YAML: refused at parse time
-    ├── TraceError                  a trace or timestamp file that cannot be replayed
-    └── TransportError              the endpoint failed us
-        ├── Unreachable             no connection to the target
-        ├── ModelNotFound           the target does not serve that model/version
-        ├── TlsError                TLS handshake failed (wrong CA, cert or plain-text peer)
-        └── ServerRejected          any other non-OK status on a control RPC
+TailmarkError
+├── ConfigError                 bad settings, flags or YAML: refused at parse time
+├── TraceError                  a trace or timestamp file that cannot be replayed
+└── TransportError              the endpoint failed us
+    ├── Unreachable             no connection to the target
+    ├── ModelNotFound           the target does not serve that model/version
+    ├── TlsError                TLS handshake failed (wrong CA, cert or plain-text peer)
+    └── ServerRejected          any other non-OK status on a control RPC
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from typing import IO, Any, Final, TypedDict
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
+
 from tailmark.client import hlog
 
 Key = tuple[str, str]  # (scenario, traffic_class)

@@ -21,6 +21,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
+
 from tailmark.client.errors import TailmarkError
 from tailmark.client.settings import CLOSED_LOOP, EffectiveSettings, Scenario
 from tailmark.client.verdict import Verdict, bucket_bounds, judge, percentile_rank

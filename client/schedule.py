@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
 from tailmark.client.errors import TraceError
 from tailmark.traces.arrival import DEFAULT_CLASS, Arrival
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from tailmark.client.errors import ConfigError
 
 

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
+
 from tailmark.client.settings import EffectiveSettings, Scenario
 
 CONFIDENCE = 0.99  # LoadGen's early-stopping confidence (d = 0 tolerance)

@@ -5,8 +5,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/support helpers
 
-from support.repository import write_test_repository  # noqa: E402
-from support.serve import ServerProcess  # noqa: E402
+from support.repository import write_test_repository
+from support.serve import ServerProcess
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from tritonclient.grpc import model_config_pb2 as triton_mc
 from tritonclient.grpc import service_pb2 as triton
 
-from tailmark.protos import inference_pb2 as ours
 from tailmark.protos import model_config_pb2 as ours_mc
 from tailmark.protos.service import RPCS
 
@@ -29,7 +28,10 @@ def _fill(message, depth):
         if field.containing_oneof is not None and message.WhichOneof(field.containing_oneof.name):
             continue
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            key_field, value_field = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
+            key_field, value_field = (
+                field.message_type.fields_by_name["key"],
+                field.message_type.fields_by_name["value"],
+            )
             key = _scalar(key_field, 1)
             if value_field.message_type is not None:
                 if depth < 3:

@@ -73,5 +73,23 @@ output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]
     broken = root / "broken_config"
     (broken / "1").mkdir(parents=True)
     (broken / "config.pbtxt").write_text("name: 'broken_config'\nmax_batch_size: [oops\n")
-    write_model(root, "missing_file", 'platform: "pytorch_libtorch"\n' + identity_config().replace('backend: "identity"', ""))
+    write_model(
+        root, "missing_file", 'platform: "pytorch_libtorch"\n' + identity_config().replace('backend: "identity"', "")
+    )
     return root
+
+
+def batched_sleep_config(
+    mean_ms: float, *, max_batch_size: int = 8, dynamic_batching: str = "", instances: int = 1, dims: str = "[ 2 ]"
+) -> str:
+    """A sleep model (fixed service time per execution, whatever the batch) with ``dynamic_batching { ... }``."""
+    return f"""
+backend: "sleep"
+max_batch_size: {max_batch_size}
+input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: {dims} }} ]
+output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: {dims} }} ]
+instance_group [ {{ kind: KIND_CPU count: {instances} }} ]
+dynamic_batching {{ {dynamic_batching} }}
+parameters {{ key: "distribution" value: {{ string_value: "fixed" }} }}
+parameters {{ key: "mean_ms" value: {{ string_value: "{mean_ms}" }} }}
+"""

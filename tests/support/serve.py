@@ -23,7 +23,11 @@ class ServerProcess:
             args += ["--model-repository", str(repository)]
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.port = self._wait_for_port(startup_timeout_s)
         self._reader = threading.Thread(target=self._drain, daemon=True)

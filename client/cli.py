@@ -1,0 +1,284 @@
+"""``tailmark run`` (measure), ``tailmark report`` (show a run again) and ``tailmark merge``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tailmark.client.settings import Scenario
+
+EMBEDDED_SCENARIOS = ("single-stream", "multi-stream", "server", "offline", "fixed-interval", "trace")
+ENDPOINT_SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
+EMBEDDED_MODEL = "resnet"
+EMBEDDED_TRACE = Path(__file__).resolve().parents[1] / "traces" / "samples" / "azure_conv_5min.jsonl"
+EXIT_INVALID = 3
+EXIT_INTERRUPTED = 130
+
+# flag -> ScenarioSettings field
+SETTING_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--target-qps": ("target_qps", float, "offered load of open-loop scenarios and Offline's expected rate"),
+    "--latency-bound-ms": ("latency_bound_ms", float, "tail-latency bound (Server default 10)"),
+    "--percentile": ("early_stopping_percentile", float, "percentile the bound applies to"),
+    "--duration": ("min_duration_s", float, "minimum measured seconds per scenario (default 10)"),
+    "--max-duration": ("max_duration_s", float, "stop a scenario after this many seconds (0: none)"),
+    "--min-queries": ("min_query_count", int, "minimum queries per scenario"),
+    "--max-queries": ("max_query_count", int, "stop after this many queries (0: none)"),
+    "--warmup": ("warmup_s", float, "unmeasured seconds before each scenario (default 2)"),
+    "--max-outstanding": ("max_outstanding", int, "cap on requests in flight (0: none; Offline 128)"),
+    "--batch-size": ("batch_size", int, "samples per request"),
+    "--samples-per-query": ("samples_per_query", int, "MultiStream samples per query (default 8)"),
+    "--offline-samples": ("offline_sample_count", int, "samples in the Offline query"),
+    "--trace": ("trace_path", str, "trace file for the trace scenario"),
+    "--speed": ("trace_speed", float, "replay the trace this many times faster"),
+    "--send-lag-bound-ms": ("send_lag_bound_ms", float, "send-lag p99 above this: client-bound (default 1)"),
+    "--seed": ("schedule_seed", int, "seed of the arrival schedule"),
+    "--sample-seed": ("sample_seed", int, "seed of sample selection"),
+    "--timeout": ("request_timeout_s", float, "per-request deadline in seconds (default 30)"),
+}
+
+
+def register(subparsers) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="measure an endpoint (or, with no --target, the built-in server)",
+        description="Open-loop load generation against a KServe-v2 gRPC endpoint, with LoadGen's scenarios and "
+        "validity rules. With no --target, starts `tailmark serve` on a free port and runs every scenario.",
+    )
+    run.add_argument("--target", help="HOST:PORT of a KServe-v2 gRPC endpoint (default: start the built-in server)")
+    run.add_argument("--model", help=f"model name (built-in default: {EMBEDDED_MODEL})")
+    run.add_argument("--model-version", default="", help="model version (default: the newest)")
+    run.add_argument(
+        "--scenario", action="append", choices=[str(s) for s in Scenario], help="scenario to run (repeatable)"
+    )
+    run.add_argument("--config", type=Path, help="YAML settings file (flags win)")
+    run.add_argument("--mlperf", action="store_true", help="official minimum durations and counts")
+    for flag, (_, kind, text) in SETTING_FLAGS.items():
+        run.add_argument(flag, type=kind, help=text)
+    run.add_argument("--input-data", type=Path, help="samples from .npy/.npz/.json instead of random tensors")
+    run.add_argument("--shape", action="append", default=[], help="NAME:D1,D2 shape of a variable-size input")
+    run.add_argument("--pool-size", type=int, default=64, help="distinct random samples (default 64)")
+    run.add_argument("--tls", action="store_true", help="use TLS")
+    run.add_argument("--tls-ca", type=Path, help="CA certificate file (default: system roots)")
+    run.add_argument("--tls-cert", type=Path, help="client certificate (mutual TLS)")
+    run.add_argument("--tls-key", type=Path, help="client private key (mutual TLS)")
+    run.add_argument("--header", action="append", default=[], help="request metadata 'key: value' (repeatable)")
+    run.add_argument("--out", type=Path, help="run directory (default runs/<time>-<model>)")
+    run.add_argument("--fail-on-invalid", action="store_true", help=f"exit {EXIT_INVALID} if any result is INVALID")
+    run.add_argument("--no-progress", action="store_true", help="no live progress line")
+    run.set_defaults(handler=run_command)
+
+    report = subparsers.add_parser("report", help="print a run's table again and rewrite its HTML report")
+    report.add_argument("run", type=Path, help="run directory or its results.json")
+    report.set_defaults(handler=report_command)
+
+    merge = subparsers.add_parser("merge", help="merge histograms.json files from several client processes")
+    merge.add_argument("inputs", type=Path, nargs="+", help="run directories or histograms.json files")
+    merge.add_argument("-o", "--output", type=Path, required=True, help="merged histograms.json to write")
+    merge.set_defaults(handler=merge_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from tailmark.cli import UsageError
+    from tailmark.client.errors import ConfigError, TailmarkError
+
+    try:
+        plan = build_plan(args)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        return _run_with_loop(plan, args)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except TailmarkError as exc:
+        print(f"tailmark run: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_plan(args: argparse.Namespace):
+    from tailmark.client.plan import RunPlan, load_plan_file, resolve_all, scenario_settings
+
+    file: dict[str, Any] = load_plan_file(args.config) if args.config else {}
+    target = args.target or file.get("target")
+    embedded = target is None
+    model = args.model or file.get("model") or (EMBEDDED_MODEL if embedded else None)
+    if model is None:
+        from tailmark.client.errors import ConfigError
+
+        raise ConfigError("--model is required with --target")
+    common = dict(file.get("defaults") or {})
+    common.update({field: getattr(args, _dest(flag)) for flag, (field, _, _) in SETTING_FLAGS.items()})
+    per_scenario = [{"scenario": e} if isinstance(e, str) else e for e in (file.get("scenarios") or [])]
+    names = list(args.scenario or [])
+    if not names and not per_scenario:
+        names = list(EMBEDDED_SCENARIOS if embedded else ENDPOINT_SCENARIOS)
+        if embedded:
+            per_scenario = [_embedded_entry(name, common) for name in names]
+            names = []
+    settings = scenario_settings(names, {k: v for k, v in common.items() if v is not None}, per_scenario)
+    mlperf = bool(args.mlperf or file.get("mlperf"))
+    return RunPlan(
+        target=target,
+        model=model,
+        model_version=args.model_version or str(file.get("model_version") or ""),
+        scenarios=resolve_all(settings, mlperf=mlperf),
+        mlperf=mlperf,
+    )
+
+
+def _embedded_entry(name: str, common: dict[str, Any]) -> dict[str, Any]:
+    """The built-in run: every scenario about 10-20 s, the trace a 10x replay of the Azure sample."""
+    entry: dict[str, Any] = {"scenario": name}
+    if name == "trace" and not common.get("trace_path"):
+        entry.update(trace_path=str(EMBEDDED_TRACE), trace_speed=10.0)
+        if not common.get("max_duration_s"):
+            entry["max_duration_s"] = 15.0
+    if name == "fixed-interval" and not common.get("target_qps"):
+        entry["target_qps"] = 50.0
+    return entry
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _parse_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
+    from tailmark.client.errors import ConfigError
+
+    shapes = {}
+    for spec in specs:
+        name, _, dims = spec.partition(":")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise ConfigError(f"--shape {spec!r}: expected NAME:D1,D2,... with integer dimensions") from None
+        if not name or any(d < 1 for d in shapes[name]):
+            raise ConfigError(f"--shape {spec!r}: expected NAME:D1,D2,... with dimensions >= 1")
+    return shapes
+
+
+def _parse_headers(specs: list[str]) -> list[tuple[str, str]]:
+    from tailmark.client.errors import ConfigError
+
+    headers = []
+    for spec in specs:
+        key, sep, value = spec.partition(":")
+        if not sep or not key.strip():
+            raise ConfigError(f"--header {spec!r}: expected 'key: value'")
+        headers.append((key.strip().lower(), value.strip()))
+    return headers
+
+
+def _run_with_loop(plan, args: argparse.Namespace) -> int:
+    from tailmark.client.embedded import EmbeddedServer
+
+    out_dir = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{plan.model}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    if plan.target is not None:
+        return runner(_measure(plan, args, plan.target, out_dir))
+    print("starting the built-in server (tailmark serve) ...", file=sys.stderr, flush=True)
+    with EmbeddedServer() as server:
+        return runner(_measure(plan, args, server.target, out_dir, embedded=True))
+
+
+async def _measure(plan, args: argparse.Namespace, target: str, out_dir: Path, embedded: bool = False) -> int:
+    from tailmark.client.environment import capture
+    from tailmark.client.progress import Progress
+    from tailmark.client.report import console_table
+    from tailmark.client.results import RunResult
+    from tailmark.client.run import Run, TargetLost
+    from tailmark.client.samples import file_pool, random_pool
+    from tailmark.client.transport import GrpcTransport, TlsSettings
+
+    tls = TlsSettings(args.tls_ca, args.tls_cert, args.tls_key) if (args.tls or args.tls_ca or args.tls_cert) else None
+    timeout = plan.scenarios[0].request_timeout_s
+    transport = await GrpcTransport.connect(target, tls=tls, metadata=_parse_headers(args.header), timeout_s=timeout)
+    try:
+        info = await transport.model_info(plan.model, plan.model_version)
+        seed = plan.scenarios[0].sample_seed
+        if args.input_data:
+            pool = file_pool(info, args.input_data, version=plan.model_version)
+        else:
+            shapes = _parse_shapes(args.shape)
+            pool = random_pool(info, count=args.pool_size, seed=seed, shapes=shapes, version=plan.model_version)
+        environment = capture()
+        environment["target"] = {"address": target, "embedded": embedded, "model": info.name, "version": info.version}
+        result = RunResult(environment=environment)
+        progress = Progress(enabled=not args.no_progress)
+        run = Run(scenarios=plan.scenarios, transport=transport, pool=pool, out_dir=out_dir, result=result,
+                  progress=progress)  # fmt: skip
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by the user (SIGINT)")
+        loop.add_signal_handler(signal.SIGTERM, run.interrupt, "terminated (SIGTERM)")
+        try:
+            await run.execute()
+        except TargetLost:
+            _print_table(console_table, result)
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+    finally:
+        await transport.aclose()
+    _print_table(console_table, result)
+    print(f"results: {out_dir}/results.json  report: {out_dir}/report.html", file=sys.stderr)
+    if run.interrupted:
+        print(f"tailmark run: {run.interrupted}; partial results kept in {out_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.fail_on_invalid and not result.valid:
+        return EXIT_INVALID
+    return 0
+
+
+def _print_table(console_table, result) -> None:
+    if result.scenarios:
+        print(console_table(result.to_dict()))
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from tailmark.cli import UsageError
+    from tailmark.client.report import console_table, write_reports
+    from tailmark.client.results import ResultsError, load_results
+
+    path = args.run / "results.json" if args.run.is_dir() else args.run
+    try:
+        doc = load_results(path)
+    except (ResultsError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    print(console_table(doc))
+    written = write_reports(doc, path.parent)
+    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return 0
+
+
+def merge_command(args: argparse.Namespace) -> int:
+    import json
+
+    from tailmark.cli import UsageError
+    from tailmark.client.recorder import Recorder, RecorderFormatError, merged
+    from tailmark.client.results import write_atomic
+
+    recorders = []
+    for item in args.inputs:
+        path = item / "histograms.json" if item.is_dir() else item
+        try:
+            recorders.append(Recorder.from_dict(json.loads(path.read_text())))
+        except (OSError, ValueError, RecorderFormatError) as exc:
+            raise UsageError(f"{path}: {exc}") from None
+    combined = merged(recorders)
+    write_atomic(args.output, json.dumps(combined.to_dict()) + "\n")
+    for key in combined.keys():
+        hist = combined.histogram(key)
+        p99 = hist.get_value_at_percentile(99) / 1e6
+        print(f"{key[0]}/{key[1]}: {hist.get_total_count()} requests, p99 {p99:.3f} ms")
+    return 0

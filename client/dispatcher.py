@@ -1,0 +1,281 @@
+"""The issue loop: wait for the intended instant, stamp, send, count. Nothing else happens here.
+
+Open loop (Server, Poisson, fixed-interval, trace): each arrival's intended instant is the run's start
+plus its offset; the loop sleeps to that absolute ``perf_counter_ns`` target (a coarse asyncio sleep,
+then yielding until the instant: uvloop's timers tick in whole milliseconds) and hands the request to
+a task. A slow server never slows the schedule; if an in-flight cap holds a request back, the wait is
+charged to it (intended→done), and shows as send lag.
+
+Closed loop (SingleStream, MultiStream): the next query is issued when the previous one completes;
+intended = sent. Offline: every sample is intended at the start, issued as fast as the cap allows.
+
+Arrivals intended before the warm-up ends are sent but not recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from tailmark.client.recorder import Recorder
+from tailmark.client.samples import SamplePool
+from tailmark.client.transport import RequestFailed, Transport
+from tailmark.traces.arrival import Arrival
+
+SPIN_NS = 2_000_000  # finish the last 2 ms of a wait by yielding: uvloop's timers are 1 ms coarse
+LOST_AFTER = 200  # consecutive UNAVAILABLE answers: the target is gone, stop the run
+NS = 1_000_000_000
+
+
+def _count_second(per_s: list[int], second: int) -> None:
+    if second >= 0:
+        if len(per_s) <= second:
+            per_s.extend([0] * (second + 1 - len(per_s)))
+        per_s[second] += 1
+
+
+async def sleep_until(target_ns: int) -> None:
+    """Return at (or just after) the absolute ``perf_counter_ns`` instant ``target_ns``."""
+    gap = target_ns - time.perf_counter_ns()
+    if gap > SPIN_NS:
+        await asyncio.sleep((gap - SPIN_NS) / NS)
+    while time.perf_counter_ns() < target_ns:
+        await asyncio.sleep(0)
+
+
+@dataclass
+class Stop:
+    """When to stop issuing (LoadGen's rule): after the query that meets both minimums, or before one
+    that would pass a maximum (0: none). ``elapsed_ns`` is the query's intended time in the window."""
+
+    min_duration_ns: int
+    min_queries: int
+    max_duration_ns: int = 0
+    max_queries: int = 0
+
+    def exceeded(self, elapsed_ns: int, issued: int) -> bool:
+        """Issuing a query at ``elapsed_ns`` after ``issued`` others would pass a maximum."""
+        return bool(
+            (self.max_duration_ns and elapsed_ns >= self.max_duration_ns)
+            or (self.max_queries and issued >= self.max_queries)
+        )
+
+    def satisfied(self, elapsed_ns: int, issued: int) -> bool:
+        """The last query issued (at ``elapsed_ns``, making ``issued``) met both minimums."""
+        return elapsed_ns >= self.min_duration_ns and issued >= self.min_queries
+
+
+@dataclass
+class Window:
+    """What the measured window saw, beside the recorder's histograms."""
+
+    start_ns: int = 0  # the measured window's start (after warm-up)
+    end_ns: int = 0  # LoadGen's end: last intended send (open loop), last issue (closed), last completion (Offline)
+    offered: Counter[str] = field(default_factory=Counter)  # arrivals intended in the window, by class
+    completions_per_s: list[int] = field(default_factory=list)
+    sends_per_s: list[int] = field(default_factory=list)  # by the instant each request left: replay fidelity
+    samples: int = 0  # samples completed in the window (a request may carry a batch)
+    cpu_s: float = 0.0  # client process CPU time over the window
+    interrupted: str = ""  # why the window ended early ("" if it did not)
+
+    @property
+    def duration_s(self) -> float:
+        return max(self.end_ns - self.start_ns, 0) / NS
+
+
+class Dispatcher:
+    """Issues one scenario's requests through ``transport`` and records them under ``scenario``."""
+
+    def __init__(
+        self, *, transport: Transport, pool: SamplePool, recorder: Recorder, scenario: str, sample_seed: int
+    ) -> None:
+        self.transport = transport
+        self.pool = pool
+        self.recorder = recorder
+        self.scenario = scenario
+        self._rng = random.Random(sample_seed)
+        self.outstanding = 0
+        self.issued = 0  # measured queries issued
+        self.completed = 0
+        self.samples_completed = 0
+        self.failed = 0
+        self.window = Window()
+        self.stop_reason = ""  # set from outside (Ctrl-C) or by the loss detector
+        self._slot_freed = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._unavailable_streak = 0
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = self.stop_reason or reason
+
+    # --- completion path ---
+
+    def _count_done(self, done_ns: int) -> None:
+        _count_second(self.window.completions_per_s, (done_ns - self.window.start_ns) // NS)
+
+    async def _send(
+        self, payload: bytes, intended_ns: int, traffic_class: str, measured: bool, samples: int = 1
+    ) -> None:
+        sent_ns = time.perf_counter_ns()
+        if measured:
+            _count_second(self.window.sends_per_s, (sent_ns - self.window.start_ns) // NS)
+        try:
+            await self.transport.infer(payload)
+        except RequestFailed as exc:
+            self._failure(exc.status, traffic_class, measured)
+        else:
+            done_ns = time.perf_counter_ns()
+            self._unavailable_streak = 0
+            if measured:
+                self.recorder.record((self.scenario, traffic_class), intended_ns, sent_ns, done_ns)
+                self.completed += 1
+                self.samples_completed += samples
+                self._count_done(done_ns)
+        finally:
+            self.outstanding -= 1
+            self._slot_freed.set()
+
+    def _failure(self, status: str, traffic_class: str, measured: bool) -> None:
+        if measured:
+            self.recorder.record_error((self.scenario, traffic_class), status)
+            self.failed += 1
+        if status == "UNAVAILABLE":
+            self._unavailable_streak += 1
+            if self._unavailable_streak >= LOST_AFTER:
+                self.request_stop(f"target lost: {LOST_AFTER} requests in a row failed with UNAVAILABLE")
+        else:
+            self._unavailable_streak = 0
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _wait_for_slot(self, cap: int) -> None:
+        while self.outstanding >= cap:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait for requests in flight; cancel the rest after ``timeout_s``."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+
+    def _sample(self, arrival: Arrival) -> int:
+        return arrival.sample_id if arrival.sample_id >= 0 else self._rng.randrange(self.pool.count)
+
+    # --- open loop ---
+
+    async def open_loop(
+        self, schedule: Iterable[Arrival], *, warmup_ns: int, stop: Stop, max_outstanding: int
+    ) -> Window:
+        start_ns = time.perf_counter_ns()
+        window = self.window
+        window.start_ns = window.end_ns = start_ns + warmup_ns
+        cpu0 = None
+        for arrival in schedule:
+            intended_ns = start_ns + arrival.offset_ns
+            measured = arrival.offset_ns >= warmup_ns
+            if measured:
+                if cpu0 is None:
+                    cpu0 = time.process_time()
+                if stop.exceeded(intended_ns - window.start_ns, self.issued):
+                    break
+            if self.stop_reason:
+                break
+            if intended_ns > time.perf_counter_ns():
+                await sleep_until(intended_ns)
+            if max_outstanding:
+                await self._wait_for_slot(max_outstanding)
+            payload = self.pool.payload(self._sample(arrival), arrival.batch_size, arrival.payload_size)
+            self.outstanding += 1
+            self._spawn(self._send(payload, intended_ns, arrival.traffic_class, measured, arrival.batch_size))
+            if measured:
+                self.issued += 1
+                window.offered[arrival.traffic_class] += 1
+                window.end_ns = intended_ns
+                if stop.satisfied(intended_ns - window.start_ns, self.issued):
+                    break
+        window.cpu_s = time.process_time() - (cpu0 if cpu0 is not None else time.process_time())
+        window.interrupted = self.stop_reason
+        return window
+
+    # --- closed loop ---
+
+    async def closed_loop(self, *, samples_per_query: int, warmup_ns: int, stop: Stop, traffic_class: str) -> Window:
+        """SingleStream/MultiStream: one query in flight; a query of N samples is one batched request
+        when the model batches that far, else N concurrent requests that all must finish."""
+        batched = self.pool.batching and samples_per_query <= self.pool.model.max_batch_size
+        key = (self.scenario, traffic_class)
+        window = self.window
+        begin = time.perf_counter_ns()
+        window.start_ns = window.end_ns = begin + warmup_ns
+        cpu0 = None
+        while not self.stop_reason:
+            now = time.perf_counter_ns()
+            measured = now >= window.start_ns
+            if measured:
+                if cpu0 is None:
+                    cpu0 = time.process_time()
+                if stop.exceeded(now - window.start_ns, self.issued):
+                    break
+            sample = self._rng.randrange(self.pool.count)
+            if batched or samples_per_query == 1:
+                payloads = [self.pool.payload(sample, samples_per_query if batched else 1)]
+            else:
+                payloads = [self.pool.payload(sample + i) for i in range(samples_per_query)]
+            issued_ns = time.perf_counter_ns()
+            results = await asyncio.gather(*(self.transport.infer(p) for p in payloads), return_exceptions=True)
+            done_ns = time.perf_counter_ns()
+            failures = [r for r in results if isinstance(r, BaseException)]
+            for failure in failures:
+                if not isinstance(failure, RequestFailed):
+                    raise failure
+            if failures:
+                self._failure(failures[0].status, traffic_class, measured)
+            else:
+                self._unavailable_streak = 0
+                if measured:
+                    self.recorder.record(key, issued_ns, issued_ns, done_ns)
+                    self.completed += 1
+                    self.samples_completed += samples_per_query
+                    self._count_done(done_ns)
+            if measured:
+                self.issued += 1
+                window.offered[traffic_class] += 1
+                window.end_ns = issued_ns
+                if stop.satisfied(issued_ns - window.start_ns, self.issued):
+                    break
+        window.cpu_s = time.process_time() - (cpu0 if cpu0 is not None else time.process_time())
+        window.interrupted = self.stop_reason
+        return window
+
+    # --- Offline ---
+
+    async def offline(self, *, sample_count: int, batch_size: int, max_outstanding: int, traffic_class: str) -> Window:
+        """All samples intended at the start; the window ends at the last completion."""
+        window = self.window
+        window.start_ns = start_ns = time.perf_counter_ns()
+        cpu0 = time.process_time()
+        remaining = sample_count
+        while remaining > 0 and not self.stop_reason:
+            if max_outstanding:
+                await self._wait_for_slot(max_outstanding)
+            batch = min(batch_size, remaining)
+            payload = self.pool.payload(self._rng.randrange(self.pool.count), batch)
+            self.outstanding += 1
+            self._spawn(self._send(payload, start_ns, traffic_class, True, batch))
+            self.issued += 1
+            window.offered[traffic_class] += 1
+            remaining -= batch
+        await self.drain(timeout_s=3600)
+        window.end_ns = time.perf_counter_ns()
+        window.cpu_s = time.process_time() - cpu0
+        window.interrupted = self.stop_reason
+        return window

@@ -1,0 +1,80 @@
+"""The embedded default: a ``tailmark serve`` child process on a free loopback port.
+
+The client never imports the server; it starts it the way a user would and reads the port it prints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from tailmark.client.errors import Unreachable
+
+LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+class EmbeddedServer:
+    """Context manager: starts ``tailmark serve --port 0`` and stops it (SIGTERM, then kill)."""
+
+    def __init__(self, repository: Path | None = None, *, startup_timeout_s: float = 180.0) -> None:
+        self.repository = repository
+        self.startup_timeout_s = startup_timeout_s
+        self.process: subprocess.Popen | None = None
+        self.target = ""
+        self.tail: deque[str] = deque(maxlen=50)  # last lines of its output, for error messages
+
+    def __enter__(self) -> EmbeddedServer:
+        args = [sys.executable, "-m", "tailmark", "serve", "--port", "0"]
+        if self.repository is not None:
+            args += ["--model-repository", str(self.repository)]
+        self.process = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # a Ctrl-C meant for the client must not kill the server mid-run
+        )
+        deadline = time.monotonic() + self.startup_timeout_s
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.tail.append(line.rstrip())
+            match = LISTENING.search(line)
+            if match:
+                self.target = f"{match.group(1)}:{match.group(2)}"
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+        self.stop()
+        last = self.tail[-1] if self.tail else "no output"
+        raise Unreachable(f"the embedded server did not start: {last}")
+
+    def _drain(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.tail.append(line.rstrip())
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
