@@ -9,11 +9,13 @@ stack.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 from tailmark.protos import inference_pb2 as pb
 from tailmark.server import protocol
-from tailmark.server.errors import ModelFailed, ServerError
+from tailmark.server.batcher import AsyncBatcher, BatchResult, ThreadBatcher
+from tailmark.server.errors import ModelFailed, Overloaded, ServerError
 from tailmark.server.repository import LoadedModel, Repository
 
 from tailmark import __version__
@@ -22,10 +24,15 @@ EXTENSIONS = ("model_configuration", "statistics", "model_repository", "binary_t
 
 
 class InferenceCore:
-    def __init__(self, repository: Repository, *, server_name: str = "tailmark") -> None:
+    def __init__(self, repository: Repository, *, server_name: str = "tailmark", max_queue_size: int = 0) -> None:
         self.repository = repository
         self.server_name = server_name
+        # bound on requests waiting for an unbatched model's instances (batched models: config.pbtxt)
+        self.max_queue_size = max_queue_size  # 0: unbounded
         self.ready = False  # set once the repository is loaded; cleared when draining
+        self._async_batchers: dict[tuple[str, str], AsyncBatcher] = {}
+        self._thread_batchers: dict[tuple[str, str], ThreadBatcher] = {}
+        self._batchers_lock = threading.Lock()
 
     # --- inference ---
 
@@ -35,12 +42,20 @@ class InferenceCore:
         try:
             tensors, batch, names = self._decode(request, model)
             decoded = time.perf_counter_ns()
+            if model.batching is not None:
+                priority, timeout_us = protocol.scheduling_parameters(request)
+                batcher = self._async_batchers.get(model.key)
+                if batcher is None:
+                    batcher = self._async_batchers[model.key] = AsyncBatcher(model, model.batching)
+                result = await batcher.submit(tensors, batch, priority=priority, timeout_us=timeout_us)
+                return self._encode_batched(request, model, result, names, start, decoded)
             if model.executor is None:
                 outputs, queue_ns, infer_ns = _execute(model, tensors, decoded)
             else:
+                self._admit(model)
                 loop = asyncio.get_running_loop()
                 outputs, queue_ns, infer_ns = await loop.run_in_executor(
-                    model.executor, _execute, model, tensors, decoded
+                    model.executor, _execute_queued, model, tensors, decoded
                 )
             return self._encode(request, model, outputs, names, start, decoded, batch, queue_ns, infer_ns)
         except ServerError:
@@ -53,14 +68,33 @@ class InferenceCore:
         try:
             tensors, batch, names = self._decode(request, model)
             decoded = time.perf_counter_ns()
+            if model.batching is not None:
+                priority, timeout_us = protocol.scheduling_parameters(request)
+                result = self._thread_batcher(model).submit(tensors, batch, priority=priority, timeout_us=timeout_us)
+                return self._encode_batched(request, model, result, names, start, decoded)
             if model.executor is None:
                 outputs, queue_ns, infer_ns = _execute(model, tensors, decoded)
             else:  # keep the instance count: the model's threads, not the RPC's, run it
-                outputs, queue_ns, infer_ns = model.executor.submit(_execute, model, tensors, decoded).result()
+                self._admit(model)
+                outputs, queue_ns, infer_ns = model.executor.submit(_execute_queued, model, tensors, decoded).result()
             return self._encode(request, model, outputs, names, start, decoded, batch, queue_ns, infer_ns)
         except ServerError:
             model.stats.record_failure(time.perf_counter_ns() - start)
             raise
+
+    def _thread_batcher(self, model: LoadedModel) -> ThreadBatcher:
+        batcher = self._thread_batchers.get(model.key)
+        if batcher is None:
+            with self._batchers_lock:
+                batcher = self._thread_batchers.get(model.key)
+                if batcher is None:
+                    batcher = self._thread_batchers[model.key] = ThreadBatcher(model, model.batching)
+        return batcher
+
+    def _admit(self, model: LoadedModel) -> None:
+        """Count a request into an unbatched model's queue, or refuse it when --max-queue-size is reached."""
+        if not model.stats.try_enqueue(self.max_queue_size):
+            raise Overloaded(f"model {model.name!r}: exceeds maximum queue size ({self.max_queue_size})")
 
     @staticmethod
     def _decode(request, model):
@@ -84,6 +118,28 @@ class InferenceCore:
             output_ns=end - encode_start,
         )
         return response
+
+    @staticmethod
+    def _encode_batched(request, model, result: BatchResult, names, start, decoded):
+        """Triton's per-request breakdown: its own decode plus the batch's gather count as compute_input."""
+        encode_start = time.perf_counter_ns()
+        try:
+            response = protocol.encode_response(request, model, result.outputs, names)
+        except Exception as exc:
+            raise ModelFailed(f"model {model.name!r} returned bad outputs: {exc}") from exc
+        end = time.perf_counter_ns()
+        model.stats.record_request(
+            total_ns=end - start,
+            queue_ns=result.queue_ns,
+            input_ns=decoded - start + result.input_ns,
+            infer_ns=result.infer_ns,
+            output_ns=result.output_ns + end - encode_start,
+        )
+        return response
+
+    def close(self) -> None:
+        for batcher in (*self._async_batchers.values(), *self._thread_batchers.values()):
+            batcher.close()
 
     # --- health and metadata ---
 
@@ -137,6 +193,11 @@ class InferenceCore:
             elif not ready_only:
                 response.models.add(name=entry.name, state="UNAVAILABLE", reason=entry.reason)
         return response
+
+
+def _execute_queued(model: LoadedModel, tensors, submitted_ns: int):
+    model.stats.pending_changed(-1)
+    return _execute(model, tensors, submitted_ns)
 
 
 def _execute(model: LoadedModel, tensors, submitted_ns: int):

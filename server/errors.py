@@ -6,6 +6,7 @@ ServerError
 ├── InvalidInput       INVALID_ARGUMENT    request does not match the model's signature
 ├── Unsupported        INVALID_ARGUMENT    a feature the request asks for that we do not implement
 ├── Overloaded         RESOURCE_EXHAUSTED  queue full
+├── RequestTimedOut    UNAVAILABLE         waited in the queue past its timeout (policy REJECT), as Triton
 └── ModelFailed        INTERNAL            the model raised while executing
 """
 
@@ -38,6 +39,10 @@ class Unsupported(ServerError):
 
 class Overloaded(ServerError):
     """The model's queue is full; the request was rejected without running."""
+
+
+class RequestTimedOut(ServerError):
+    """The request's queue timeout expired before it ran (queue policy REJECT)."""
 
 
 class ModelFailed(ServerError):

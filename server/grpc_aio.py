@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import grpc
+
 from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.service import HEALTH_SERVICE, RPCS, SERVICE
 from tailmark.server.core import InferenceCore

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import grpc
 from google.protobuf.message import DecodeError
+
 from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.service import SERVICE
 from tailmark.server import errors
@@ -26,6 +27,7 @@ STATUS_BY_ERROR: dict[type[errors.ServerError], grpc.StatusCode] = {
     errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     errors.Unsupported: grpc.StatusCode.INVALID_ARGUMENT,
     errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.RequestTimedOut: grpc.StatusCode.UNAVAILABLE,
     errors.ModelFailed: grpc.StatusCode.INTERNAL,
     UnknownService: grpc.StatusCode.NOT_FOUND,
     MalformedRequest: grpc.StatusCode.INVALID_ARGUMENT,

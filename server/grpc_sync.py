@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+
 from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.service import HEALTH_SERVICE, RPCS, SERVICE
 from tailmark.server.core import InferenceCore

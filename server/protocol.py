@@ -96,3 +96,21 @@ def encode_response(
 
 def _dtype_of(datatype: str, array: np.ndarray) -> np.dtype:
     return array.dtype if datatype == "BYTES" else numpy_dtype(datatype)
+
+
+def scheduling_parameters(request: pb.ModelInferRequest) -> tuple[int, int]:
+    """The request's ``priority`` level and queue ``timeout`` in µs (0: not given), as tritonclient sends them."""
+    values = []
+    for key in ("priority", "timeout"):
+        parameter = request.parameters.get(key)
+        if parameter is None:
+            values.append(0)
+            continue
+        kind = parameter.WhichOneof("parameter_choice")
+        if kind not in ("int64_param", "uint64_param"):
+            raise InvalidInput(f"parameter {key!r} must be an integer, got {kind or 'nothing'}")
+        value = getattr(parameter, kind)
+        if value < 0:
+            raise InvalidInput(f"parameter {key!r} is {value}; must be >= 0")
+        values.append(value)
+    return values[0], values[1]

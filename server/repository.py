@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tailmark.protos import model_config_pb2 as mc
 from tailmark.server.backends.base import Backend, load_backend
+from tailmark.server.batching import BatchingPolicy
 from tailmark.server.config import ConfigError, TensorSpec, instance_count, load_config, tensor_specs
 from tailmark.server.errors import ModelNotFound, ModelUnavailable
 from tailmark.server.stats import ModelStats
@@ -32,12 +33,18 @@ class LoadedModel:
     stats: ModelStats
     # one worker thread per model instance; None for backends that run inline
     executor: ThreadPoolExecutor | None = None
+    instances: int = 1
+    batching: BatchingPolicy | None = None  # None: each request runs as its own execution
     input_by_name: dict[str, TensorSpec] = field(init=False)
     output_by_name: dict[str, TensorSpec] = field(init=False)
 
     def __post_init__(self) -> None:
         self.input_by_name = {spec.name: spec for spec in self.inputs}
         self.output_by_name = {spec.name: spec for spec in self.outputs}
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.name, self.version
 
     def close(self) -> None:
         if self.executor is not None:
@@ -108,10 +115,12 @@ class Repository:
 
     @staticmethod
     def _load_version(config: mc.ModelConfig, model_dir: Path, version: str) -> LoadedModel:
+        batching = BatchingPolicy.from_config(config, source=str(model_dir / "config.pbtxt"))
         backend = load_backend(config, model_dir, model_dir / version)
         executor = None
+        instances = instance_count(config)
         if not backend.runs_inline:
-            executor = ThreadPoolExecutor(instance_count(config), thread_name_prefix=f"{config.name}-{version}")
+            executor = ThreadPoolExecutor(instances, thread_name_prefix=f"{config.name}-{version}")
         return LoadedModel(
             name=config.name,
             version=version,
@@ -121,6 +130,8 @@ class Repository:
             outputs=tensor_specs(config, outputs=True),
             stats=ModelStats(config.name, version),
             executor=executor,
+            instances=instances if executor is not None else 1,
+            batching=batching,
         )
 
     def get(self, name: str, version: str = "") -> LoadedModel:

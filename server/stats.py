@@ -39,24 +39,49 @@ class ModelStats:
         self.success, self.fail, self.queue = Duration(), Duration(), Duration()
         self.compute_input, self.compute_infer, self.compute_output = Duration(), Duration(), Duration()
         self.batches: dict[int, BatchDurations] = defaultdict(BatchDurations)
+        self.pending = 0  # requests admitted and not yet answered (queued or running)
+
+    def pending_changed(self, delta: int) -> None:
+        with self._lock:
+            self.pending += delta
+
+    def try_enqueue(self, limit: int) -> bool:
+        """Count one more pending request unless ``limit`` (0: none) are already pending."""
+        with self._lock:
+            if limit and self.pending >= limit:
+                return False
+            self.pending += 1
+            return True
 
     def record_success(
         self, *, batch_size: int, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
     ) -> None:
         """One request that ran as its own execution (no dynamic batching)."""
+        self.record_execution(batch_size=batch_size, input_ns=input_ns, infer_ns=infer_ns, output_ns=output_ns)
+        self.record_request(
+            total_ns=total_ns, queue_ns=queue_ns, input_ns=input_ns, infer_ns=infer_ns, output_ns=output_ns
+        )
+
+    def record_execution(self, *, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        """One model execution of ``batch_size`` samples (a dynamic batch counts once)."""
         with self._lock:
-            self.last_inference_ms = time.time_ns() // 1_000_000
             self.inference_count += batch_size
             self.execution_count += 1
+            batch = self.batches[batch_size]
+            batch.compute_input.add(input_ns)
+            batch.compute_infer.add(infer_ns)
+            batch.compute_output.add(output_ns)
+
+    def record_request(self, *, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        """One successful request, with its share of time as Triton reports it (a batch's time counts
+        in full for each of its requests)."""
+        with self._lock:
+            self.last_inference_ms = time.time_ns() // 1_000_000
             self.success.add(total_ns)
             self.queue.add(queue_ns)
             self.compute_input.add(input_ns)
             self.compute_infer.add(infer_ns)
             self.compute_output.add(output_ns)
-            batch = self.batches[batch_size]
-            batch.compute_input.add(input_ns)
-            batch.compute_infer.add(infer_ns)
-            batch.compute_output.add(output_ns)
 
     def record_failure(self, total_ns: int) -> None:
         with self._lock:

@@ -11,7 +11,6 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-
 from support.serve import ServerProcess
 from tailmark.protos import inference_pb2 as pb
 
@@ -55,19 +54,21 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(test_repository, stack
 
 
 def test_sync_stack_serves_the_same_protocol(test_repository):
-    with ServerProcess(test_repository, "--grpc-stack", "sync") as process:
-        with grpcclient.InferenceServerClient(process.target) as client:
-            assert client.is_server_ready()
-            assert client.get_model_metadata("identity").inputs[0].name == "INPUT0"
-            for _ in range(5):
-                out = client.infer("identity", [_tensor(3)]).as_numpy("OUTPUT0")
-                np.testing.assert_array_equal(out, np.arange(3, dtype=np.float32))
-            bad = grpcclient.InferInput("INPUT0", [3], "INT8")
-            bad.set_data_from_numpy(np.zeros(3, np.int8))
-            with pytest.raises(Exception, match="INVALID_ARGUMENT"):
-                client.infer("identity", [bad])
-            stats = client.get_inference_statistics("identity").model_stats[0].inference_stats
-            assert stats.success.count == 5 and stats.fail.count == 1
+    with (
+        ServerProcess(test_repository, "--grpc-stack", "sync") as process,
+        grpcclient.InferenceServerClient(process.target) as client,
+    ):
+        assert client.is_server_ready()
+        assert client.get_model_metadata("identity").inputs[0].name == "INPUT0"
+        for _ in range(5):
+            out = client.infer("identity", [_tensor(3)]).as_numpy("OUTPUT0")
+            np.testing.assert_array_equal(out, np.arange(3, dtype=np.float32))
+        bad = grpcclient.InferInput("INPUT0", [3], "INT8")
+        bad.set_data_from_numpy(np.zeros(3, np.int8))
+        with pytest.raises(Exception, match="INVALID_ARGUMENT"):
+            client.infer("identity", [bad])
+        stats = client.get_inference_statistics("identity").model_stats[0].inference_stats
+        assert stats.success.count == 5 and stats.fail.count == 1
 
 
 def test_health_service(server):

@@ -6,11 +6,10 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from tritonclient.grpc import service_pb2 as triton
-from tritonclient.utils import InferenceServerException
-
 from support.serve import ServerProcess
 from tailmark.protos import inference_pb2 as pb
+from tritonclient.grpc import service_pb2 as triton
+from tritonclient.utils import InferenceServerException
 
 S = grpc.StatusCode
 INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -110,17 +109,42 @@ OUR_MESSAGES = [
     ("typed-wrong-count", INFER, typed("FP32", "fp32_contents", [1.0, 2.0]), S.INVALID_ARGUMENT),
     ("typed-fp16", INFER, typed("FP16", "fp32_contents", [1.0] * 4, "identity_fp16"), S.INVALID_ARGUMENT),
     ("bytes-cut-prefix", INFER, infer_request("identity_bytes", datatype="BYTES", raw=b"\x01\x00"), S.INVALID_ARGUMENT),
-    ("bytes-overlong", INFER, infer_request("identity_bytes", datatype="BYTES", raw=b"\x09\x00\x00\x00ab"), S.INVALID_ARGUMENT),
+    (
+        "bytes-overlong",
+        INFER,
+        infer_request("identity_bytes", datatype="BYTES", raw=b"\x09\x00\x00\x00ab"),
+        S.INVALID_ARGUMENT,
+    ),
     ("batch-too-big", INFER, batched((9, 4), 9 * 16), S.INVALID_ARGUMENT),
     ("batch-zero", INFER, batched((0, 4), 0), S.INVALID_ARGUMENT),
     ("batch-missing-dim", INFER, batched((4,), 16), S.INVALID_ARGUMENT),
     ("batch-wrong-dim", INFER, batched((1, 5), 20), S.INVALID_ARGUMENT),
     ("model-raises", INFER, infer_request("error"), S.INTERNAL),
-    ("metadata-unknown", "/inference.GRPCInferenceService/ModelMetadata", pb.ModelMetadataRequest(name="x"), S.NOT_FOUND),
-    ("metadata-version", "/inference.GRPCInferenceService/ModelMetadata", pb.ModelMetadataRequest(name="identity", version="3"), S.NOT_FOUND),
-    ("metadata-broken", "/inference.GRPCInferenceService/ModelMetadata", pb.ModelMetadataRequest(name="broken_config"), S.UNAVAILABLE),
+    (
+        "metadata-unknown",
+        "/inference.GRPCInferenceService/ModelMetadata",
+        pb.ModelMetadataRequest(name="x"),
+        S.NOT_FOUND,
+    ),
+    (
+        "metadata-version",
+        "/inference.GRPCInferenceService/ModelMetadata",
+        pb.ModelMetadataRequest(name="identity", version="3"),
+        S.NOT_FOUND,
+    ),
+    (
+        "metadata-broken",
+        "/inference.GRPCInferenceService/ModelMetadata",
+        pb.ModelMetadataRequest(name="broken_config"),
+        S.UNAVAILABLE,
+    ),
     ("config-unknown", "/inference.GRPCInferenceService/ModelConfig", pb.ModelConfigRequest(name="x"), S.NOT_FOUND),
-    ("stats-unknown", "/inference.GRPCInferenceService/ModelStatistics", pb.ModelStatisticsRequest(name="x"), S.NOT_FOUND),
+    (
+        "stats-unknown",
+        "/inference.GRPCInferenceService/ModelStatistics",
+        pb.ModelStatisticsRequest(name="x"),
+        S.NOT_FOUND,
+    ),
     ("health-unknown-service", "/grpc.health.v1.Health/Check", pb.HealthCheckRequest(service="x.Y"), S.NOT_FOUND),
 ]
 
@@ -157,7 +181,10 @@ def expected_for_random(data: bytes) -> grpc.StatusCode:
     return S.NOT_FOUND if request.model_name not in ("identity",) else S.INVALID_ARGUMENT
 
 
-RANDOM = [(f"random-{seed}", np.random.default_rng(seed).bytes(int(np.random.default_rng(seed).integers(1, 200)))) for seed in range(8)]
+RANDOM = [
+    (f"random-{seed}", np.random.default_rng(seed).bytes(int(np.random.default_rng(seed).integers(1, 200))))
+    for seed in range(8)
+]
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
-
 from tailmark.protos.codec import DATATYPES, numpy_dtype
+from tritonclient.utils import InferenceServerException
 
 
 def sample(datatype: str) -> np.ndarray:
@@ -85,7 +85,6 @@ def test_infer_several_inputs_and_requested_outputs(client):
 def test_default_repository_models_answer(tmp_path):
     """Every model in the built-in repository gives correct answers to tritonclient."""
     import torch
-
     from support.serve import ServerProcess
     from tailmark.models import resnet
     from tailmark.server.default_repository import build
@@ -145,7 +144,7 @@ def test_statistics_count_exactly_the_requests_sent(server, test_repository):
             c.infer("identity_int64", [tensor])
         bad = grpcclient.InferInput("INPUT0", [6], "FP32")  # wrong datatype: counted as a failure
         bad.set_data_from_numpy(data.astype(np.float32))
-        with pytest.raises(Exception):
+        with pytest.raises(InferenceServerException):
             c.infer("identity_int64", [bad])
         after = c.get_inference_statistics("identity_int64").model_stats[0]
     s0, s1 = before.inference_stats, after.inference_stats
@@ -156,7 +155,7 @@ def test_statistics_count_exactly_the_requests_sent(server, test_repository):
     assert s1.compute_infer.count - s0.compute_infer.count == 17
     assert s1.success.ns > s0.success.ns
     assert after.last_inference > 0
-    batch_one = [b for b in after.batch_stats if b.batch_size == 1][0]
+    batch_one = next(b for b in after.batch_stats if b.batch_size == 1)
     assert batch_one.compute_infer.count >= 17
 
 
