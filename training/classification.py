@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+
 from tailmark.training.context import RunContext, unwrap
 from tailmark.training.workload import DataSizes, Trainer
-from torch import Tensor, nn
 
 # (train images, train labels, eval images, eval labels): float32 (N, C, H, W) and int64 (N,)
 Split = tuple[Tensor, Tensor, Tensor, Tensor]

@@ -49,12 +49,11 @@ def default_system(nproc: int) -> str:
 
 
 def handle_train(args: argparse.Namespace) -> int:
+    from tailmark.cli import UsageError
     from tailmark.training.report import format_run, format_summary
     from tailmark.training.runner import RunFailed, TrainSettings, run_set
     from tailmark.training.workload import DataCorrupt, DataMissing, with_overrides
     from tailmark.training.workloads import workload_class
-
-    from tailmark.cli import UsageError
 
     checked = {"--runs": args.runs, "--nproc": args.nproc, "--max-epochs": args.max_epochs, "--threads": args.threads}
     for flag, value in checked.items():
@@ -111,9 +110,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
 
 
 def write_reference(result: TrainResult, path: Path, global_batch_size: int, *, command: str) -> None:
-    from tailmark.training.rcp import ReferencePoints
-
     from tailmark.cli import UsageError
+    from tailmark.training.rcp import ReferencePoints
 
     epochs = tuple(r.epochs for r in result.runs if r.converged and r.epochs is not None)
     if len(epochs) < 3:

@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
+
     from tailmark.training.context import RunContext, draw_seed, init_process_group, shared_seed
     from tailmark.training.harness import EvalPoint, Submission, run_once
     from tailmark.training.mlperf_log import RunLog

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tailmark.training.workloads import workload_class
 
 

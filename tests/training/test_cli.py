@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from tailmark.models.digits_cnn import DigitsCNN
 from tailmark.training.checker import check_log
 from tailmark.training.workloads.smoke import digits_file, load_split

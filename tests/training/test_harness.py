@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tailmark.training.checker import check_log
 from tailmark.training.context import RunContext
 from tailmark.training.harness import InitTooLong, Submission, run_once

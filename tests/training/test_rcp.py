@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
+
 from tailmark.training.rcp import RCP_DIR, ReferencePoints, check, min_acceptable_mean
 
 RULES_EXAMPLE = (16, 14, 16, 17, 16, 16, 15, 16, 15, 16)

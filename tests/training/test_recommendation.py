@@ -6,6 +6,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+
 from tailmark.training.context import RunContext
 from tailmark.training.workloads import workload_class
 from tailmark.training.workloads.recommendation.data import inter_file, load

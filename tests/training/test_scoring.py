@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tailmark.training.scoring import olympic_mean, score_runs
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
 from tailmark.training.workload import DataCorrupt, DataMissing
 from tailmark.training.workloads import workload_class
 from tailmark.training.workloads.vision import DEFAULT_DIR, DIR_ENV, FILES, load_split, read_idx

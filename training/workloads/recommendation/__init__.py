@@ -19,6 +19,7 @@ from tailmark.training.workloads.recommendation.data import (
 
 if TYPE_CHECKING:
     import torch
+
     from tailmark.training.context import RunContext
 
 TOP_K = 10
@@ -36,6 +37,7 @@ class NcfHparams:
 class NcfTrainer(Trainer):
     def __init__(self, ctx: RunContext, hparams: NcfHparams, path: Path) -> None:
         import torch
+
         from tailmark.models.ncf import NeuMF
 
         self.ctx, self.hparams, self.path = ctx, hparams, path

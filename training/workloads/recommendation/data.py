@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from tailmark.training.workload import DataMissing
 
 INSTALL = "pip install --no-deps recbole==1.2.1"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
 from tailmark.training.workload import DataMissing, Trainer, Workload, WorkloadSpec
 from tailmark.training.workloads import standard_hparams
 
@@ -76,6 +77,7 @@ class DigitsWorkload(Workload):
 
     def build(self, ctx: RunContext) -> Trainer:
         import torch
+
         from tailmark.models.digits_cnn import DigitsCNN
         from tailmark.training.classification import ClassifierTrainer
 

@@ -17,6 +17,7 @@ from tailmark.training.workloads import standard_hparams
 
 if TYPE_CHECKING:
     import torch
+
     from tailmark.training.context import RunContext
 
 VOCAB_SIZE = 20  # PAD, BOS, EOS and 17 symbols
@@ -41,6 +42,7 @@ class ReverseHparams:
 def make_pairs(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` (source, target) pairs: sources padded to MAX_LEN, targets reversed + EOS, padded to MAX_LEN + 1."""
     import torch
+
     from tailmark.models.seq_transformer import EOS, PAD
 
     lengths = torch.randint(MIN_LEN, MAX_LEN + 1, (count,), generator=generator)
@@ -58,6 +60,7 @@ def make_pairs(count: int, generator: torch.Generator) -> tuple[torch.Tensor, to
 class ReverseTrainer(Trainer):
     def __init__(self, ctx: RunContext, hparams: ReverseHparams) -> None:
         import torch
+
         from tailmark.models.seq_transformer import SeqTransformer
 
         self.torch, self.ctx, self.hparams = torch, ctx, hparams

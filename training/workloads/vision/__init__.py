@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
 from tailmark.training.workload import DataMissing, Trainer, Workload, WorkloadSpec
 from tailmark.training.workloads import standard_hparams
 
@@ -88,6 +89,7 @@ class FashionWorkload(Workload):
 
     def build(self, ctx: RunContext) -> Trainer:
         import torch
+
         from tailmark.models.fashion_cnn import FashionCNN
         from tailmark.training.classification import ClassifierTrainer
 
