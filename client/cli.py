@@ -67,6 +67,7 @@ def register(subparsers) -> None:
     run.add_argument("--tls-cert", type=Path, help="client certificate (mutual TLS)")
     run.add_argument("--tls-key", type=Path, help="client private key (mutual TLS)")
     run.add_argument("--header", action="append", default=[], help="request metadata 'key: value' (repeatable)")
+    run.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for the target (default 10)")
     run.add_argument("--out", type=Path, help="run directory (default runs/<time>-<model>)")
     run.add_argument("--fail-on-invalid", action="store_true", help=f"exit {EXIT_INVALID} if any result is INVALID")
     run.add_argument("--no-progress", action="store_true", help="no live progress line")
@@ -202,7 +203,13 @@ async def _measure(plan, args: argparse.Namespace, target: str, out_dir: Path, e
 
     tls = TlsSettings(args.tls_ca, args.tls_cert, args.tls_key) if (args.tls or args.tls_ca or args.tls_cert) else None
     timeout = plan.scenarios[0].request_timeout_s
-    transport = await GrpcTransport.connect(target, tls=tls, metadata=_parse_headers(args.header), timeout_s=timeout)
+    transport = await GrpcTransport.connect(
+        target,
+        tls=tls,
+        metadata=_parse_headers(args.header),
+        timeout_s=timeout,
+        connect_timeout_s=args.connect_timeout,
+    )
     try:
         info = await transport.model_info(plan.model, plan.model_version)
         seed = plan.scenarios[0].sample_seed
