@@ -112,7 +112,8 @@ def build_plan(args: argparse.Namespace):
 
         raise ConfigError("--model is required with --target")
     common = dict(file.get("defaults") or {})
-    common.update({field: getattr(args, _dest(flag)) for flag, (field, _, _) in SETTING_FLAGS.items()})
+    flags = {field: getattr(args, _dest(flag)) for flag, (field, _, _) in SETTING_FLAGS.items()}
+    common.update({field: value for field, value in flags.items() if value is not None})  # flags win
     per_scenario = [{"scenario": e} if isinstance(e, str) else e for e in (file.get("scenarios") or [])]
     names = list(args.scenario or [])
     if not names and not per_scenario:
@@ -120,7 +121,7 @@ def build_plan(args: argparse.Namespace):
         if embedded:
             per_scenario = [_embedded_entry(name, common) for name in names]
             names = []
-    settings = scenario_settings(names, {k: v for k, v in common.items() if v is not None}, per_scenario)
+    settings = scenario_settings(names, common, per_scenario)
     mlperf = bool(args.mlperf or file.get("mlperf"))
     return RunPlan(
         target=target,

@@ -1,0 +1,94 @@
+"""``tailmark run`` end to end: the built-in default, the run directory, report, merge, YAML and data files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+from hdrh.log import HistogramLogReader
+
+from support.runcli import results, scenario, tailmark
+
+ALL_SIX = ["single-stream", "multi-stream", "server", "offline", "fixed-interval", "trace"]
+
+
+def test_builtin_default_runs_every_scenario_and_writes_the_run_directory(tmp_path):
+    """The README's first command, shortened: no --target starts and stops its own server."""
+    out = tmp_path / "run"
+    run = tailmark(
+        "run", "--duration", "1", "--warmup", "0.2", "--min-queries", "20", "--max-duration", "2",
+        "--out", str(out), "--no-progress", timeout_s=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = results(out)
+    assert doc["complete"] is True and doc["interrupted"] is None
+    assert [s["scenario"] for s in doc["scenarios"]] == ALL_SIX
+    assert doc["environment"]["target"]["embedded"] is True
+    for entry in doc["scenarios"]:
+        everything = entry["classes"]["all"]
+        assert everything["ok_count"] > 0, entry["scenario"]
+        assert everything["error_count"] == 0, (entry["scenario"], everything["errors"])
+        assert everything["verdict"]["result"] in ("VALID", "INVALID")
+    assert scenario(doc, "multi-stream")["classes"]["all"]["sample_count"] == 8 * scenario(doc, "multi-stream")[
+        "classes"
+    ]["all"]["query_count"]
+    for name in ALL_SIX:  # the console table names every scenario
+        assert name in run.stdout
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert {r["scenario"] for r in rows} == set(ALL_SIX)
+    assert "<html" in (out / "report.html").read_text().lower()
+    # the interval log loads with HdrHistogram's own reader, tagged scenario/class/metric
+    reader = HistogramLogReader(str(out / "latency.hlog"), None)
+    tags, total = set(), 0
+    while (interval := reader.get_next_interval_histogram()) is not None:
+        tags.add(interval.get_tag())
+        if interval.get_tag() == "server/default/intended_to_done":
+            total += interval.get_total_count()
+    assert "server/default/intended_to_done" in tags
+    assert total == scenario(doc, "server")["classes"]["all"]["ok_count"]
+
+
+def test_report_and_merge_commands(tmp_path, server):
+    out = tmp_path / "run"
+    run = tailmark(
+        "run", "--target", server.target, "--model", "identity", "--scenario", "poisson", "--target-qps", "200",
+        "--duration", "1", "--warmup", "0", "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    (out / "report.html").unlink()
+    shown = tailmark("report", str(out))
+    assert shown.returncode == 0, shown.stderr
+    assert "poisson" in shown.stdout and (out / "report.html").exists()
+    merged = tailmark("merge", str(out), str(out / "histograms.json"), "-o", str(tmp_path / "merged.json"))
+    assert merged.returncode == 0, merged.stderr
+    ok = scenario(results(out), "poisson")["classes"]["all"]["ok_count"]
+    assert f"poisson/default: {2 * ok} requests" in merged.stdout
+    bad = tailmark("report", str(tmp_path / "nowhere"))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_yaml_settings_and_input_data(tmp_path, server):
+    data = np.arange(5 * 4, dtype=np.int32).reshape(5, 2, 2)
+    np.savez(tmp_path / "data.npz", A=data, B=np.ones((5, 3), np.float32))
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"target: {server.target}\nmodel: two_inputs\n"
+        "defaults: {min_duration_s: 1, warmup_s: 0, min_query_count: 10}\n"
+        "scenarios:\n  - {scenario: fixed-interval, target_qps: 100}\n  - single-stream\n"
+    )
+    out = tmp_path / "run"
+    run = tailmark("run", "--config", str(config), "--input-data", str(tmp_path / "data.npz"), "--out", str(out),
+                   "--no-progress")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = results(out)
+    assert [s["scenario"] for s in doc["scenarios"]] == ["fixed-interval", "single-stream"]
+    fixed = scenario(doc, "fixed-interval")
+    assert fixed["settings"]["effective"]["target_qps"] == 100
+    assert fixed["settings"]["requested"]["min_duration_s"] == 1
+    assert 90 <= fixed["classes"]["all"]["achieved_rate_qps"] <= 110
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, A=data)
+    bad = tailmark("run", "--config", str(config), "--input-data", str(wrong), "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "no data for model inputs ['B']" in bad.stderr
+    assert json.loads((out / "histograms.json").read_text())["format"].startswith("tailmark.recorder")
