@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 import time
@@ -225,6 +226,8 @@ async def _measure(plan, args: argparse.Namespace, target: str, out_dir: Path, e
         progress = Progress(enabled=not args.no_progress)
         run = Run(scenarios=plan.scenarios, transport=transport, pool=pool, out_dir=out_dir, result=result,
                   progress=progress)  # fmt: skip
+        # everything built so far lives for the whole run: keep the cyclic GC from rescanning it mid-run
+        gc.freeze()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by the user (SIGINT)")
         loop.add_signal_handler(signal.SIGTERM, run.interrupt, "terminated (SIGTERM)")
