@@ -7,8 +7,10 @@ scores the set as MLPerf does (drop the fastest and slowest run, mean of the res
 - ``workloads/<name>/``: the four workloads (smoke, vision, recommendation, translation), each with a README.
 - ``context``: one process's place in a run (seed, rank, world size) and the data-parallel helpers.
 - ``mlperf_log``: ``:::MLLOG`` lines through ``mlperf_logging.mllog``, on rank 0 only.
+- ``classification``: the training loop the two image workloads share.
 - ``harness``: MLPerf's timing rules for one run; ``worker``: the process that executes one run.
-- ``runner``: N runs in MLPerf's result layout; ``logparse``, ``scoring``, ``rcp``: what a set of logs says.
-- ``compliance/``: configurations for the stock ``mlperf_logging.compliance_checker``.
+- ``runner``: N runs in MLPerf's result layout; ``results``: the result JSON; ``report``: console lines.
+- ``logparse``, ``scoring``, ``rcp``: what a set of logs says (time to train, olympic score, convergence check).
+- ``checker`` and ``compliance/``: the stock ``mlperf_logging.compliance_checker`` with a configuration per workload.
 - ``rcps/``: reference convergence points produced by this project.
 """

@@ -27,6 +27,8 @@ def test_three_runs_give_an_olympic_score_and_mlperf_layout(cli, tmp_path):
     times = sorted(r["time_to_train_s"] for r in runs)
     assert result["score"]["seconds"] == times[1]  # olympic mean of three = the middle run
     assert len({r["seed"] for r in runs}) == 3  # a fresh seed per run
+    # checked against the shipped reference convergence points (training/rcps/digits_cnn.json)
+    assert result["rcp"]["reference_mean"] > 0 and result["rcp"]["message"].startswith("RCP test")
     for index, run in enumerate(runs):
         log = tmp_path / "out" / "results" / "box" / "digits_cnn" / f"result_{index}.txt"
         assert run["log"].endswith(str(log.relative_to(tmp_path))) and log.is_file()
