@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
 from tailmark.protos import model_config_pb2 as mc
 from tailmark.server.config import ConfigError
 
@@ -35,6 +36,14 @@ def load_backend(config: mc.ModelConfig, model_dir: Path, version_dir: Path) -> 
             from tailmark.server.backends.torch_backend import TorchBackend
 
             return TorchBackend(config, version_dir)
+        case "onnxruntime" | "onnxruntime_onnx":
+            from tailmark.server.backends.onnx_backend import OnnxRuntimeBackend
+
+            return OnnxRuntimeBackend(config, version_dir)
+        case "tensorrt" | "tensorrt_plan":
+            from tailmark.server.backends.tensorrt_backend import TensorRTBackend
+
+            return TensorRTBackend(config, version_dir)
         case "":
             raise ConfigError(f"{model_dir}/config.pbtxt: no backend or platform given")
         case _:

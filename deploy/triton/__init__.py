@@ -1,0 +1,1 @@
+"""Triton model repositories for the models tailmark serves, so the two servers can be compared."""
