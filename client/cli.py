@@ -228,6 +228,8 @@ async def _measure(plan, args: argparse.Namespace, target: str, out_dir: Path, e
                   progress=progress)  # fmt: skip
         # everything built so far lives for the whole run: keep the cyclic GC from rescanning it mid-run
         gc.freeze()
+        # the dispatcher's waker thread must get the GIL within its sub-millisecond budget (default 5 ms)
+        sys.setswitchinterval(0.0005)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by the user (SIGINT)")
         loop.add_signal_handler(signal.SIGTERM, run.interrupt, "terminated (SIGTERM)")

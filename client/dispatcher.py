@@ -1,9 +1,9 @@
 """The issue loop: wait for the intended instant, stamp, send, count. Nothing else happens here.
 
 Open loop (Server, Poisson, fixed-interval, trace): each arrival's intended instant is the run's start
-plus its offset; the loop sleeps to that absolute ``perf_counter_ns`` target (a coarse asyncio sleep,
-then yielding until the instant: uvloop's timers tick in whole milliseconds) and hands the request to
-a task. A slow server never slows the schedule; if an in-flight cap holds a request back, the wait is
+plus its offset; the loop sleeps to that absolute ``perf_counter_ns`` target (``Clock``: uvloop's
+timers tick in whole milliseconds, so the last stretch is timed by a waker thread) and hands the
+request to a task. A slow server never slows the schedule; if an in-flight cap holds a request back, the wait is
 charged to it (intended→done), and shows as send lag.
 
 Closed loop (SingleStream, MultiStream): the next query is issued when the previous one completes;
@@ -15,7 +15,9 @@ Arrivals intended before the warm-up ends are sent but not recorded.
 from __future__ import annotations
 
 import asyncio
+import queue
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -26,7 +28,9 @@ from tailmark.client.samples import SamplePool
 from tailmark.client.transport import RequestFailed, Transport
 from tailmark.traces.arrival import Arrival
 
-SPIN_NS = 2_000_000  # finish the last 2 ms of a wait by yielding: uvloop's timers are 1 ms coarse
+COARSE_NS = 3_000_000  # farther than this: an ordinary asyncio sleep (uvloop's timers are 1 ms coarse)
+SPIN_NS = 200_000  # nearer than this: yield to the loop until the instant
+WAKE_EARLY_NS = 60_000  # the waker thread's head start for its own wake-up latency
 LOST_AFTER = 200  # consecutive UNAVAILABLE answers: the target is gone, stop the run
 NS = 1_000_000_000
 
@@ -38,13 +42,62 @@ def _count_second(per_s: list[int], second: int) -> None:
         per_s[second] += 1
 
 
-async def sleep_until(target_ns: int) -> None:
-    """Return at (or just after) the absolute ``perf_counter_ns`` instant ``target_ns``."""
-    gap = target_ns - time.perf_counter_ns()
-    if gap > SPIN_NS:
-        await asyncio.sleep((gap - SPIN_NS) / NS)
-    while time.perf_counter_ns() < target_ns:
-        await asyncio.sleep(0)
+class Clock:
+    """Sleeps to absolute ``perf_counter_ns`` instants, to tens of microseconds, without burning a core.
+
+    Far waits use the event loop's timer; the last few milliseconds are handed to a waker thread that
+    sleeps with the OS's fine timer and wakes the loop (spinning there instead costs a core at ~500/s,
+    which would then read as a client-bound run); the last 200 µs are spun.
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def sleep_until(self, target_ns: int) -> None:
+        gap = target_ns - time.perf_counter_ns()
+        if gap > COARSE_NS:
+            await asyncio.sleep((gap - COARSE_NS) / NS)
+            gap = target_ns - time.perf_counter_ns()
+        if gap > SPIN_NS:
+            await self._wake_at(target_ns)
+        while time.perf_counter_ns() < target_ns:
+            await asyncio.sleep(0)
+
+    def _wake_at(self, target_ns: int) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        if self._thread is None or self._loop is not loop:
+            self._loop = loop
+            self._thread = threading.Thread(target=self._run, args=(loop,), name="tailmark-clock", daemon=True)
+            self._thread.start()
+        future = loop.create_future()
+        self._requests.put((target_ns, future))
+        return future
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            item = self._requests.get()
+            if item is None:
+                return
+            target_ns, future = item
+            delay = (target_ns - WAKE_EARLY_NS - time.perf_counter_ns()) / NS
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # the loop closed while we slept
+                return
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._requests.put(None)
+            self._thread = None
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 @dataclass
@@ -108,6 +161,7 @@ class Dispatcher:
         self._slot_freed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._unavailable_streak = 0
+        self._clock = Clock()
 
     def request_stop(self, reason: str) -> None:
         self.stop_reason = self.stop_reason or reason
@@ -190,7 +244,7 @@ class Dispatcher:
             if self.stop_reason:
                 break
             if intended_ns > time.perf_counter_ns():
-                await sleep_until(intended_ns)
+                await self._clock.sleep_until(intended_ns)
             if max_outstanding:
                 await self._wait_for_slot(max_outstanding)
             payload = self.pool.payload(self._sample(arrival), arrival.batch_size, arrival.payload_size)
@@ -204,6 +258,7 @@ class Dispatcher:
                     break
         window.cpu_s = time.process_time() - (cpu0 if cpu0 is not None else time.process_time())
         window.interrupted = self.stop_reason
+        self._clock.close()
         return window
 
     # --- closed loop ---
