@@ -18,3 +18,12 @@ def exported_repository(tmp_path_factory) -> Path:
     export_reference("resnet", root, batching, formats=("torchscript", "onnx"))
     write_config(root / "identity", identity_config('backend: "identity"'))
     return root
+
+
+@pytest.fixture(scope="package", params=["sync", "aio"])
+def server(request, test_repository):
+    """The server tests run against both gRPC stacks (the session-wide one is the default stack)."""
+    from support.serve import ServerProcess
+
+    with ServerProcess(test_repository, "--grpc-stack", request.param) as process:
+        yield process
