@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from copy import deepcopy
 from dataclasses import dataclass, field
 
 from tailmark.protos import inference_pb2 as pb
@@ -40,6 +41,15 @@ class ModelStats:
         self.compute_input, self.compute_infer, self.compute_output = Duration(), Duration(), Duration()
         self.batches: dict[int, BatchDurations] = defaultdict(BatchDurations)
         self.pending = 0  # requests admitted and not yet answered (queued or running)
+
+    def snapshot(self) -> ModelStats:
+        """A consistent copy, for readers that look at several fields (metrics)."""
+        with self._lock:
+            copy = ModelStats.__new__(ModelStats)
+            state = {k: v for k, v in self.__dict__.items() if k != "_lock"}
+            copy.__dict__.update(deepcopy(state))
+            copy._lock = threading.Lock()
+            return copy
 
     def pending_changed(self, delta: int) -> None:
         with self._lock:
