@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -26,6 +27,30 @@ def register(subparsers) -> None:
     parser.add_argument("--sync-threads", type=int, default=8, help="RPC threads of the sync stack")
     parser.add_argument("--max-message-bytes", type=int, default=INT32_MAX, help="gRPC message size limit")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight requests on SIGTERM")
+    overload = parser.add_argument_group("overload")
+    overload.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=0,
+        help="RPCs in progress at once; beyond: RESOURCE_EXHAUSTED (0: no limit)",
+    )
+    overload.add_argument(
+        "--max-queue-size",
+        type=int,
+        default=0,
+        help="requests waiting for an unbatched model; beyond: RESOURCE_EXHAUSTED (0: no limit)",
+    )
+    overload.add_argument("--workers", type=int, default=1, help="server processes sharing the port (SO_REUSEPORT)")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any free one)")
+    secure = parser.add_argument_group("security")
+    secure.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS")
+    secure.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    secure.add_argument("--tls-ca", type=Path, help="PEM CA bundle: require client certificates (mutual TLS)")
+    secure.add_argument(
+        "--auth-token",
+        default=os.environ.get("TAILMARK_AUTH_TOKEN", ""),
+        help="require 'authorization: Bearer TOKEN' (default: $TAILMARK_AUTH_TOKEN; prefer it: flags show in ps)",
+    )
     parser.set_defaults(handler=serve_command)
 
 
@@ -46,22 +71,46 @@ def serve_command(args: argparse.Namespace) -> int:
             sync_threads=args.sync_threads,
             max_message_bytes=args.max_message_bytes,
             grace_s=args.grace,
+            max_concurrent_rpcs=args.max_concurrent_rpcs,
+            max_queue_size=args.max_queue_size,
+            workers=args.workers,
+            metrics_port=args.metrics_port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_ca=args.tls_ca,
+            auth_token=args.auth_token,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if not settings.model_repository.is_dir():
         raise UsageError(f"model repository {settings.model_repository} is not a directory")
+    if settings.workers > 1:
+        from tailmark.server.workers import serve_workers
+
+        return serve_workers(settings, serve)
     return serve(settings)
 
 
-def serve(settings: ServerSettings) -> int:
-    """Load the repository, serve until SIGTERM/SIGINT, drain, and return the exit code."""
+def serve(settings: ServerSettings, on_ready=None) -> int:
+    """Load the repository, serve until SIGTERM/SIGINT, drain, and return the exit code.
+
+    ``on_ready(port)`` replaces the "listening on" announcement (worker processes report to their parent).
+    """
     from tailmark.server.core import InferenceCore
     from tailmark.server.repository import Repository
 
     repository = Repository(settings.model_repository)
     repository.load_all()
-    core = InferenceCore(repository)
+    core = InferenceCore(repository, max_queue_size=settings.max_queue_size)
+    core.on_ready = on_ready
+    metrics = None
+    if settings.metrics_port is not None:
+        from tailmark.server.metrics import MetricsServer
+
+        metrics = MetricsServer(repository, settings.host, settings.metrics_port)
+        metrics_port = metrics.start()
+        if on_ready is None:
+            print(f"tailmark serve: metrics on http://{settings.host}:{metrics_port}/metrics", flush=True)
     try:
         if settings.stack == "sync":
             return _serve_sync(core, settings)
@@ -71,10 +120,16 @@ def serve(settings: ServerSettings) -> int:
             return asyncio.run(_serve_aio(core, settings))
         return uvloop.run(_serve_aio(core, settings))
     finally:
+        core.close()
+        if metrics is not None:
+            metrics.stop()
         repository.close()
 
 
 def _announce(settings: ServerSettings, port: int, core) -> None:
+    if core.on_ready is not None:
+        core.on_ready(port)
+        return
     ready = sum(1 for entry in core.repository.models.values() if entry.ready)
     total = len(core.repository.models)
     # parsed by the embedded default and the tests: keep the format

@@ -12,13 +12,12 @@ import asyncio
 import threading
 import time
 
+from tailmark import __version__
 from tailmark.protos import inference_pb2 as pb
 from tailmark.server import protocol
 from tailmark.server.batcher import AsyncBatcher, BatchResult, ThreadBatcher
 from tailmark.server.errors import ModelFailed, Overloaded, ServerError
 from tailmark.server.repository import LoadedModel, Repository
-
-from tailmark import __version__
 
 EXTENSIONS = ("model_configuration", "statistics", "model_repository", "binary_tensor_data")
 
@@ -33,6 +32,7 @@ class InferenceCore:
         self._async_batchers: dict[tuple[str, str], AsyncBatcher] = {}
         self._thread_batchers: dict[tuple[str, str], ThreadBatcher] = {}
         self._batchers_lock = threading.Lock()
+        self.on_ready = None  # set by server/cli.py: how a started server announces itself
 
     # --- inference ---
 

@@ -9,6 +9,7 @@ import grpc
 
 from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.service import HEALTH_SERVICE, RPCS, SERVICE
+from tailmark.server import security
 from tailmark.server.core import InferenceCore
 from tailmark.server.grpc_handlers import checked, control_rpcs, health_check, lenient_parser, status_of, stream_error
 from tailmark.server.settings import ServerSettings
@@ -26,9 +27,19 @@ class AioGrpcServer:
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> int:
-        server = grpc.aio.server(options=self.settings.channel_options())
+        settings = self.settings
+        server = grpc.aio.server(
+            options=settings.channel_options(),
+            interceptors=security.interceptors(settings, aio=True),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
+        )
         server.add_generic_rpc_handlers((self._service_handler(), self._health_handler()))
-        self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        address = f"{settings.host}:{settings.port}"
+        credentials = security.server_credentials(settings)
+        if credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         await server.start()

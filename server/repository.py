@@ -79,6 +79,7 @@ class Repository:
     def _load_model(self, model_dir: Path) -> ModelEntry:
         entry = ModelEntry(model_dir.name)
         try:
+            self._check_inside_root(model_dir)
             config = load_config(model_dir / "config.pbtxt", name=model_dir.name)
             for version in self._versions_to_load(config, model_dir):
                 entry.versions[version] = self._load_version(config, model_dir, version)
@@ -94,6 +95,13 @@ class Repository:
         else:
             log.info("model %s ready (versions %s)", entry.name, ", ".join(entry.versions))
         return entry
+
+    def _check_inside_root(self, model_dir: Path) -> None:
+        """Refuse a model whose folder, or any file under it, resolves outside the repository root
+        (a symlink to elsewhere on the machine must not be loadable through the server)."""
+        for path in (model_dir, *model_dir.rglob("*")):
+            if not path.resolve().is_relative_to(self.root):
+                raise ConfigError(f"{path} resolves to {path.resolve()}, outside the model repository {self.root}")
 
     @staticmethod
     def _versions_to_load(config: mc.ModelConfig, model_dir: Path) -> list[str]:

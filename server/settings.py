@@ -20,6 +20,17 @@ class ServerSettings:
     stack: str = "sync"
     sync_threads: int = 8  # worker threads of the sync stack
     max_message_bytes: int = INT32_MAX  # gRPC's own default (4 MiB) breaks large tensors
+    # --- overload ---
+    max_concurrent_rpcs: int = 0  # 0: unlimited; beyond it gRPC answers RESOURCE_EXHAUSTED at once
+    max_queue_size: int = 0  # 0: unbounded; requests waiting for an unbatched model's instances
+    workers: int = 1  # processes sharing the port (SO_REUSEPORT), each with its own models and batchers
+    # --- metrics ---
+    metrics_port: int | None = None  # None: off; 0: any free port (printed)
+    # --- security ---
+    tls_cert: Path | None = None  # PEM server certificate chain; with tls_key, serve TLS
+    tls_key: Path | None = None
+    tls_ca: Path | None = None  # PEM CA bundle: require client certificates signed by it (mutual TLS)
+    auth_token: str = ""  # non-empty: every RPC needs "authorization: Bearer <token>"
     # --- lifecycle ---
     grace_s: float = 10.0  # SIGTERM: finish in-flight requests for at most this long
 
@@ -32,6 +43,19 @@ class ServerSettings:
             raise ValueError(f"max_message_bytes={self.max_message_bytes} requested; must be in 1..{INT32_MAX}")
         if self.grace_s < 0:
             raise ValueError(f"grace_s={self.grace_s} requested; must be >= 0")
+        if self.max_concurrent_rpcs < 0 or self.max_queue_size < 0:
+            raise ValueError("max_concurrent_rpcs and max_queue_size must be >= 0 (0: unlimited)")
+        if self.workers < 1:
+            raise ValueError(f"workers={self.workers} requested; must be >= 1")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port={self.metrics_port} requested; must be in 0..65535")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_ca (mutual TLS) needs tls_cert and tls_key")
+        for path in (self.tls_cert, self.tls_key, self.tls_ca):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path}: no such file")
 
     def channel_options(self) -> list[tuple[str, int]]:
         return [
@@ -40,5 +64,6 @@ class ServerSettings:
             # clients that enable keepalive must not be sent GOAWAY "too_many_pings"
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.so_reuseport", 0),
+            # several workers share one port only when asked; otherwise a second server on it is an error
+            ("grpc.so_reuseport", 1 if self.workers > 1 else 0),
         ]
