@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
 from tailmark.server.backends.base import Tensors
 from tailmark.server.batching import BatchingPolicy, BatchQueue, Pending, shape_key
 from tailmark.server.errors import ModelFailed, RequestTimedOut

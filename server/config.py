@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
+
 from tailmark.protos import model_config_pb2 as mc
 from tailmark.protos.codec import DATATYPES
 

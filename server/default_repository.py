@@ -64,6 +64,7 @@ def write_model(repository: Path, name: str, config_text: str) -> Path:
 def build(repository: Path) -> Path:
     """Write the default repository into ``repository`` (which must not exist yet)."""
     import torch
+
     from tailmark.models import export, resnet
 
     for name, text in SYNTHETIC_CONFIGS.items():

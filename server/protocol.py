@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.codec import CodecError, decode_raw, decode_typed, encode_raw, numpy_dtype
 from tailmark.server.backends.base import Tensors

@@ -17,6 +17,7 @@ import threading
 import time
 
 import numpy as np
+
 from tailmark.protos import model_config_pb2 as mc
 from tailmark.protos.codec import numpy_dtype
 from tailmark.server.backends.base import Tensors

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from tailmark.protos import model_config_pb2 as mc
 from tailmark.protos.codec import numpy_dtype
 from tailmark.server.backends.base import Tensors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from tailmark.server.batching import BatchingPolicy, BatchQueue, Pending, QueuePolicy, shape_key
 from tailmark.server.config import ConfigError, parse_config
 from tailmark.server.errors import InvalidInput, Overloaded

@@ -12,10 +12,11 @@ import time
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
 from support.repository import batched_sleep_config
 from support.serve import ServerProcess
 from tailmark.server.default_repository import write_model
-from tritonclient.utils import InferenceServerException
 
 MODELS = {
     # 8 concurrent requests gather while the one instance is busy

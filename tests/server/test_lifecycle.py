@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+
 from support.serve import ServerProcess
 from tailmark.protos import inference_pb2 as pb
 

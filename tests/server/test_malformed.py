@@ -6,10 +6,11 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from support.serve import ServerProcess
-from tailmark.protos import inference_pb2 as pb
 from tritonclient.grpc import service_pb2 as triton
 from tritonclient.utils import InferenceServerException
+
+from support.serve import ServerProcess
+from tailmark.protos import inference_pb2 as pb
 
 S = grpc.StatusCode
 INFER = "/inference.GRPCInferenceService/ModelInfer"

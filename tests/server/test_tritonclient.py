@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
-from tailmark.protos.codec import DATATYPES, numpy_dtype
 from tritonclient.utils import InferenceServerException
+
+from tailmark.protos.codec import DATATYPES, numpy_dtype
 
 
 def sample(datatype: str) -> np.ndarray:
@@ -85,6 +86,7 @@ def test_infer_several_inputs_and_requested_outputs(client):
 def test_default_repository_models_answer(tmp_path):
     """Every model in the built-in repository gives correct answers to tritonclient."""
     import torch
+
     from support.serve import ServerProcess
     from tailmark.models import resnet
     from tailmark.server.default_repository import build
