@@ -172,13 +172,24 @@ class Dispatcher:
         _count_second(self.window.completions_per_s, (done_ns - self.window.start_ns) // NS)
 
     async def _send(
-        self, payload: bytes, intended_ns: int, traffic_class: str, measured: bool, samples: int = 1
+        self,
+        payload: bytes,
+        intended_ns: int,
+        traffic_class: str,
+        measured: bool,
+        samples: int = 1,
+        deadline_ns: int = 0,
     ) -> None:
         sent_ns = time.perf_counter_ns()
         if measured:
             _count_second(self.window.sends_per_s, (sent_ns - self.window.start_ns) // NS)
+        timeout_s = None
+        if deadline_ns:  # a budget from the intended instant: the time spent waiting to send is spent
+            timeout_s = (intended_ns + deadline_ns - sent_ns) / NS
         try:
-            await self.transport.infer(payload)
+            if timeout_s is not None and timeout_s <= 0:
+                raise RequestFailed("DEADLINE_EXCEEDED", "the deadline passed before the request could be sent")
+            await self.transport.infer(payload, timeout_s)
         except RequestFailed as exc:
             self._failure(exc.status, traffic_class, measured)
         else:
@@ -249,7 +260,11 @@ class Dispatcher:
                 await self._wait_for_slot(max_outstanding)
             payload = self.pool.payload(self._sample(arrival), arrival.batch_size, arrival.payload_size)
             self.outstanding += 1
-            self._spawn(self._send(payload, intended_ns, arrival.traffic_class, measured, arrival.batch_size))
+            self._spawn(
+                self._send(
+                    payload, intended_ns, arrival.traffic_class, measured, arrival.batch_size, arrival.deadline_ns
+                )
+            )
             if measured:
                 self.issued += 1
                 window.offered[arrival.traffic_class] += 1

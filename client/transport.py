@@ -48,8 +48,10 @@ class ModelInfo:
 
 
 class Transport(Protocol):
-    async def infer(self, payload: bytes) -> bytes:
-        """Send one serialised ModelInferRequest; return the serialised response or raise RequestFailed."""
+    async def infer(self, payload: bytes, timeout_s: float | None = None) -> bytes:
+        """Send one serialised ModelInferRequest; return the serialised response or raise RequestFailed.
+
+        ``timeout_s`` overrides the transport's per-request timeout (a trace's per-request deadline)."""
         ...
 
     async def model_info(self, model: str, version: str = "") -> ModelInfo: ...
@@ -120,9 +122,9 @@ class GrpcTransport:
             raise Unreachable(f"cannot connect to {target} within {connect_timeout_s:g} s{hint}") from None
         return transport
 
-    async def infer(self, payload: bytes) -> bytes:
+    async def infer(self, payload: bytes, timeout_s: float | None = None) -> bytes:
         try:
-            return await self._infer(payload, timeout=self._timeout, metadata=self._metadata)
+            return await self._infer(payload, timeout=timeout_s or self._timeout, metadata=self._metadata)
         except self._grpc.aio.AioRpcError as exc:
             raise RequestFailed(exc.code().name, exc.details() or "") from None
 
@@ -180,7 +182,7 @@ class NullTransport:
     def __init__(self, info: ModelInfo) -> None:
         self._info = info
 
-    async def infer(self, payload: bytes) -> bytes:
+    async def infer(self, payload: bytes, timeout_s: float | None = None) -> bytes:
         return b""
 
     async def model_info(self, model: str, version: str = "") -> ModelInfo:
@@ -197,5 +199,5 @@ class MockTransport(NullTransport):
         super().__init__(info)
         self._handler = handler
 
-    async def infer(self, payload: bytes) -> bytes:
+    async def infer(self, payload: bytes, timeout_s: float | None = None) -> bytes:
         return await self._handler(payload)
