@@ -14,6 +14,7 @@ from tailmark.training.workloads import WORKLOADS
 
 if TYPE_CHECKING:
     from tailmark.training.results import TrainResult
+    from tailmark.training.workload import Workload
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +40,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="JSON",
         help="store this set's epochs to converge as reference convergence points",
     )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where runs train (default auto: CUDA when torch sees a device, else CPU)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    serve = parser.add_argument_group("train -> serve (smoke, vision)")
+    serve.add_argument(
+        "--export-to",
+        type=Path,
+        default=None,
+        metavar="REPO",
+        help="after the set, export the first converged run's model into the model repository REPO"
+        " (REPO/<benchmark>/, TorchScript) for `tailmark serve --model-repository REPO`",
+    )
+    serve.add_argument(
+        "--from-weights",
+        type=Path,
+        default=None,
+        metavar="PT",
+        help="do not train: export this state_dict (e.g. DIR/models/<benchmark>/run_<i>.pt) with --export-to",
+    )
     parser.set_defaults(handler=handle_train)
 
 
@@ -65,11 +88,22 @@ def handle_train(args: argparse.Namespace) -> int:
         if not sep:
             raise UsageError(f"--set {item!r}; expected KEY=VALUE")
         overrides.append((key, value))
+    if args.from_weights is not None and args.export_to is None:
+        raise UsageError("--from-weights exports a trained model; give the repository with --export-to REPO")
     try:
         workload, closed = with_overrides(workload_class(args.workload), dict(overrides))
+        if args.export_to is not None and workload.servable() is None:
+            raise ValueError(f"--export-to: the {args.workload} workload's model cannot be served yet (smoke, vision)")
+        if args.from_weights is not None:
+            return export_weights(workload, args.from_weights, args.export_to)
         workload.verify_data()
     except (ValueError, DataMissing, DataCorrupt) as exc:
         raise UsageError(str(exc)) from None
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: torch sees no CUDA device")
     gbs = getattr(workload.hparams, "global_batch_size", args.nproc)
     if gbs % args.nproc:
         raise UsageError(f"--nproc {args.nproc} does not divide the global batch size {gbs}")
@@ -85,6 +119,7 @@ def handle_train(args: argparse.Namespace) -> int:
         threads=args.threads,
         save_model=not args.no_save_model,
         quiet=args.quiet,
+        device=args.device,
     )
     json_path = settings.output_dir / f"{workload.spec.benchmark}.json"
     try:
@@ -92,11 +127,44 @@ def handle_train(args: argparse.Namespace) -> int:
     except RunFailed as exc:
         print(f"tailmark train: {exc}", file=sys.stderr)
         return 1
+    if args.export_to is not None:
+        export_converged(result, workload, args.export_to, json_path)
     print("\n".join(format_summary(result, str(json_path))))
     if args.write_rcp is not None:
         write_reference(result, args.write_rcp, gbs, command=reproduce_command(args))
         print(f"  reference convergence points: {args.write_rcp}")
     return 0 if result.score is not None and result.score.seconds is not None else 1
+
+
+def export_weights(workload: Workload, weights: Path, repository: Path) -> int:
+    """``--from-weights PT --export-to REPO``: export an earlier run's state_dict, no training."""
+    from tailmark.cli import UsageError
+    from tailmark.training.serve import ExportError, export_trained
+
+    try:
+        model_dir = export_trained(workload, weights, repository)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"tailmark train: exported {weights} to {model_dir}; serve it with `{serve_command(repository)}`")
+    return 0
+
+
+def export_converged(result: TrainResult, workload: Workload, repository: Path, json_path: Path) -> None:
+    """Export the first converged run's weights into ``repository`` and record it in the result."""
+    from tailmark.training.serve import ServedModel, export_trained
+
+    run = next((r for r in result.runs if r.converged and r.model is not None), None)
+    if run is None:
+        result.warnings.append(f"no converged run with saved weights; nothing exported to {repository}")
+        result.write(json_path)
+        return
+    model_dir = export_trained(workload, Path(run.model), repository)
+    result.served = ServedModel(str(repository), model_dir.name, run.model, run.index, run.accuracy)
+    result.write(json_path)
+
+
+def serve_command(repository: Path) -> str:
+    return f"tailmark serve --model-repository {repository}"
 
 
 def reproduce_command(args: argparse.Namespace) -> str:

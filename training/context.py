@@ -81,10 +81,13 @@ def draw_seed() -> int:
     return int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
 
 
-def init_process_group() -> tuple[int, int, torch.device]:
-    """Join the torchrun group (env://): gloo on CPU, NCCL on GPU. Returns (rank, world size, device)."""
+def init_process_group(*, cuda: bool | None = None) -> tuple[int, int, torch.device]:
+    """Join the torchrun group (env://): gloo on CPU, NCCL on GPU (``cuda`` None: whenever CUDA is available).
+    Returns (rank, world size, device)."""
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if torch.cuda.is_available():
+    if cuda is None:
+        cuda = torch.cuda.is_available()
+    if cuda:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl")

@@ -29,6 +29,12 @@ def format_summary(result: TrainResult, json_path: str) -> list[str]:
         lines.append(f"  {score.converged}/{score.runs} converged; {verdict}")
     if result.rcp is not None:
         lines.append(f"  {result.rcp.message}")
+    if result.served is not None:
+        served = result.served
+        lines.append(
+            f"  served model: {served.repository}/{served.name} (run {served.run_index}, {result.metric}"
+            f" {served.accuracy:.4f}); serve it with `tailmark serve --model-repository {served.repository}`"
+        )
     lines.extend(f"  warning: {w}" for w in result.warnings)
     lines.append(f"  result: {json_path}")
     return lines

@@ -10,10 +10,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tailmark.training.rcp import RcpVerdict
 from tailmark.training.scoring import Score
+
+if TYPE_CHECKING:
+    from tailmark.training.serve import ServedModel
 
 SCHEMA = "tailmark.train/1"
 
@@ -56,6 +59,7 @@ class TrainResult:
     runs: list[RunRecord] = field(default_factory=list)
     score: Score | None = None
     rcp: RcpVerdict | None = None
+    served: ServedModel | None = None  # --export-to: the model exported into a serving repository
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

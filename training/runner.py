@@ -47,6 +47,7 @@ class TrainSettings:
     threads: int | None = None  # torch intra-op threads per process; None: torch's default (torchrun: 1)
     save_model: bool = True
     quiet: bool = False
+    device: str = "auto"  # auto: CUDA when torch sees a device, else CPU
 
 
 def worker_command(settings: TrainSettings, index: int, log: Path, model: Path | None, division: str) -> list[str]:
@@ -67,6 +68,8 @@ def worker_command(settings: TrainSettings, index: int, log: Path, model: Path |
         args += ["--threads", str(settings.threads)]
     if model is not None:
         args += ["--save-model", str(model)]
+    if settings.device != "auto":
+        args += ["--device", settings.device]
     if settings.quiet:
         args.append("--quiet")
     return launcher + args
@@ -132,6 +135,7 @@ def run_set(
             "eval_every_epochs": spec.eval_every_epochs,
             "seed": settings.seed,
             "threads": settings.threads,
+            "device": settings.device,
             "hparams": {k: getattr(workload.hparams, k) for k in workload.hparams.__dataclass_fields__},
             "tunable": sorted(workload.tunable),
         },

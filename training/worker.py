@@ -26,6 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter override")
     parser.add_argument("--save-model", type=Path, default=None, help="save the converged model's state_dict here")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads per process")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available")
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
@@ -43,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank, world_size, device = init_process_group() if distributed else (0, 1, torch.device("cpu"))
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if distributed:
+        rank, world_size, device = init_process_group(cuda=cuda)
+    else:
+        rank, world_size, device = 0, 1, torch.device("cuda" if cuda else "cpu")
     overrides = dict(item.split("=", 1) for item in args.set)
     workload, _ = with_overrides(workload_class(args.workload), overrides)
     seed = shared_seed(draw_seed() if args.seed is None else args.seed, rank, world_size, device)

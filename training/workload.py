@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from tailmark.training.context import RunContext
 
 
@@ -45,6 +47,22 @@ class DataSizes:
 
     train_samples: int
     eval_samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class Servable:
+    """How a workload's trained model is served (training/serve.py exports it).
+
+    The served model takes one FP32 tensor ``input`` of ``input_shape`` (plus a batch dimension) as a client holds
+    the data: pixels scaled to [0, 1]. The workload's own input normalisation is baked into the exported module, so
+    a client needs no training statistics. It answers ``logits`` of ``output_shape``.
+    """
+
+    architecture: Callable[[], nn.Module]  # the untrained model with this workload's hyperparameters
+    input_shape: tuple[int, ...]  # without the batch dimension
+    output_shape: tuple[int, ...]
+    input_mean: float = 0.0  # subtracted from the [0, 1] input, as the workload's data loader does
+    input_std: float = 1.0  # then divided by
 
 
 class Trainer(ABC):
@@ -92,6 +110,10 @@ class Workload(ABC):
     def logged_hparams(self) -> Mapping[str, Any]:
         """Hyperparameters to log as mllog keys (global_batch_size, opt_name, ...), beyond the standard set."""
         return {}
+
+    def servable(self) -> Servable | None:
+        """How the trained model is exported for ``tailmark serve``; None where it is not (yet) servable."""
+        return None
 
     def verify_data(self) -> None:
         """The reference ``verify_dataset`` step: every file present and matching its checksum."""

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from tailmark.training.workload import DataMissing, Trainer, Workload, WorkloadSpec
+from tailmark.training.workload import DataMissing, Servable, Trainer, Workload, WorkloadSpec
 from tailmark.training.workloads import standard_hparams
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from tailmark.training.classification import Split
     from tailmark.training.context import RunContext
 
@@ -75,18 +77,26 @@ class DigitsWorkload(Workload):
     def logged_hparams(self) -> dict[str, Any]:
         return standard_hparams(self.hparams.global_batch_size, "adam", self.hparams.learning_rate)
 
+    def model(self) -> nn.Module:
+        from tailmark.models.digits_cnn import DigitsCNN
+
+        c = self.hparams.channels
+        return DigitsCNN(channels=(c, 2 * c, 4 * c))
+
+    def servable(self) -> Servable:
+        # the loader's pixels (0..16 scaled by 1/16) are already in [0, 1]: nothing to normalise
+        return Servable(self.model, input_shape=(1, 8, 8), output_shape=(10,))
+
     def build(self, ctx: RunContext) -> Trainer:
         import torch
 
-        from tailmark.models.digits_cnn import DigitsCNN
         from tailmark.training.classification import ClassifierTrainer
 
         torch.manual_seed(ctx.seed)
-        c = self.hparams.channels
         path = digits_file()
         return ClassifierTrainer(
             ctx,
-            DigitsCNN(channels=(c, 2 * c, 4 * c)),
+            self.model(),
             load=lambda: load_split(path),
             global_batch_size=self.hparams.global_batch_size,
             learning_rate=self.hparams.learning_rate,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from tailmark.training.workload import DataMissing, Trainer, Workload, WorkloadSpec
+from tailmark.training.workload import DataMissing, Servable, Trainer, Workload, WorkloadSpec
 from tailmark.training.workloads import standard_hparams
 
 if TYPE_CHECKING:
@@ -86,6 +86,11 @@ class FashionWorkload(Workload):
 
     def logged_hparams(self) -> dict[str, Any]:
         return standard_hparams(self.hparams.global_batch_size, "adam", self.hparams.learning_rate)
+
+    def servable(self) -> Servable:
+        from tailmark.models.fashion_cnn import FashionCNN
+
+        return Servable(FashionCNN, (1, 28, 28), (10,), input_mean=PIXEL_MEAN, input_std=PIXEL_STD)
 
     def build(self, ctx: RunContext) -> Trainer:
         import torch
