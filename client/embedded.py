@@ -23,15 +23,18 @@ LISTENING = re.compile(r"listening on (\S+):(\d+)")
 class EmbeddedServer:
     """Context manager: starts ``tailmark serve --port 0`` and stops it (SIGTERM, then kill)."""
 
-    def __init__(self, repository: Path | None = None, *, startup_timeout_s: float = 180.0) -> None:
+    def __init__(self, repository: Path | None = None, *extra_args: str, startup_timeout_s: float = 180.0) -> None:
         self.repository = repository
+        self.extra_args = extra_args  # more `tailmark serve` flags
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
         self.target = ""
-        self.tail: deque[str] = deque(maxlen=50)  # last lines of its output, for error messages
+        self.tail: deque[str] = deque(maxlen=500)  # last lines of its output, for error messages and tests
 
     def __enter__(self) -> EmbeddedServer:
-        args = [sys.executable, "-m", "tailmark", "serve", "--port", "0"]
+        if self.process is not None:  # already started (tests start it at construction)
+            return self
+        args = [sys.executable, "-m", "tailmark", "serve", "--port", "0", *self.extra_args]
         if self.repository is not None:
             args += ["--model-repository", str(self.repository)]
         self.process = subprocess.Popen(
@@ -66,15 +69,18 @@ class EmbeddedServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM (the server drains), then kill after ``timeout_s``; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
 
     def __exit__(self, *exc) -> None:
         self.stop()
