@@ -33,12 +33,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's)")
     parser.add_argument("--no-save-model", action="store_true", help="do not keep converged weights")
-    parser.add_argument(
+    rcp = parser.add_mutually_exclusive_group()
+    rcp.add_argument(
         "--write-rcp",
         type=Path,
         default=None,
         metavar="JSON",
         help="store this set's epochs to converge as reference convergence points",
+    )
+    rcp.add_argument(
+        "--append-rcp",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="add this set's epochs to converge to the reference convergence points in JSON (created if absent)",
     )
     parser.add_argument(
         "--device",
@@ -130,9 +138,12 @@ def handle_train(args: argparse.Namespace) -> int:
     if args.export_to is not None:
         export_converged(result, workload, args.export_to, json_path)
     print("\n".join(format_summary(result, str(json_path))))
-    if args.write_rcp is not None:
-        write_reference(result, args.write_rcp, gbs, command=reproduce_command(args))
-        print(f"  reference convergence points: {args.write_rcp}")
+    rcp_path = args.write_rcp or args.append_rcp
+    if rcp_path is not None:
+        points = write_reference(
+            result, rcp_path, gbs, command=reproduce_command(args), append=args.append_rcp is not None
+        )
+        print(f"  reference convergence points: {rcp_path} ({points} runs)")
     return 0 if result.score is not None and result.score.seconds is not None else 1
 
 
@@ -174,21 +185,38 @@ def reproduce_command(args: argparse.Namespace) -> str:
         parts.append(f"--seed {args.seed}")
     if args.threads is not None:
         parts.append(f"--threads {args.threads}")
+    if args.append_rcp is not None:
+        return " ".join(parts) + f" --append-rcp {args.append_rcp}"
     return " ".join(parts) + f" --write-rcp {args.write_rcp}"
 
 
-def write_reference(result: TrainResult, path: Path, global_batch_size: int, *, command: str) -> None:
+def write_reference(
+    result: TrainResult, path: Path, global_batch_size: int, *, command: str, append: bool = False
+) -> int:
+    """Store the set's epochs to converge (after those already in ``path`` when appending); returns the count.
+
+    Appending keeps one file per benchmark and global batch, and joins the sets' commands with "; "."""
     from tailmark.cli import UsageError
     from tailmark.training.rcp import ReferencePoints
 
     epochs = tuple(r.epochs for r in result.runs if r.converged and r.epochs is not None)
-    if len(epochs) < 3:
+    earlier: tuple[int, ...] = ()
+    if append and path.is_file():
+        previous = ReferencePoints.load(path)
+        if (previous.benchmark, previous.global_batch_size) != (result.benchmark, global_batch_size):
+            raise UsageError(
+                f"--append-rcp {path}: holds {previous.benchmark} at global batch {previous.global_batch_size},"
+                f" not {result.benchmark} at {global_batch_size}"
+            )
+        earlier, command = previous.epochs_to_converge, f"{previous.command}; {command}"
+    if len(earlier) + len(epochs) < 3:
         raise UsageError(f"{len(epochs)} converged runs; reference convergence points need at least 3")
     ReferencePoints(
         benchmark=result.benchmark,
         global_batch_size=global_batch_size,
-        epochs_to_converge=epochs,
+        epochs_to_converge=earlier + epochs,
         command=command,
         platform=f"{platform.machine()} {platform.processor() or ''}".strip() + f", {result.nproc} process(es)",
         created=datetime.date.today().isoformat(),
     ).save(path)
+    return len(earlier) + len(epochs)

@@ -13,9 +13,10 @@ from tailmark.training.workloads.smoke import digits_file, load_split
 
 
 def test_three_runs_give_an_olympic_score_and_mlperf_layout(cli, tmp_path):
-    args = ("--runs", "3", "--threads", "1", "--system", "box", "--output", "out")
+    args = ("--runs", "3", "--threads", "1", "--system", "box", "--output", "out", "--append-rcp", "rcp.json")
     done = cli("train", "smoke", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    assert "reference convergence points: rcp.json (3 runs)" in done.stdout
     # console progress: epochs and accuracy while training, then one line per run and the score
     assert "smoke run 1/3: epoch 1/30 top1 0." in done.stdout
     assert "run 3/3: converged at epoch" in done.stdout and "olympic mean of 3 runs" in done.stdout
@@ -35,6 +36,11 @@ def test_three_runs_give_an_olympic_score_and_mlperf_layout(cli, tmp_path):
         assert run["compliance"] == "SUCCESS" and check_log(log, "digits_cnn").passed
         assert run["wall_s"] > run["time_to_train_s"] > 0 and run["cpu_s"] > 0
         assert len(run["loadavg_start"]) == 3 and len(run["loadavg_end"]) == 3
+
+    # --append-rcp created the file from this set's epochs, with the command that reproduces it
+    points = json.loads((tmp_path / "rcp.json").read_text())
+    assert points["epochs_to_converge"] == [r["epochs"] for r in runs] and points["global_batch_size"] == 64
+    assert points["command"] == "tailmark train smoke --runs 3 --nproc 1 --threads 1 --append-rcp rcp.json"
 
     # the converged weights are a plain state_dict that loads with weights_only=True and meets the target
     state = torch.load(tmp_path / runs[0]["model"], weights_only=True)
@@ -71,3 +77,26 @@ def test_user_errors_are_one_line(cli, tmp_path):
         assert done.returncode == 2
         assert done.stderr.strip() == f"tailmark train: {done.stderr.strip().split(': ', 1)[1]}"
         assert expected in done.stderr and "Traceback" not in done.stderr
+
+
+def test_append_rcp_adds_a_set_to_the_same_benchmark_and_batch_only(tmp_path):
+    from tailmark.cli import UsageError
+    from tailmark.training.cli import write_reference
+    from tailmark.training.rcp import ReferencePoints
+    from tailmark.training.results import RunRecord, TrainResult
+
+    def result(*epochs: int) -> TrainResult:
+        runs = [
+            RunRecord(i, "log", "success", e, 0.99, 1.0, i, 2.0, 2.0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0)
+            for i, e in enumerate(epochs)
+        ]
+        return TrainResult("smoke", "digits_cnn", "top1", 0.98, "box", "closed", 1, len(runs), {}, runs=runs)
+
+    path = tmp_path / "rcp.json"
+    assert write_reference(result(4, 5, 6), path, 64, command="tailmark train A", append=True) == 3
+    assert write_reference(result(3, 4), path, 64, command="tailmark train B", append=True) == 5
+    points = ReferencePoints.load(path)
+    assert points.epochs_to_converge == (4, 5, 6, 3, 4) and points.command == "tailmark train A; tailmark train B"
+    with pytest.raises(UsageError, match="holds digits_cnn at global batch 64, not digits_cnn at 32"):
+        write_reference(result(4, 4, 4), path, 32, command="tailmark train C", append=True)
+    assert write_reference(result(4, 4, 4), path, 64, command="tailmark train D") == 3  # --write-rcp replaces
