@@ -2,7 +2,8 @@
 
 Each trace in traces/samples/ is replayed (sped up to last about --seconds) through tailmark's dispatcher
 to `tailmark serve`'s `null` model on loopback. For each: the worst per-second count error against the
-trace (seconds with at least 20 arrivals), and send lag p50/p99/max.
+trace (seconds with at least 20 arrivals), and send lag p50/p99/max. Batch sizes are set to 1 (the
+`null` model takes no batch dimension): fidelity is about when requests leave.
 
     python bench/trace_fidelity.py [--seconds 10]
 """
@@ -35,7 +36,10 @@ async def replay(target: str, path: Path, speed: float):
         dispatcher = Dispatcher(transport=transport, pool=pool, recorder=recorder, scenario="t", sample_seed=1)
         never = Stop(min_duration_ns=2**62, min_queries=2**62)
         window = await dispatcher.open_loop(
-            read_arrivals(path, speed=speed), warmup_ns=0, stop=never, max_outstanding=0
+            (arrival._replace(batch_size=1) for arrival in read_arrivals(path, speed=speed)),
+            warmup_ns=0,
+            stop=never,
+            max_outstanding=0,
         )
         await dispatcher.drain(30)
         recorder.flush()
