@@ -22,7 +22,10 @@ def register(subparsers) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8001, help="gRPC port; 0 picks a free one (default 8001)")
     parser.add_argument(
-        "--grpc-stack", choices=("sync", "aio"), default="sync", help="gRPC server stack (default sync: faster here)"
+        "--grpc-stack",
+        choices=("aio", "sync"),
+        default="aio",
+        help="gRPC server stack (default aio; see bench/server_stack.py)",
     )
     parser.add_argument("--sync-threads", type=int, default=8, help="RPC threads of the sync stack")
     parser.add_argument("--max-message-bytes", type=int, default=INT32_MAX, help="gRPC message size limit")
