@@ -25,7 +25,7 @@ def register(subparsers) -> None:
         "--grpc-stack",
         choices=("aio", "sync"),
         default="aio",
-        help="gRPC server stack (default aio; see bench/server_stack.py)",
+        help="gRPC stack (default aio)",
     )
     parser.add_argument("--sync-threads", type=int, default=8, help="RPC threads of the sync stack")
     parser.add_argument("--max-message-bytes", type=int, default=INT32_MAX, help="gRPC message size limit")
