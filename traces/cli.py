@@ -18,21 +18,46 @@ Handler = Callable[[argparse.Namespace], int]
 GEN_KINDS: dict[str, tuple[str, list[tuple[str, Any, str, Any]]]] = {
     "poisson": ("Poisson arrivals (exponential gaps)", [("--rate", float, "mean arrivals/s", None)]),
     "fixed": ("one arrival every 1/rate s", [("--rate", float, "arrivals/s", None)]),
-    "gamma": ("gamma gaps; CV = 1/sqrt(burstiness)", [
-        ("--rate", float, "mean arrivals/s", None),
-        ("--burstiness", float, "gamma shape: 1 Poisson, <1 burstier, >1 smoother", None)]),
-    "batch": ("compound Poisson: batch events with random sizes", [
-        ("--rate", float, "batch events/s", None),
-        ("--sizes", str, "fixed:K | uniform:LO:HI | geometric:MEAN | 1:0.5,4:0.3,8:0.2", None)]),
-    "onoff": ("on/off bursts (two-state MMPP)", [
-        ("--rate-on", float, "arrivals/s while on", None), ("--rate-off", float, "arrivals/s while off", 0.0),
-        ("--mean-on", float, "mean on period (s)", None), ("--mean-off", float, "mean off period (s)", None)]),
-    "diurnal": ("Poisson with a sinusoidal rate", [
-        ("--rate", float, "mean arrivals/s", None), ("--amplitude", float, "0..1 (0.5: rate swings ±50 %%)", None),
-        ("--period", float, "period in s", 86400.0), ("--phase", float, "phase shift in s", 0.0)]),
-    "ramp": ("Poisson with a ramping rate, then holding the end rate", [
-        ("--start-rate", float, "arrivals/s at 0", None), ("--end-rate", float, "arrivals/s at the ramp's end", None),
-        ("--ramp", float, "ramp length in s", None)]),
+    "gamma": (
+        "gamma gaps; CV = 1/sqrt(burstiness)",
+        [
+            ("--rate", float, "mean arrivals/s", None),
+            ("--burstiness", float, "gamma shape: 1 Poisson, <1 burstier, >1 smoother", None),
+        ],
+    ),
+    "batch": (
+        "compound Poisson: batch events with random sizes",
+        [
+            ("--rate", float, "batch events/s", None),
+            ("--sizes", str, "fixed:K | uniform:LO:HI | geometric:MEAN | 1:0.5,4:0.3,8:0.2", None),
+        ],
+    ),
+    "onoff": (
+        "on/off bursts (two-state MMPP)",
+        [
+            ("--rate-on", float, "arrivals/s while on", None),
+            ("--rate-off", float, "arrivals/s while off", 0.0),
+            ("--mean-on", float, "mean on period (s)", None),
+            ("--mean-off", float, "mean off period (s)", None),
+        ],
+    ),
+    "diurnal": (
+        "Poisson with a sinusoidal rate",
+        [
+            ("--rate", float, "mean arrivals/s", None),
+            ("--amplitude", float, "0..1 (0.5: rate swings ±50 %%)", None),
+            ("--period", float, "period in s", 86400.0),
+            ("--phase", float, "phase shift in s", 0.0),
+        ],
+    ),
+    "ramp": (
+        "Poisson with a ramping rate, then holding the end rate",
+        [
+            ("--start-rate", float, "arrivals/s at 0", None),
+            ("--end-rate", float, "arrivals/s at the ramp's end", None),
+            ("--ramp", float, "ramp length in s", None),
+        ],
+    ),
 }
 
 
@@ -260,13 +285,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     imp = sub.add_parser("import", help="convert a public trace format to a tailmark trace")
     imp.add_argument("input")
-    imp.add_argument("--format", required=True, choices=["azure-llm", "azure-functions", "mooncake", "burstgpt",
-                                                          "pa-intervals", "pa-schedule"])
+    imp.add_argument(
+        "--format",
+        required=True,
+        choices=["azure-llm", "azure-functions", "mooncake", "burstgpt", "pa-intervals", "pa-schedule"],
+    )
     imp.add_argument("--sort", action="store_true", help="sort rows by time instead of refusing unsorted input")
     imp.add_argument("--skip-bad", action="store_true", help="skip malformed rows (and report how many)")
     imp.add_argument("--class-by", help="burstgpt: model|log-type; azure-functions: trigger")
-    imp.add_argument("--spread", choices=["uniform", "poisson"], default="uniform",
-                     help="azure-functions: how a minute's invocations are placed")
+    imp.add_argument(
+        "--spread",
+        choices=["uniform", "poisson"],
+        default="uniform",
+        help="azure-functions: how a minute's invocations are placed",
+    )
     imp.add_argument("--function", help="azure-functions: only this HashFunction")
     imp.add_argument("--seed", type=int, default=0)
     _add_output(imp)
@@ -283,8 +315,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     tf = sub.add_parser("transform", help="cut, thin, loop, then speed up / scale a trace (in that order)")
     tf.add_argument("input")
-    tf.add_argument("--cut", metavar="START:END",
-                    help="keep [START, END) seconds, rebased to 0 (END empty: to the end)")
+    tf.add_argument(
+        "--cut", metavar="START:END", help="keep [START, END) seconds, rebased to 0 (END empty: to the end)"
+    )
     tf.add_argument("--thin", type=float, default=1.0, metavar="P", help="keep each arrival with probability P")
     tf.add_argument("--seed", type=int, default=0)
     tf.add_argument("--loop", type=int, default=1, metavar="N", help="repeat N times")

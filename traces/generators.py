@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
 from tailmark.traces.arrival import DEFAULT_CLASS, Arrival
 
 BLOCK = 4096  # draws per numpy call

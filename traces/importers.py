@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+
 from tailmark.traces.format import Record, TraceFormatError, to_ns
 
 Row = tuple[int | None, int, Record]  # (line, time in ns on the file's own clock, record)
 Bad = Callable[[int | None, str], None]
 MS, US, S = 1_000_000, 1_000, 1_000_000_000
 _EPOCH = date(1970, 1, 1).toordinal()
-_DATETIME = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\s*(Z|[+-]\d{2}:?\d{2})?$"
-)
+_DATETIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\s*(Z|[+-]\d{2}:?\d{2})?$")
 
 
 def parse_datetime_ns(text: str) -> int:
@@ -62,8 +61,15 @@ def _int(name: str, text: str) -> int:
 class Imported:
     """An iterator of ``Record`` from one import; ``skipped``/``skipped_lines`` count rows skipped with ``skip_bad``."""
 
-    def __init__(self, path: str | Path, rows: Callable[[Path, Bad], Iterator[Row]], *, sort: bool = False,
-                 skip_bad: bool = False, rebase: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        rows: Callable[[Path, Bad], Iterator[Row]],
+        *,
+        sort: bool = False,
+        skip_bad: bool = False,
+        rebase: bool = True,
+    ) -> None:
         self.path = Path(path)
         self.skip_bad = skip_bad
         self.skipped = 0
@@ -93,8 +99,11 @@ class Imported:
         for line, t, rec in rows:
             if t < prev:
                 raise TraceFormatError(
-                    self.path, line, f"timestamp is {(prev - t) / MS:.3f} ms earlier than the previous row's; "
-                    "sort the file or pass --sort")
+                    self.path,
+                    line,
+                    f"timestamp is {(prev - t) / MS:.3f} ms earlier than the previous row's; "
+                    "sort the file or pass --sort",
+                )
             prev = t
             if base is None:
                 base = t if rebase else 0
@@ -134,8 +143,11 @@ def azure_llm(path: str | Path, *, sort: bool = False, skip_bad: bool = False) -
                 if "" in row:
                     raise ValueError(row[""])
                 t = parse_datetime_ns(row["timestamp"])
-                rec = Record(0, input_tokens=_int("ContextTokens", row["contexttokens"]),
-                             output_tokens=_int("GeneratedTokens", row["generatedtokens"]))
+                rec = Record(
+                    0,
+                    input_tokens=_int("ContextTokens", row["contexttokens"]),
+                    output_tokens=_int("GeneratedTokens", row["generatedtokens"]),
+                )
             except ValueError as exc:
                 bad(line, str(exc))
                 continue
@@ -159,8 +171,11 @@ def burstgpt(path: str | Path, *, class_by: str | None = None, sort: bool = Fals
                 if "" in row:
                     raise ValueError(row[""])
                 t = to_ns(row["timestamp"], S)
-                rec = Record(0, input_tokens=_int("Request tokens", row["request tokens"]),
-                             output_tokens=_int("Response tokens", row["response tokens"]))
+                rec = Record(
+                    0,
+                    input_tokens=_int("Request tokens", row["request tokens"]),
+                    output_tokens=_int("Response tokens", row["response tokens"]),
+                )
                 col = column[class_by]
                 if col:
                     if not row.get(col, "").strip():
@@ -190,8 +205,11 @@ def mooncake(path: str | Path, *, sort: bool = False, skip_bad: bool = False) ->
                     if not isinstance(obj, dict) or "timestamp" not in obj:
                         raise ValueError('not a JSON object with a "timestamp"')
                     t = to_ns(obj["timestamp"], MS)
-                    rec = Record(0, input_tokens=_int("input_length", str(obj.get("input_length", 0))),
-                                 output_tokens=_int("output_length", str(obj.get("output_length", 0))))
+                    rec = Record(
+                        0,
+                        input_tokens=_int("input_length", str(obj.get("input_length", 0))),
+                        output_tokens=_int("output_length", str(obj.get("output_length", 0))),
+                    )
                 except json.JSONDecodeError as exc:
                     bad(line, f"invalid JSON: {exc.msg}")
                     continue

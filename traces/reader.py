@@ -196,7 +196,8 @@ class TraceReader:
             if rec.offset_ns < prev:
                 unit = self.time_unit
                 raise TraceFormatError(
-                    self.path, line_no,
+                    self.path,
+                    line_no,
                     f"offset {format_offset(rec.offset_ns, self._scale)} {unit} is earlier than the previous row's "
                     f"{format_offset(prev, self._scale)} {unit}; sort the trace or pass --sort",
                 )

@@ -120,8 +120,9 @@ def format_stats(stats: TraceStats, name: str = "") -> str:
     if len(stats.classes) > 1 or "default" not in stats.classes:
         lines.append("classes         " + ", ".join(f"{k} {v:,}" for k, v in stats.classes.items()))
     if stats.mean_input_tokens or stats.mean_output_tokens:
-        lines.append(f"tokens          input mean {stats.mean_input_tokens:,.1f}, "
-                     f"output mean {stats.mean_output_tokens:,.1f}")
+        lines.append(
+            f"tokens          input mean {stats.mean_input_tokens:,.1f}, output mean {stats.mean_output_tokens:,.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -136,13 +137,14 @@ def plot_rate(stats: TraceStats, path: str | Path, *, title: str = "", max_point
     width = max(1, math.ceil(len(counts) / max_points))
     xs, ys = [], []
     for start in range(0, len(counts), width):
-        chunk = counts[start:start + width]
+        chunk = counts[start : start + width]
         xs.append(start)
         ys.append(sum(chunk) / len(chunk))
     fig, ax = plt.subplots(figsize=(9, 3.2), dpi=100)
     ax.step(xs, ys, where="post", linewidth=0.9, label=f"arrivals/s ({width}-s bins)")
-    ax.axhline(stats.mean_rate_qps, color="tab:red", linestyle="--", linewidth=0.8,
-               label=f"mean {stats.mean_rate_qps:.2f}/s")
+    ax.axhline(
+        stats.mean_rate_qps, color="tab:red", linestyle="--", linewidth=0.8, label=f"mean {stats.mean_rate_qps:.2f}/s"
+    )
     ax.set_xlabel("time since first arrival (s)")
     ax.set_ylabel("arrivals / s")
     ax.set_ylim(bottom=0)

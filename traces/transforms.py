@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import numpy as np
+
 from tailmark.traces.arrival import Arrival
 from tailmark.traces.format import Record
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
+
 from tailmark.client import hlog
 
 

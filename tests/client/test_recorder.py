@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hdrh.log import HistogramLogReader
+
 from tailmark.client import hlog, recorder
 from tailmark.client.recorder import DEADLINE_EXCEEDED, METRICS, Recorder, RecorderFormatError
 

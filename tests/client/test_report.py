@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from hdrh.histogram import HdrHistogram
+
 from tailmark.client import report
 from tailmark.client.results import ALL, LATENCIES, ClassResult, RunResult, ScenarioResult, load_results
 from tailmark.client.settings import Scenario, ScenarioSettings, resolve

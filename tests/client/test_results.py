@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
+
 from tailmark.client.environment import PACKAGES, capture, package_version
 from tailmark.client.results import (
     ALL,

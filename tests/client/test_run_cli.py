@@ -30,9 +30,10 @@ def test_builtin_default_runs_every_scenario_and_writes_the_run_directory(tmp_pa
         assert everything["ok_count"] > 0, entry["scenario"]
         assert everything["error_count"] == 0, (entry["scenario"], everything["errors"])
         assert everything["verdict"]["result"] in ("VALID", "INVALID")
-    assert scenario(doc, "multi-stream")["classes"]["all"]["sample_count"] == 8 * scenario(doc, "multi-stream")[
-        "classes"
-    ]["all"]["query_count"]
+    assert (
+        scenario(doc, "multi-stream")["classes"]["all"]["sample_count"]
+        == 8 * scenario(doc, "multi-stream")["classes"]["all"]["query_count"]
+    )
     for name in ALL_SIX:  # the console table names every scenario
         assert name in run.stdout
     rows = list(csv.DictReader((out / "summary.csv").open()))

@@ -9,6 +9,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+
 from tailmark.client import schedule
 from tailmark.client.schedule import (
     ScheduleError,

@@ -6,6 +6,7 @@ import dataclasses
 import re
 
 import pytest
+
 from tailmark.client.errors import ConfigError
 from tailmark.client.settings import (
     CLOSED_LOOP,

@@ -10,7 +10,9 @@ from tailmark.traces.writer import write_trace
 def test_classes_and_deadlines_from_a_trace(server, tmp_path):
     fast = [Arrival(offset_ns=i * 10_000_000, traffic_class="chat") for i in range(100)]
     # the sleep model takes 50 ms: a 10 ms deadline can never be met
-    slow = [Arrival(offset_ns=5_000_000 + i * 20_000_000, traffic_class="batch", deadline_ns=10_000_000) for i in range(50)]
+    slow = [
+        Arrival(offset_ns=5_000_000 + i * 20_000_000, traffic_class="batch", deadline_ns=10_000_000) for i in range(50)
+    ]
     trace = tmp_path / "two.jsonl"
     write_trace(trace, sorted(fast + slow, key=lambda a: a.offset_ns), time_unit="ms")
     out = tmp_path / "run"

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
+
 from tailmark.client.settings import CLOSED_LOOP, Scenario, ScenarioSettings, resolve
 from tailmark.client.verdict import (
     Check,

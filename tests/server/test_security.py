@@ -12,6 +12,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from support.pki import make_pki
 from support.repository import identity_config
 from support.serve import ServerProcess
 from tailmark.server.default_repository import write_model
@@ -20,37 +21,10 @@ from tailmark.server.repository import Repository
 TOKEN = "s3cret-token"
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Path:
     """A throwaway CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
-    root = tmp_path_factory.mktemp("pki")
-    curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl(
-        "req",
-        "-x509",
-        *curve,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=tailmark-test-ca",
-        cwd=root,
-    )
-    (root / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    for name in ("server", "client"):
-        _openssl("req", *curve, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=root)
-        _openssl(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.pem", "-days", "2", "-extfile", "san.ext", cwd=root,
-        )  # fmt: skip
-    return root
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def _identity(client, **kwargs) -> np.ndarray:

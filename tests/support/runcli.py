@@ -9,9 +9,7 @@ from pathlib import Path
 
 
 def tailmark(*args: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tailmark", *args], capture_output=True, text=True, timeout=timeout_s
-    )
+    return subprocess.run([sys.executable, "-m", "tailmark", *args], capture_output=True, text=True, timeout=timeout_s)
 
 
 def results(out_dir: Path) -> dict:

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from tailmark.traces.reader import read_arrivals, read_records
 
 from tailmark.cli import main
+from tailmark.traces.reader import read_arrivals, read_records
 
 SAMPLES = Path(__file__).resolve().parents[2] / "traces" / "samples"
 
@@ -42,8 +42,24 @@ def test_gen_every_kind_is_reproducible(tmp_path, args):
 def test_gen_needs_a_bound_and_valid_parameters(tmp_path, capsys):
     assert main(["trace", "gen", "poisson", "--rate", "5", "-o", str(tmp_path / "x.jsonl")]) == 2
     assert "give --duration or --count" in capsys.readouterr().err
-    assert main(["trace", "gen", "gamma", "--rate", "5", "--burstiness", "0", "--count", "5",
-                 "-o", str(tmp_path / "x.jsonl")]) == 2
+    assert (
+        main(
+            [
+                "trace",
+                "gen",
+                "gamma",
+                "--rate",
+                "5",
+                "--burstiness",
+                "0",
+                "--count",
+                "5",
+                "-o",
+                str(tmp_path / "x.jsonl"),
+            ]
+        )
+        == 2
+    )
     assert "burstiness=0.0 requested; must be > 0" in capsys.readouterr().err
 
 
@@ -52,15 +68,19 @@ def test_import_transform_merge_stats_round_trip(tmp_path, capsys):
     rows = [f"2023-11-16 18:{m:02d}:{s:02d}.5000000,{100 + s},{s}" for m in range(2) for s in range(0, 60, 2)]
     azure.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows))  # no final newline
     imported = tmp_path / "az.jsonl"
-    assert main(["trace", "import", "--format", "azure-llm", str(azure), "-o", str(imported),
-                 "--meta", "license=CC-BY-4.0"]) == 0
+    assert (
+        main(
+            ["trace", "import", "--format", "azure-llm", str(azure), "-o", str(imported), "--meta", "license=CC-BY-4.0"]
+        )
+        == 0
+    )
     assert len(_offsets(imported)) == 60
     cut = tmp_path / "cut.jsonl"
     assert main(["trace", "transform", str(imported), "--cut", "10:70", "--rate", "1.0", "-o", str(cut)]) == 0
     st_out = tmp_path / "st.json"
     main(["trace", "stats", str(cut), "--json", "--no-plot"])
     out = capsys.readouterr().out
-    stats = json.loads(out[out.index("{"):])
+    stats = json.loads(out[out.index("{") :])
     assert stats["count"] == 30 and stats["mean_rate_qps"] == pytest.approx(1.0)
     assert read_records(cut).header["license"] == "CC-BY-4.0"  # metadata travels with the cut
     assert read_records(cut).header["transform"].startswith("cut 10:70 s, speed x")
@@ -78,8 +98,26 @@ def test_transform_loop_thin_speed(tmp_path):
     src = tmp_path / "f.jsonl"
     main(["trace", "gen", "fixed", "--rate", "10", "--count", "10", "-o", str(src)])
     out = tmp_path / "o.jsonl"
-    assert main(["trace", "transform", str(src), "--loop", "3", "--speed", "2", "--deadline-ms", "20",
-                 "--class", "x", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "trace",
+                "transform",
+                str(src),
+                "--loop",
+                "3",
+                "--speed",
+                "2",
+                "--deadline-ms",
+                "20",
+                "--class",
+                "x",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     arrivals = list(read_arrivals(out))
     assert [a.offset_ns for a in arrivals] == [k * 50_000_000 for k in range(30)]
     assert {(a.traffic_class, a.deadline_ns) for a in arrivals} == {("x", 20_000_000)}

@@ -6,6 +6,7 @@ import itertools
 import tracemalloc
 
 import pytest
+
 from tailmark.traces.arrival import Arrival
 from tailmark.traces.format import Record, TraceFormatError, format_offset, to_ns
 from tailmark.traces.generators import poisson
@@ -63,8 +64,11 @@ def test_to_ns_and_format_offset_are_exact():
 
 
 def test_read_arrivals_speed_and_payload_rule(write):
-    path = write("t.jsonl", HEADER + '{"t": 10, "input_tokens": 100, "output_tokens": 20, "deadline": 50}\n'
-                 '{"t": 20, "payload": 7, "input_tokens": 100}\n{"t": 30}\n')
+    path = write(
+        "t.jsonl",
+        HEADER + '{"t": 10, "input_tokens": 100, "output_tokens": 20, "deadline": 50}\n'
+        '{"t": 20, "payload": 7, "input_tokens": 100}\n{"t": 30}\n',
+    )
     arrivals = list(read_arrivals(path, speed=2.0))
     assert [a.offset_ns for a in arrivals] == [5_000_000, 10_000_000, 15_000_000]
     assert [a.payload_size for a in arrivals] == [100, 7, 0]  # explicit payload wins

@@ -9,6 +9,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from tailmark.traces import generators as g
 from tailmark.traces.transforms import limit
 
@@ -44,8 +45,9 @@ def test_gamma_cv_is_one_over_sqrt_burstiness(burstiness, cv_tol):
     assert cv == pytest.approx(1 / np.sqrt(burstiness), abs=cv_tol)
 
 
-@pytest.mark.parametrize(("spec", "mean"), [("geometric:4", 4.0), ("uniform:1:7", 4.0), ("fixed:8", 8.0),
-                                            ("1:0.5,4:0.3,8:0.2", 3.3)])
+@pytest.mark.parametrize(
+    ("spec", "mean"), [("geometric:4", 4.0), ("uniform:1:7", 4.0), ("fixed:8", 8.0), ("1:0.5,4:0.3,8:0.2", 3.3)]
+)
 def test_batch_sizes_mean_and_event_rate(spec, mean):
     arrivals = list(itertools.islice(g.batch(50.0, spec, seed=7), 20_000))
     sizes = np.array([a.batch_size for a in arrivals])

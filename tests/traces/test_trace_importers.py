@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tailmark.traces import importers as im
 from tailmark.traces.format import TraceFormatError
 from tailmark.traces.stats import measure
@@ -26,24 +27,31 @@ def test_parse_datetime_keeps_100ns_digits_and_zones():
 
 
 def test_azure_llm_shared_timestamps_and_no_final_newline(write):
-    path = write("az.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
-                 "2023-11-16 18:15:46.6805900,374,44\n"
-                 "2023-11-16 18:15:46.6805900,12,3\n"
-                 "2023-11-16 18:15:50.9951690,396,109")
+    path = write(
+        "az.csv",
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.6805900,374,44\n"
+        "2023-11-16 18:15:46.6805900,12,3\n"
+        "2023-11-16 18:15:50.9951690,396,109",
+    )
     recs = list(im.azure_llm(path))
     assert [r.offset_ns for r in recs] == [0, 0, 4_314_579_000]
     assert [(r.input_tokens, r.output_tokens) for r in recs] == [(374, 44), (12, 3), (396, 109)]
 
 
 def test_azure_llm_2024_style_with_zone(write):
-    path = write("az24.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\r\n"
-                 "2024-05-10 00:00:00.0097360+00:00,4808,10\r\n2024-05-10 00:00:00.0129340+00:00,3180,8\r\n")
+    path = write(
+        "az24.csv",
+        "TIMESTAMP,ContextTokens,GeneratedTokens\r\n"
+        "2024-05-10 00:00:00.0097360+00:00,4808,10\r\n2024-05-10 00:00:00.0129340+00:00,3180,8\r\n",
+    )
     assert [r.offset_ns for r in im.azure_llm(path)] == [0, 3_198_000]
 
 
 def test_azure_llm_errors_name_the_line(write):
-    path = write("az.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
-                 "2023-11-16 18:15:46,1,2\n2023-11-16 18:15:47,x,2\n")
+    path = write(
+        "az.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1,2\n2023-11-16 18:15:47,x,2\n"
+    )
     with pytest.raises(TraceFormatError, match=r"az\.csv:3: ContextTokens 'x' is not an integer"):
         list(im.azure_llm(path))
     path = write("hdr.csv", "time,ContextTokens\n")
@@ -61,8 +69,11 @@ def test_unsorted_is_an_error_unless_sort(write):
 
 
 def test_skip_bad_counts_rows(write):
-    path = write("s.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1,1\nbad,1,1\n"
-                 "2023-11-16 18:15:47,1\n2023-11-16 18:15:48,1,1")
+    path = write(
+        "s.csv",
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1,1\nbad,1,1\n"
+        "2023-11-16 18:15:47,1\n2023-11-16 18:15:48,1,1",
+    )
     imported = im.azure_llm(path, skip_bad=True)
     assert len(list(imported)) == 2
     assert imported.skipped == 2
@@ -87,9 +98,11 @@ def test_real_azure_conversation_trace():
 
 
 def test_mooncake_jsonl(write):
-    lines = [{"timestamp": 27482, "input_length": 6955, "output_length": 52, "hash_ids": [46, 47]},
-             {"timestamp": 27482, "input_length": 10, "output_length": 1, "hash_ids": []},
-             {"timestamp": 30535.5, "input_length": 6472, "output_length": 26, "hash_ids": [46]}]
+    lines = [
+        {"timestamp": 27482, "input_length": 6955, "output_length": 52, "hash_ids": [46, 47]},
+        {"timestamp": 27482, "input_length": 10, "output_length": 1, "hash_ids": []},
+        {"timestamp": 30535.5, "input_length": 6472, "output_length": 26, "hash_ids": [46]},
+    ]
     path = write("m.jsonl", "\n".join(json.dumps(x) for x in lines))
     recs = list(im.mooncake(path))
     assert [r.offset_ns for r in recs] == [0, 0, 3_053_500_000]
@@ -100,12 +113,18 @@ def test_mooncake_jsonl(write):
 
 
 def test_burstgpt_with_classes(write):
-    path = write("b.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
-                 "5,ChatGPT,472,18,490,Conversation log\n5,GPT-4,1087,0,1087,API log\n"
-                 "6.25,ChatGPT,417,30,447,Conversation log")
+    path = write(
+        "b.csv",
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "5,ChatGPT,472,18,490,Conversation log\n5,GPT-4,1087,0,1087,API log\n"
+        "6.25,ChatGPT,417,30,447,Conversation log",
+    )
     recs = list(im.burstgpt(path, class_by="model"))
     assert [(r.offset_ns, r.traffic_class, r.output_tokens) for r in recs] == [
-        (0, "ChatGPT", 18), (0, "GPT-4", 0), (1_250_000_000, "ChatGPT", 30)]
+        (0, "ChatGPT", 18),
+        (0, "GPT-4", 0),
+        (1_250_000_000, "ChatGPT", 30),
+    ]
     assert [r.traffic_class for r in im.burstgpt(path, class_by="log-type")][1] == "API log"
     assert {r.traffic_class for r in im.burstgpt(path)} == {"default"}
 
@@ -124,8 +143,13 @@ def test_pa_intervals_follow_perf_analyzer_and_loop_seamlessly(write):
 
 
 def test_pa_fixed_schedule_json(write):
-    doc = {"data": [{"INPUT0": [1, 2], "timestamp": [0]}, {"INPUT0": [3], "timestamp": [12.5]},
-                    {"INPUT0": [4], "timestamp": 12.5}]}
+    doc = {
+        "data": [
+            {"INPUT0": [1, 2], "timestamp": [0]},
+            {"INPUT0": [3], "timestamp": [12.5]},
+            {"INPUT0": [4], "timestamp": 12.5},
+        ]
+    }
     path = write("fs.json", json.dumps(doc, indent=1))
     assert [r.offset_ns for r in im.pa_schedule(path)] == [0, 12_500_000, 12_500_000]
     path = write("bad.json", json.dumps({"data": [{"timestamp": [1]}, {"INPUT0": [1]}]}))
@@ -136,10 +160,7 @@ def test_pa_fixed_schedule_json(write):
         list(im.pa_schedule(path))
 
 
-AZF = ("HashOwner,HashApp,HashFunction,Trigger,1,2,3\n"
-       "o1,a1,f1,http,2,0,1\n"
-       "o1,a1,f2,timer,1,0,0\n"
-       "o2,a2,f3,http,1,0,3")
+AZF = "HashOwner,HashApp,HashFunction,Trigger,1,2,3\no1,a1,f1,http,2,0,1\no1,a1,f2,timer,1,0,0\no2,a2,f3,http,1,0,3"
 
 
 def test_azure_functions_expands_minute_counts_uniformly(write):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tailmark.traces.arrival import Arrival
 from tailmark.traces.format import Record
 from tailmark.traces.generators import fixed_interval

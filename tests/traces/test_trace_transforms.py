@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from tailmark.traces import transforms as tr
 from tailmark.traces.arrival import Arrival
 from tailmark.traces.format import Record
