@@ -63,12 +63,7 @@ def register(subparsers) -> None:
     run.add_argument("--input-data", type=Path, help="samples from .npy/.npz/.json instead of random tensors")
     run.add_argument("--shape", action="append", default=[], help="NAME:D1,D2 shape of a variable-size input")
     run.add_argument("--pool-size", type=int, default=64, help="distinct random samples (default 64)")
-    run.add_argument("--tls", action="store_true", help="use TLS")
-    run.add_argument("--tls-ca", type=Path, help="CA certificate file (default: system roots)")
-    run.add_argument("--tls-cert", type=Path, help="client certificate (mutual TLS)")
-    run.add_argument("--tls-key", type=Path, help="client private key (mutual TLS)")
-    run.add_argument("--header", action="append", default=[], help="request metadata 'key: value' (repeatable)")
-    run.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for the target (default 10)")
+    _add_connection_args(run)
     run.add_argument("--out", type=Path, help="run directory (default runs/<time>-<model>)")
     run.add_argument("--fail-on-invalid", action="store_true", help=f"exit {EXIT_INVALID} if any result is INVALID")
     run.add_argument("--no-progress", action="store_true", help="no live progress line")
@@ -78,10 +73,53 @@ def register(subparsers) -> None:
     report.add_argument("run", type=Path, help="run directory or its results.json")
     report.set_defaults(handler=report_command)
 
+    accuracy = subparsers.add_parser(
+        "accuracy",
+        help="accuracy mode: every sample once, top-1 against labels",
+        description="LoadGen's accuracy mode: send every sample of --input-data once and compare the top-1 class "
+        "of --output with --labels.",
+    )
+    accuracy.add_argument("--target", required=True, help="HOST:PORT of a KServe-v2 gRPC endpoint")
+    accuracy.add_argument("--model", required=True, help="model name")
+    accuracy.add_argument("--model-version", default="", help="model version (default: the newest)")
+    accuracy.add_argument("--input-data", type=Path, required=True, help="samples: .npy, .npz or .json")
+    accuracy.add_argument("--labels", type=Path, required=True, help=".npy of integer class indices, one per sample")
+    accuracy.add_argument("--output", help="output tensor holding class scores (default: the model's first)")
+    accuracy.add_argument("--batch-size", type=int, default=8, help="samples per request when the model batches")
+    accuracy.add_argument("--min-top1", type=float, help=f"exit {EXIT_INVALID} if top-1 accuracy is below this")
+    accuracy.add_argument("--out", type=Path, help="write the result as JSON here")
+    accuracy.add_argument("--timeout", type=float, default=30.0, help="per-request deadline in seconds")
+    _add_connection_args(accuracy)
+    accuracy.set_defaults(handler=accuracy_command)
+
     merge = subparsers.add_parser("merge", help="merge histograms.json files from several client processes")
     merge.add_argument("inputs", type=Path, nargs="+", help="run directories or histograms.json files")
     merge.add_argument("-o", "--output", type=Path, required=True, help="merged histograms.json to write")
     merge.set_defaults(handler=merge_command)
+
+
+def _add_connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls", action="store_true", help="use TLS")
+    parser.add_argument("--tls-ca", type=Path, help="CA certificate file (default: system roots)")
+    parser.add_argument("--tls-cert", type=Path, help="client certificate (mutual TLS)")
+    parser.add_argument("--tls-key", type=Path, help="client private key (mutual TLS)")
+    parser.add_argument("--header", action="append", default=[], help="request metadata 'key: value' (repeatable)")
+    parser.add_argument(
+        "--connect-timeout", type=float, default=10.0, help="seconds to wait for the target (default 10)"
+    )
+
+
+async def _connect(args: argparse.Namespace, target: str, timeout_s: float):
+    from tailmark.client.transport import GrpcTransport, TlsSettings
+
+    tls = TlsSettings(args.tls_ca, args.tls_cert, args.tls_key) if (args.tls or args.tls_ca or args.tls_cert) else None
+    return await GrpcTransport.connect(
+        target,
+        tls=tls,
+        metadata=_parse_headers(args.header),
+        timeout_s=timeout_s,
+        connect_timeout_s=args.connect_timeout,
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -201,17 +239,8 @@ async def _measure(plan, args: argparse.Namespace, target: str, out_dir: Path, e
     from tailmark.client.results import RunResult
     from tailmark.client.run import Run, TargetLost
     from tailmark.client.samples import file_pool, random_pool
-    from tailmark.client.transport import GrpcTransport, TlsSettings
 
-    tls = TlsSettings(args.tls_ca, args.tls_cert, args.tls_key) if (args.tls or args.tls_ca or args.tls_cert) else None
-    timeout = plan.scenarios[0].request_timeout_s
-    transport = await GrpcTransport.connect(
-        target,
-        tls=tls,
-        metadata=_parse_headers(args.header),
-        timeout_s=timeout,
-        connect_timeout_s=args.connect_timeout,
-    )
+    transport = await _connect(args, target, plan.scenarios[0].request_timeout_s)
     try:
         info = await transport.model_info(plan.model, plan.model_version)
         seed = plan.scenarios[0].sample_seed
@@ -256,6 +285,47 @@ async def _measure(plan, args: argparse.Namespace, target: str, out_dir: Path, e
 def _print_table(console_table, result) -> None:
     if result.scenarios:
         print(console_table(result.to_dict()))
+
+
+def accuracy_command(args: argparse.Namespace) -> int:
+    import json
+
+    from tailmark.cli import UsageError
+    from tailmark.client.errors import ConfigError, TailmarkError
+    from tailmark.client.results import write_atomic
+
+    async def measure():
+        from tailmark.client.accuracy import load_labels, measure_accuracy
+        from tailmark.client.samples import file_pool
+
+        transport = await _connect(args, args.target, args.timeout)
+        try:
+            info = await transport.model_info(args.model, args.model_version)
+            pool = file_pool(info, args.input_data, version=args.model_version)
+            labels = load_labels(args.labels, pool.count)
+            output = args.output or info.outputs[0].name
+            return await measure_accuracy(transport, pool, labels, output=output, batch_size=args.batch_size)
+        finally:
+            await transport.aclose()
+
+    try:
+        import uvloop
+
+        result = uvloop.run(measure())
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except TailmarkError as exc:
+        print(f"tailmark accuracy: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.model}: top-1 {result.top1:.4f} ({result.correct}/{result.samples})"
+          + (f", failed requests: {result.errors}" if result.errors else ""))  # fmt: skip
+    if args.out:
+        write_atomic(args.out, json.dumps({"model": args.model, **result.to_dict()}, indent=2) + "\n")
+    if result.errors:
+        return 1
+    if args.min_top1 is not None and result.top1 < args.min_top1:
+        return EXIT_INVALID
+    return 0
 
 
 def report_command(args: argparse.Namespace) -> int:
