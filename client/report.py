@@ -70,6 +70,19 @@ def _notes(scenario: ScenarioDoc) -> list[str]:
             out.append(f"  - {check['name']}: {check['detail']}")
             if check["recommendation"]:
                 out.append(f"    -> {check['recommendation']}")
+    stats = scenario.get("server_stats")
+    if stats and stats["requests"]:
+        mean = stats["mean_us"]
+        sizes = " ".join(f"{size}x{count}" for size, count in stats["executions_by_batch_size"].items())
+        out += [
+            "",
+            f"{scenario['scenario']} server side, warm-up included: {stats['requests']} requests in "
+            f"{stats['executions']} executions"
+            + (f" (batch size x count: {sizes})" if sizes else ""),
+            f"  mean per request: {mean['request'] / 1e3:.3f} ms = queue {mean['queue'] / 1e3:.3f} + input "
+            f"{mean['compute_input'] / 1e3:.3f} + infer {mean['compute_infer'] / 1e3:.3f} + output "
+            f"{mean['compute_output'] / 1e3:.3f} ms (and the server's own overhead)",
+        ]
     if scenario["warnings"]:
         out += ["", f"{scenario['scenario']} warnings:"] + [f"  ! {w}" for w in scenario["warnings"]]
     return out

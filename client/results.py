@@ -93,6 +93,7 @@ class ScenarioDoc(TypedDict):
     warnings: list[str]
     throughput_per_s: list[int]  # completions in each second of the window (may be empty)
     classes: dict[str, ClassDoc]  # "all" first
+    server_stats: dict[str, Any] | None  # the server's ModelStatistics over the scenario; None: not offered
 
 
 class ResultsDoc(TypedDict):
@@ -115,6 +116,8 @@ def validate(value: Any, hint: Any = ResultsDoc, where: str = "results") -> None
             raise ResultsError(f"{where}: expected an object, got {type(value).__name__}")
         for key, sub in typing.get_type_hints(hint).items():
             if key not in value:
+                if type(None) in typing.get_args(sub):  # optional: files from before the key existed
+                    continue
                 raise ResultsError(f"{where}: missing key {key!r}")
             validate(value[key], sub, f"{where}.{key}")
     elif origin is types.UnionType or origin is typing.Union:
@@ -274,6 +277,7 @@ class ScenarioResult:
     duration_s: float
     client_cpu_pct: float | None = None  # client process CPU over the window, % of one core
     throughput_per_s: Sequence[int] = ()  # completions in each second, for the throughput plot
+    server_stats: Mapping[str, Any] | None = None  # client/server_stats.difference over the scenario
 
     @cached_property
     def by_class(self) -> dict[str, ClassResult]:
@@ -362,6 +366,7 @@ class ScenarioResult:
             warnings=list(self.warnings),
             throughput_per_s=[int(x) for x in self.throughput_per_s],
             classes={name: self._class_doc(name, c) for name, c in self.by_class.items()},
+            server_stats=dict(self.server_stats) if self.server_stats is not None else None,
         )
 
     def __repr__(self) -> str:

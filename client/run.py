@@ -15,6 +15,7 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
+from tailmark.client import server_stats
 from tailmark.client.dispatcher import NS, Dispatcher, Stop, Window
 from tailmark.client.errors import TailmarkError, TraceError
 from tailmark.client.progress import Progress
@@ -57,6 +58,7 @@ class Run:
         self.progress = progress
         self.recorder = Recorder(hlog_path=out_dir / "latency.hlog")
         self._current: Dispatcher | None = None
+        self._server_stats: dict | None = None  # of the scenario that just ran
         self.interrupted = ""
 
     def interrupt(self, reason: str) -> None:
@@ -107,6 +109,7 @@ class Run:
             max_queries=s.max_query_count,
         )
         planned = s.warmup_s + (s.max_duration_s or s.min_duration_s)
+        stats_before = await server_stats.snapshot(self.transport, self.pool.model.name)
         watcher = asyncio.get_running_loop().create_task(self.progress.watch(dispatcher, name, planned))
         try:
             match s.scenario:
@@ -141,6 +144,9 @@ class Run:
             self._current = None
         self.recorder.flush()
         window.samples = dispatcher.samples_completed
+        self._server_stats = server_stats.difference(
+            stats_before, await server_stats.snapshot(self.transport, self.pool.model.name)
+        )
         return window
 
     async def _warm_up(self, s: EffectiveSettings) -> None:
@@ -175,7 +181,7 @@ class Run:
         cpu_pct = 100.0 * window.cpu_s / duration if duration > 0 else None
         return ScenarioResult(
             settings=s, classes=classes, duration_s=duration, client_cpu_pct=cpu_pct,
-            throughput_per_s=tuple(window.completions_per_s),
+            throughput_per_s=tuple(window.completions_per_s), server_stats=self._server_stats,
         )  # fmt: skip
 
     def _write(self) -> None:

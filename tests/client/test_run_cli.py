@@ -64,6 +64,10 @@ def test_report_and_merge_commands(tmp_path, server):
     merged = tailmark("merge", str(out), str(out / "histograms.json"), "-o", str(tmp_path / "merged.json"))
     assert merged.returncode == 0, merged.stderr
     ok = scenario(results(out), "poisson")["classes"]["all"]["ok_count"]
+    server_side = scenario(results(out), "poisson")["server_stats"]  # ModelStatistics over the scenario
+    assert server_side["requests"] >= ok and server_side["failures"] == 0
+    assert server_side["executions"] == server_side["requests"]  # identity does not batch
+    assert server_side["mean_us"]["request"] > 0 and "server side" in run.stdout
     assert f"poisson/default: {2 * ok} requests" in merged.stdout
     bad = tailmark("report", str(tmp_path / "nowhere"))
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
