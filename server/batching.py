@@ -1,7 +1,7 @@
 """Triton's dynamic-batching policy as a plain data structure: no threads, no event loop, no clock.
 
 ``BatchQueue`` holds the requests waiting for a model and decides, given "now", which of them form the
-next batch. The drivers in server/batcher.py (one asyncio, one thread-based) own the clock, the locking
+next batch. The driver in server/batcher.py (the model's instance threads) owns the clock, the locking
 and the execution; this module only implements the rules, so both stacks batch the same way:
 
 - Requests wait in one queue per priority level (1 is the highest; request parameter ``priority``, 0 or

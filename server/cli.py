@@ -54,6 +54,12 @@ def register(subparsers) -> None:
         default=os.environ.get("TAILMARK_AUTH_TOKEN", ""),
         help="require 'authorization: Bearer TOKEN' (default: $TAILMARK_AUTH_TOKEN; prefer it: flags show in ps)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="cProfile the serving thread (the event loop on aio) and write pstats to FILE on exit",
+    )
     parser.set_defaults(handler=serve_command)
 
 
@@ -82,6 +88,7 @@ def serve_command(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             tls_ca=args.tls_ca,
             auth_token=args.auth_token,
+            profile_path=args.profile,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -114,6 +121,12 @@ def serve(settings: ServerSettings, on_ready=None) -> int:
         metrics_port = metrics.start()
         if on_ready is None:
             print(f"tailmark serve: metrics on http://{settings.host}:{metrics_port}/metrics", flush=True)
+    profiler = None
+    if settings.profile_path is not None:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         if settings.stack == "sync":
             return _serve_sync(core, settings)
@@ -123,6 +136,9 @@ def serve(settings: ServerSettings, on_ready=None) -> int:
             return asyncio.run(_serve_aio(core, settings))
         return uvloop.run(_serve_aio(core, settings))
     finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(settings.profile_path)
         core.close()
         if metrics is not None:
             metrics.stop()

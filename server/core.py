@@ -2,8 +2,9 @@
 
 The transports (server/grpc_aio.py, server/grpc_sync.py) turn RPCs into calls here and map
 ``ServerError`` subclasses to status codes. ``infer`` is the asyncio path (compute runs in the
-model's instance threads, off the event loop); ``infer_blocking`` is the same work for the thread-per-RPC
-stack.
+model's instance threads, off the event loop, except for backends cheaper than a thread hop);
+``infer_blocking`` is the same work for the thread-per-RPC stack. Dynamically batched models go through
+their ``Batcher`` (server/batcher.py), shared by both stacks.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from tailmark import __version__
 from tailmark.protos import inference_pb2 as pb
 from tailmark.server import protocol
-from tailmark.server.batcher import AsyncBatcher, BatchResult, ThreadBatcher
+from tailmark.server.batcher import Batcher, BatchResult
 from tailmark.server.errors import ModelFailed, Overloaded, ServerError
 from tailmark.server.repository import LoadedModel, Repository
 
@@ -29,8 +30,7 @@ class InferenceCore:
         # bound on requests waiting for an unbatched model's instances (batched models: config.pbtxt)
         self.max_queue_size = max_queue_size  # 0: unbounded
         self.ready = False  # set once the repository is loaded; cleared when draining
-        self._async_batchers: dict[tuple[str, str], AsyncBatcher] = {}
-        self._thread_batchers: dict[tuple[str, str], ThreadBatcher] = {}
+        self._batchers: dict[tuple[str, str], Batcher] = {}
         self._batchers_lock = threading.Lock()
         self.on_ready = None  # set by server/cli.py: how a started server announces itself
 
@@ -44,9 +44,7 @@ class InferenceCore:
             decoded = time.perf_counter_ns()
             if model.batching is not None:
                 priority, timeout_us = protocol.scheduling_parameters(request)
-                batcher = self._async_batchers.get(model.key)
-                if batcher is None:
-                    batcher = self._async_batchers[model.key] = AsyncBatcher(model, model.batching)
+                batcher = self._batchers.get(model.key) or self._batcher(model)
                 result = await batcher.submit(tensors, batch, priority=priority, timeout_us=timeout_us)
                 return self._encode_batched(request, model, result, names, start, decoded)
             if model.executor is None:
@@ -70,7 +68,8 @@ class InferenceCore:
             decoded = time.perf_counter_ns()
             if model.batching is not None:
                 priority, timeout_us = protocol.scheduling_parameters(request)
-                result = self._thread_batcher(model).submit(tensors, batch, priority=priority, timeout_us=timeout_us)
+                batcher = self._batchers.get(model.key) or self._batcher(model)
+                result = batcher.submit_blocking(tensors, batch, priority=priority, timeout_us=timeout_us)
                 return self._encode_batched(request, model, result, names, start, decoded)
             if model.executor is None:
                 outputs, queue_ns, infer_ns = _execute(model, tensors, decoded)
@@ -82,14 +81,12 @@ class InferenceCore:
             model.stats.record_failure(time.perf_counter_ns() - start)
             raise
 
-    def _thread_batcher(self, model: LoadedModel) -> ThreadBatcher:
-        batcher = self._thread_batchers.get(model.key)
-        if batcher is None:
-            with self._batchers_lock:
-                batcher = self._thread_batchers.get(model.key)
-                if batcher is None:
-                    batcher = self._thread_batchers[model.key] = ThreadBatcher(model, model.batching)
-        return batcher
+    def _batcher(self, model: LoadedModel) -> Batcher:
+        with self._batchers_lock:
+            batcher = self._batchers.get(model.key)
+            if batcher is None:
+                batcher = self._batchers[model.key] = Batcher(model, model.batching)
+            return batcher
 
     def _admit(self, model: LoadedModel) -> None:
         """Count a request into an unbatched model's queue, or refuse it when --max-queue-size is reached."""
@@ -138,7 +135,7 @@ class InferenceCore:
         return response
 
     def close(self) -> None:
-        for batcher in (*self._async_batchers.values(), *self._thread_batchers.values()):
+        for batcher in self._batchers.values():
             batcher.close()
 
     # --- health and metadata ---

@@ -34,6 +34,8 @@ class ServerSettings:
     auth_token: str = ""  # non-empty: every RPC needs "authorization: Bearer <token>"
     # --- lifecycle ---
     grace_s: float = 10.0  # SIGTERM: finish in-flight requests for at most this long
+    # --- diagnostics ---
+    profile_path: Path | None = None  # cProfile the serving thread; pstats written here on exit
 
     def __post_init__(self) -> None:
         if self.stack not in ("aio", "sync"):

@@ -39,7 +39,10 @@ def serve_workers(settings: ServerSettings, serve: Callable[..., int]) -> int:
         metrics_port = settings.metrics_port
         if metrics_port:  # each worker scrapes its own statistics: consecutive ports
             metrics_port += index
-        worker = dataclasses.replace(settings, port=port, metrics_port=metrics_port)
+        profile_path = settings.profile_path  # one file per worker: FILE.0, FILE.1, ...
+        if profile_path is not None:
+            profile_path = profile_path.with_name(f"{profile_path.name}.{index}")
+        worker = dataclasses.replace(settings, port=port, metrics_port=metrics_port, profile_path=profile_path)
         pid = os.fork()
         if pid == 0:  # the worker
             os.close(read_fd)

@@ -1,5 +1,6 @@
 """The exported python-backend repository under the real ``tritonserver`` (from the nvidia-pytriton wheel,
-on CPU), driven with tritonclient: its answers equal tailmark's server's for the same inputs.
+on CPU), driven with tritonclient (its answers equal tailmark's server's for the same inputs) and with the
+tailmark client itself (`tailmark run`: a VALID, complete results.json with no errors).
 
 Triton runs from its own cached venv (numpy < 2; see deploy/triton/launch.py). The first run builds it
 (about 40 s, from PyPI); where that cannot be done, the tests skip and say why.
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from support.runcli import results, scenario, tailmark
 from support.serve import ServerProcess
 from tailmark.deploy.triton.launch import TritonProcess, TritonUnavailable, ensure_venv
 from tailmark.deploy.triton.repository import write_triton_repository
@@ -91,3 +93,20 @@ def test_concurrent_requests_are_batched_by_triton_and_routed(triton):
         thread.join(60)
     for i in range(8):
         np.testing.assert_allclose(together[i], alone[i], rtol=1e-5, atol=1e-6)
+
+
+def test_the_tailmark_client_drives_real_triton(triton, tmp_path):
+    """``tailmark run`` against the real tritonserver, as a user would run it: a VALID, complete result."""
+    out = tmp_path / "run"
+    run = tailmark(
+        "run", "--target", triton.target, "--model", "identity", "--scenario", "single-stream",
+        "--shape", "INPUT0:16", "--duration", "1", "--warmup", "0.2", "--min-queries", "50",
+        "--out", str(out), "--no-progress", timeout_s=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = results(out)
+    assert doc["complete"] is True and doc["interrupted"] is None
+    everything = scenario(doc, "single-stream")["classes"]["all"]
+    assert everything["error_count"] == 0, everything["errors"]
+    assert everything["ok_count"] >= 50
+    assert everything["verdict"]["result"] == "VALID", everything["verdict"]
