@@ -17,16 +17,18 @@ def decode_inputs(request: pb.ModelInferRequest, model: LoadedModel) -> tuple[Te
     """The request's input tensors, checked against the model; returns (tensors, batch size)."""
     what = f"model {model.name!r}"
     raw = request.raw_input_contents
-    for tensor in request.inputs:
-        if any(key in tensor.parameters for key in SHARED_MEMORY_KEYS):
+    inputs = request.inputs
+    for tensor in inputs:
+        if tensor.parameters and any(key in tensor.parameters for key in SHARED_MEMORY_KEYS):
             raise Unsupported(f"input {tensor.name!r}: shared memory is not supported by this server; send raw bytes")
-    if raw and len(raw) != len(request.inputs):
-        raise InvalidInput(f"{what}: request has {len(request.inputs)} inputs but {len(raw)} raw_input_contents")
+    if raw and len(raw) != len(inputs):
+        raise InvalidInput(f"{what}: request has {len(inputs)} inputs but {len(raw)} raw_input_contents")
     tensors: Tensors = {}
-    for index, tensor in enumerate(request.inputs):
-        spec = model.input_by_name.get(tensor.name)
+    by_name = model.input_by_name
+    for index, tensor in enumerate(inputs):
+        spec = by_name.get(tensor.name)
         if spec is None:
-            expected = ", ".join(repr(n) for n in model.input_by_name)
+            expected = ", ".join(repr(n) for n in by_name)
             raise InvalidInput(f"{what}: unexpected input {tensor.name!r}; expected {expected}")
         if tensor.name in tensors:
             raise InvalidInput(f"{what}: input {tensor.name!r} appears twice")
@@ -46,8 +48,8 @@ def decode_inputs(request: pb.ModelInferRequest, model: LoadedModel) -> tuple[Te
                 raise InvalidInput(f"{what}: input {tensor.name!r} has no data (neither raw nor typed contents)")
         except CodecError as exc:
             raise InvalidInput(f"{what}: input {tensor.name!r}: {exc}") from None
-    missing = [name for name in model.input_by_name if name not in tensors]
-    if missing:
+    if len(tensors) != len(by_name):
+        missing = [name for name in by_name if name not in tensors]
         raise InvalidInput(f"{what}: missing inputs {', '.join(repr(n) for n in missing)}")
     return tensors, _batch_size(tensors, model)
 
@@ -67,6 +69,8 @@ def _batch_size(tensors: Tensors, model: LoadedModel) -> int:
 
 def requested_outputs(request: pb.ModelInferRequest, model: LoadedModel) -> list[str]:
     """Names of the outputs to return: those listed, or all of them when none are."""
+    if not request.outputs:
+        return model.output_names
     names = []
     for output in request.outputs:
         if output.name not in model.output_by_name:
@@ -77,7 +81,7 @@ def requested_outputs(request: pb.ModelInferRequest, model: LoadedModel) -> list
         if "classification" in output.parameters:
             raise Unsupported(f"output {output.name!r}: the classification extension is not supported")
         names.append(output.name)
-    return names or list(model.output_by_name)
+    return names
 
 
 def encode_response(

@@ -37,10 +37,12 @@ class LoadedModel:
     batching: BatchingPolicy | None = None  # None: each request runs as its own execution
     input_by_name: dict[str, TensorSpec] = field(init=False)
     output_by_name: dict[str, TensorSpec] = field(init=False)
+    output_names: list[str] = field(init=False)  # all outputs, in config order (read-only: shared)
 
     def __post_init__(self) -> None:
         self.input_by_name = {spec.name: spec for spec in self.inputs}
         self.output_by_name = {spec.name: spec for spec in self.outputs}
+        self.output_names = list(self.output_by_name)
 
     @property
     def key(self) -> tuple[str, str]:

@@ -66,32 +66,37 @@ class ModelStats:
     def record_success(
         self, *, batch_size: int, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
     ) -> None:
-        """One request that ran as its own execution (no dynamic batching)."""
-        self.record_execution(batch_size=batch_size, input_ns=input_ns, infer_ns=infer_ns, output_ns=output_ns)
-        self.record_request(
-            total_ns=total_ns, queue_ns=queue_ns, input_ns=input_ns, infer_ns=infer_ns, output_ns=output_ns
-        )
+        """One request that ran as its own execution (no dynamic batching): both records, one lock."""
+        with self._lock:
+            self._execution(batch_size, input_ns, infer_ns, output_ns)
+            self._request(total_ns, queue_ns, input_ns, infer_ns, output_ns)
 
     def record_execution(self, *, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One model execution of ``batch_size`` samples (a dynamic batch counts once)."""
         with self._lock:
-            self.inference_count += batch_size
-            self.execution_count += 1
-            batch = self.batches[batch_size]
-            batch.compute_input.add(input_ns)
-            batch.compute_infer.add(infer_ns)
-            batch.compute_output.add(output_ns)
+            self._execution(batch_size, input_ns, infer_ns, output_ns)
+
+    def _execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        self.inference_count += batch_size
+        self.execution_count += 1
+        batch = self.batches[batch_size]
+        batch.compute_input.add(input_ns)
+        batch.compute_infer.add(infer_ns)
+        batch.compute_output.add(output_ns)
 
     def record_request(self, *, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One successful request, with its share of time as Triton reports it (a batch's time counts
         in full for each of its requests)."""
         with self._lock:
-            self.last_inference_ms = time.time_ns() // 1_000_000
-            self.success.add(total_ns)
-            self.queue.add(queue_ns)
-            self.compute_input.add(input_ns)
-            self.compute_infer.add(infer_ns)
-            self.compute_output.add(output_ns)
+            self._request(total_ns, queue_ns, input_ns, infer_ns, output_ns)
+
+    def _request(self, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        self.last_inference_ms = time.time_ns() // 1_000_000
+        self.success.add(total_ns)
+        self.queue.add(queue_ns)
+        self.compute_input.add(input_ns)
+        self.compute_infer.add(infer_ns)
+        self.compute_output.add(output_ns)
 
     def record_failure(self, total_ns: int) -> None:
         with self._lock:

@@ -78,6 +78,8 @@ class TorchBackend:
 def _to_torch(torch, array: np.ndarray, device):
     if array.dtype.kind == "V" or array.dtype.name == "bfloat16":  # ml_dtypes.bfloat16: reinterpret the bits
         tensor = torch.from_numpy(np.array(array).view(np.int16)).view(torch.bfloat16)
+    elif array.flags.writeable and array.flags.c_contiguous:
+        tensor = torch.from_numpy(array)  # a batch the batcher concatenated: already our own copy
     else:
         tensor = torch.from_numpy(np.array(array))  # copy: request buffers are read-only views
     return tensor.to(device, non_blocking=True)
