@@ -105,7 +105,8 @@ def test_trained_vision_model_served_reproduces_the_eval_accuracy(cli, tmp_path)
 
     result = json.loads(Path(os.environ["TAILMARK_VISION_RESULT"]).read_text())
     run = next(r for r in result["runs"] if r["status"] == "success")
-    done = cli("train", "vision", "--from-weights", run["model"], "--export-to", "repo", cwd=tmp_path)
+    weights = Path(run["model"]).resolve()  # relative to where the set ran, like the JSON's other paths
+    done = cli("train", "vision", "--from-weights", str(weights), "--export-to", "repo", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     images = read_idx(DEFAULT_DIR / "t10k-images-idx3-ubyte.gz").astype(np.float32)[:, None] / 255.0
     labels = read_idx(DEFAULT_DIR / "t10k-labels-idx1-ubyte.gz")
