@@ -77,8 +77,7 @@ def _notes(scenario: ScenarioDoc) -> list[str]:
         out += [
             "",
             f"{scenario['scenario']} server side, warm-up included: {stats['requests']} requests in "
-            f"{stats['executions']} executions"
-            + (f" (batch size x count: {sizes})" if sizes else ""),
+            f"{stats['executions']} executions" + (f" (batch size x count: {sizes})" if sizes else ""),
             f"  mean per request: {mean['request'] / 1e3:.3f} ms = queue {mean['queue'] / 1e3:.3f} + input "
             f"{mean['compute_input'] / 1e3:.3f} + infer {mean['compute_infer'] / 1e3:.3f} + output "
             f"{mean['compute_output'] / 1e3:.3f} ms (and the server's own overhead)",

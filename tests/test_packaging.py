@@ -60,3 +60,16 @@ def test_cli_lists_every_subcommand():
     assert out.returncode == 0
     for command in ("run", "serve", "report", "merge", "trace", "train", "export"):
         assert command in out.stdout, command
+
+
+def test_the_cli_starts_without_importing_torch():
+    code = "import sys, tailmark.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_export_names_every_reference_model():
+    from tailmark.models.cli import MODEL_NAMES
+    from tailmark.models.export import REFERENCE_MODELS
+
+    assert set(MODEL_NAMES) == set(REFERENCE_MODELS)
