@@ -66,6 +66,18 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
 
 
+def bind(server, settings) -> int:
+    """Listen on the configured address (TLS when certificates are given); the bound port, OSError if none."""
+    from tailmark.server import security
+
+    address = f"{settings.host}:{settings.port}"
+    credentials = security.server_credentials(settings)
+    port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    return port
+
+
 def control_rpcs(core: InferenceCore) -> dict[str, Callable]:
     """The cheap RPCs, each a function of the request message (they never block)."""
     return {

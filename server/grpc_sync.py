@@ -12,7 +12,15 @@ from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.service import HEALTH_SERVICE, RPCS, SERVICE
 from tailmark.server import security
 from tailmark.server.core import InferenceCore
-from tailmark.server.grpc_handlers import checked, control_rpcs, health_check, lenient_parser, status_of, stream_error
+from tailmark.server.grpc_handlers import (
+    bind,
+    checked,
+    control_rpcs,
+    health_check,
+    lenient_parser,
+    status_of,
+    stream_error,
+)
 from tailmark.server.settings import ServerSettings
 
 
@@ -35,14 +43,7 @@ class SyncGrpcServer:
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         )
         server.add_generic_rpc_handlers((self._service_handler(), self._health_handler()))
-        address = f"{settings.host}:{settings.port}"
-        credentials = security.server_credentials(settings)
-        if credentials is None:
-            self.port = server.add_insecure_port(address)
-        else:
-            self.port = server.add_secure_port(address, credentials)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
+        self.port = bind(server, settings)
         server.start()
         self._server = server
         return self.port
