@@ -7,6 +7,7 @@ copied, edited and passed back with ``--model-repository``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -49,8 +50,20 @@ instance_group [ { kind: KIND_CPU count: 1 } ]
 
 
 def default_repository_path() -> Path:
+    """Keyed by version and by the configs' content, so an edited default is rebuilt, never reused."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "tailmark" / f"default-repository-{__version__}"
+    content = "".join(SYNTHETIC_CONFIGS.values()) + RESNET_CONFIG + _resnet_source().read_text()
+    digest = hashlib.sha256(content.encode()).hexdigest()[:10]
+    return cache / "tailmark" / f"default-repository-{__version__}-{digest}"
+
+
+def _resnet_source():
+    """models/resnet.py, located without importing torch (its source is part of the cache key)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("tailmark.models.resnet")
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin)
 
 
 def write_model(repository: Path, name: str, config_text: str) -> Path:
