@@ -22,6 +22,7 @@ from typing import Any, TypedDict
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from tailmark.client import hlog
 from tailmark.client.errors import TailmarkError
 from tailmark.client.settings import CLOSED_LOOP, EffectiveSettings, Scenario
 from tailmark.client.verdict import Verdict, bucket_bounds, judge, percentile_rank
@@ -236,13 +237,11 @@ class ClassResult:
 
 def _aggregate(classes: Sequence[ClassResult]) -> ClassResult:
     """The "all" class: histograms added bucket by bucket (lossless), counts summed."""
-    first = classes[0]
     hists = []
     for name in LATENCIES:
-        proto = getattr(first, name)
-        total = HdrHistogram(proto.lowest_trackable_value, proto.highest_trackable_value, proto.significant_figures)
+        total = hlog.new_histogram()
         for c in classes:
-            total.add(getattr(c, name))
+            hlog.add_into(total, getattr(c, name))  # upstream add() of an errors-only class zeroes the min
         hists.append(total)
     errors: dict[str, int] = {}
     for c in classes:

@@ -8,8 +8,8 @@ import re
 
 import numpy as np
 import pytest
-from hdrh.histogram import HdrHistogram
 
+from support.histograms import histogram_of
 from tailmark.client.environment import PACKAGES, capture, package_version
 from tailmark.client.results import (
     ALL,
@@ -28,17 +28,10 @@ from tailmark.client.settings import Scenario, ScenarioSettings, resolve
 MS = 1_000_000
 
 
-def _hist(values) -> HdrHistogram:
-    h = HdrHistogram(1, 3600 * 10**9, 3)
-    for v in values:
-        h.record_value(int(v))
-    return h
-
-
 def _class(name: str, n: int, *, lag_ns: int = 50_000, seed: int = 0, **kw) -> ClassResult:
     rng = np.random.default_rng(seed)
     latency = rng.exponential(MS, n) + 100_000  # p99 ~4.7 ms: well under the 10 ms bound
-    return ClassResult(name, _hist(latency), _hist(latency * 0.9), _hist([lag_ns] * n), **kw)
+    return ClassResult(name, histogram_of(latency), histogram_of(latency * 0.9), histogram_of([lag_ns] * n), **kw)
 
 
 def _server(**kw) -> ScenarioResult:
@@ -49,7 +42,7 @@ def _server(**kw) -> ScenarioResult:
 
 def test_latency_summary_matches_numpy() -> None:
     values = np.random.default_rng(3).lognormal(14, 1, 10_000).astype(np.int64) + 1
-    doc = latency_summary(_hist(values))
+    doc = latency_summary(histogram_of(values))
     ordered = np.sort(values) / 1e6
     assert doc["count"] == 10_000
     assert doc["p99"] == pytest.approx(ordered[9900], rel=1e-3)
@@ -58,7 +51,7 @@ def test_latency_summary_matches_numpy() -> None:
     assert doc["min"] == pytest.approx(ordered[0], rel=1e-3) and doc["max"] == pytest.approx(ordered[-1], rel=1e-3)
     pcts = [p for p, _ in doc["distribution"]]
     assert pcts[0] == 0.0 and pcts[-1] == 100.0 and pcts == sorted(pcts)
-    assert latency_summary(_hist([]))["p50"] is None
+    assert latency_summary(histogram_of([]))["p50"] is None
 
 
 def test_aggregate_all_adds_classes_losslessly() -> None:
@@ -157,3 +150,15 @@ def test_environment_versions_come_from_metadata() -> None:
     assert set(env["packages"]) == set(PACKAGES)
     assert env["packages"]["numpy"] == np.__version__
     assert package_version("no-such-package-tailmark") is None
+
+
+def test_all_class_keeps_min_when_a_class_only_failed():
+    """Regression: upstream HdrHistogram.add() of an empty histogram set the aggregate's min to 0."""
+    ok = ClassResult("ok", histogram_of([5 * MS]), histogram_of([4 * MS]), histogram_of([MS]))
+    failing = ClassResult("failing", histogram_of([]), histogram_of([]), histogram_of([]), errors={"UNAVAILABLE": 3})
+    result = ScenarioResult(
+        resolve(ScenarioSettings(scenario=Scenario.SERVER), mlperf=False), {"ok": ok, "failing": failing}, 10.0
+    )
+    everything = result.by_class[ALL]
+    assert everything.intended_to_done.get_min_value() == ok.intended_to_done.get_min_value() > 0
+    assert everything.error_count == 3 and everything.ok_count == 1
