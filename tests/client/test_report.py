@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-from hdrh.histogram import HdrHistogram
 
+from support.histograms import histogram_of
 from tailmark.client import report
 from tailmark.client.results import ALL, LATENCIES, ClassResult, RunResult, ScenarioResult, load_results
 from tailmark.client.settings import Scenario, ScenarioSettings, resolve
@@ -19,16 +19,11 @@ GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "console_table.txt"
 MS = 1_000_000
 
 
-def _hist(values) -> HdrHistogram:
-    h = HdrHistogram(1, 3600 * 10**9, 3)
-    for v in values:
-        h.record_value(int(v))
-    return h
-
-
 def _class(name: str, latencies_ms: list[float], lag_ms: float, **kw) -> ClassResult:
     ns = [round(v * MS) for v in latencies_ms]
-    return ClassResult(name, _hist(ns), _hist([v * 0.8 for v in ns]), _hist([lag_ms * MS] * len(ns)), **kw)
+    return ClassResult(
+        name, histogram_of(ns), histogram_of([v * 0.8 for v in ns]), histogram_of([lag_ms * MS] * len(ns)), **kw
+    )
 
 
 def _doc() -> dict:

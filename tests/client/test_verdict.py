@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from hdrh.histogram import HdrHistogram
 
+from support.histograms import histogram_of
 from tailmark.client.settings import CLOSED_LOOP, Scenario, ScenarioSettings, resolve
 from tailmark.client.verdict import (
     Check,
@@ -30,13 +30,6 @@ from tailmark.client.verdict import (
 )
 
 MS = 1_000_000
-
-
-def _hist(values) -> HdrHistogram:
-    h = HdrHistogram(1, 3600 * 10**9, 3)
-    for v in values:
-        h.record_value(int(v))
-    return h
 
 
 # Minimum total queries (under + over) for t queries over the bound: LoadGen's printed 64 and 662, and the
@@ -75,7 +68,7 @@ def test_early_stopping_p90_boundary(over: int, needed: int) -> None:
 
 
 def test_early_stopping_reads_a_histogram_and_counts_failures_as_over() -> None:
-    hist = _hist([2 * MS] * 661 + [50 * MS])  # 662 queries, 1 over a 10 ms bound
+    hist = histogram_of([2 * MS] * 661 + [50 * MS])  # 662 queries, 1 over a 10 ms bound
     assert count_over(hist, 10 * MS) == 1
     assert early_stopping(hist, 99.0, 10 * MS).passed
     failed = early_stopping(hist, 99.0, 10 * MS, failed=1)  # 663 queries, 2 over: needs 847
@@ -96,7 +89,7 @@ def test_min_passing_queries_against_an_exact_binomial(over: int) -> None:
 
 def test_count_over_treats_the_straddling_bucket_as_over() -> None:
     # At 3 digits, 10_000_500 shares a bucket whose upper edge is above 10_000_000.
-    hist = _hist([10_000_000 - 20_000, 10_000_500, 20_000_000])
+    hist = histogram_of([10_000_000 - 20_000, 10_000_500, 20_000_000])
     assert count_over(hist, 10_000_000) == 2
     assert count_over(hist, 30_000_000) == 0
 
@@ -110,35 +103,37 @@ def test_percentile_rank_is_loadgens_sorted_index() -> None:
 
 def test_percentile_and_rank_match_numpy_within_bucket_precision() -> None:
     values = np.random.default_rng(7).lognormal(mean=14, sigma=1, size=20_000).astype(np.int64) + 1
-    hist, ordered = _hist(values), np.sort(values)
+    hist, ordered = histogram_of(values), np.sort(values)
     for pct in (50.0, 90.0, 99.0, 99.9):
         exact = ordered[len(values) * round(pct * 1000) // 100_000]
         assert exact <= percentile_ns(hist, pct) <= exact * 1.001
     assert value_at_rank(hist, 1) >= ordered[0] and value_at_rank(hist, 10**9) >= ordered[-1]
-    assert value_at_rank(_hist([]), 5) == 0
+    assert value_at_rank(histogram_of([]), 5) == 0
 
 
 def test_early_stopping_estimate_discards_the_slowest() -> None:
     # 64 queries at p90 -> t = 1: the estimate is the slowest query itself (LoadGen "at least 64").
-    assert early_stopping_estimate_ns(_hist([MS] * 63 + [9 * MS]), 90.0) == _hist([9 * MS]).get_max_value()
-    assert early_stopping_estimate_ns(_hist([MS] * 63), 90.0) is None
+    assert (
+        early_stopping_estimate_ns(histogram_of([MS] * 63 + [9 * MS]), 90.0) == histogram_of([9 * MS]).get_max_value()
+    )
+    assert early_stopping_estimate_ns(histogram_of([MS] * 63), 90.0) is None
     # 197 queries at p90 -> t = 10 (197 = min for 10 over): drop the 9 slowest, report the 10th slowest.
     values = list(range(1, 198))
-    estimate = early_stopping_estimate_ns(_hist(np.array(values) * MS), 90.0)
+    estimate = early_stopping_estimate_ns(histogram_of(np.array(values) * MS), 90.0)
     assert estimate is not None and 188 * MS <= estimate <= 188 * MS * 1.001
 
 
 def test_early_stopping_estimate_is_above_the_plain_percentile() -> None:
     values = np.random.default_rng(1).exponential(MS, 80_001).astype(np.int64) + 1000
-    hist = _hist(values)
+    hist = histogram_of(values)
     estimate = early_stopping_estimate_ns(hist, 90.0)
     assert estimate is not None
     assert percentile_ns(hist, 90.0) < estimate <= np.quantile(values, 0.91) * 1.001
 
 
 def test_early_stopping_count_needs_64_at_p90() -> None:
-    assert early_stopping_count(_hist([MS] * 64), 90.0).passed
-    check = early_stopping_count(_hist([MS] * 63), 90.0)
+    assert early_stopping_count(histogram_of([MS] * 64), 90.0).passed
+    check = early_stopping_count(histogram_of([MS] * 63), 90.0)
     assert not check.passed and "1 more" in check.recommendation
 
 
@@ -152,18 +147,18 @@ def test_min_duration_and_min_queries_boundaries() -> None:
 
 
 def test_latency_bound_boundary_and_empty() -> None:
-    hist = _hist([MS] * 99 + [5 * MS])  # p99 of 100 is the largest (LoadGen's rank)
+    hist = histogram_of([MS] * 99 + [5 * MS])  # p99 of 100 is the largest (LoadGen's rank)
     top = hist.get_max_value()
     assert latency_bound(hist, top).passed
     failed = latency_bound(hist, top - 1)
     assert not failed.passed and failed.recommendation == "Reduce target QPS to improve latency"
-    assert not latency_bound(_hist([]), 10 * MS).passed
+    assert not latency_bound(histogram_of([]), 10 * MS).passed
 
 
 def test_client_bound_on_send_lag_and_on_cpu() -> None:
-    on_time = _hist([100_000] * 1000)
+    on_time = histogram_of([100_000] * 1000)
     assert client_bound(on_time, MS, 40.0, 90.0).passed
-    late = _hist([100_000] * 980 + [3 * MS] * 20)  # 2 % sent 3 ms late: p99 lag 3 ms
+    late = histogram_of([100_000] * 980 + [3 * MS] * 20)  # 2 % sent 3 ms late: p99 lag 3 ms
     check = client_bound(late, MS, 40.0, 90.0)
     assert not check.passed and check.detail.startswith("client-bound (sends late)")
     hot = client_bound(on_time, MS, 97.0, 90.0)
@@ -205,8 +200,10 @@ _EXPECTED_CHECKS = {
 @pytest.mark.parametrize("scenario", list(Scenario))
 def test_judge_valid_run(scenario: Scenario) -> None:
     settings = _settings(scenario)
-    latency = _hist([2 * MS] * 2000)
-    verdict = judge(settings, duration_s=2.0, latency=latency, send_lag=_hist([50_000] * 2000), client_cpu_pct=30)
+    latency = histogram_of([2 * MS] * 2000)
+    verdict = judge(
+        settings, duration_s=2.0, latency=latency, send_lag=histogram_of([50_000] * 2000), client_cpu_pct=30
+    )
     assert [c.name for c in verdict.checks] == _EXPECTED_CHECKS[scenario]
     assert verdict.valid, verdict.reasons
     if scenario is Scenario.OFFLINE:
@@ -221,8 +218,8 @@ def test_judge_invalid_run_names_each_reason(scenario: Scenario) -> None:
     verdict = judge(
         settings,
         duration_s=0.5,
-        latency=_hist([2 * MS] * 10),
-        send_lag=_hist([5 * MS] * 10),
+        latency=histogram_of([2 * MS] * 10),
+        send_lag=histogram_of([5 * MS] * 10),
         errors={"UNAVAILABLE": 2},
         client_cpu_pct=99.0,
     )
@@ -239,22 +236,22 @@ def test_judge_invalid_run_names_each_reason(scenario: Scenario) -> None:
 @pytest.mark.parametrize("scenario", [Scenario.POISSON, Scenario.FIXED_INTERVAL, Scenario.TRACE])
 def test_open_loop_bound_is_optional_and_judged_when_set(scenario: Scenario) -> None:
     settings = _settings(scenario, latency_bound_ms=1.0)
-    verdict = judge(settings, duration_s=2.0, latency=_hist([2 * MS] * 2000), send_lag=_hist([0] * 2000))
+    verdict = judge(settings, duration_s=2.0, latency=histogram_of([2 * MS] * 2000), send_lag=histogram_of([0] * 2000))
     assert {c.name for c in verdict.failed} == {"early_stopping", "latency_bound"}
 
 
 def test_judge_server_latency_bound_uses_p99() -> None:
     settings = _settings(Scenario.SERVER, target_qps=100, latency_bound_ms=10)
-    ok = _hist([2 * MS] * 1990 + [30 * MS] * 10)  # 0.5 % over: p99 fine, 10 over needs 2010 queries
-    verdict = judge(settings, duration_s=2.0, latency=ok, send_lag=_hist([0] * 2000))
+    ok = histogram_of([2 * MS] * 1990 + [30 * MS] * 10)  # 0.5 % over: p99 fine, 10 over needs 2010 queries
+    verdict = judge(settings, duration_s=2.0, latency=ok, send_lag=histogram_of([0] * 2000))
     assert [c.name for c in verdict.failed] == ["early_stopping"]
-    bad = _hist([2 * MS] * 1960 + [30 * MS] * 40)  # 2 % over: p99 = 30 ms
-    verdict = judge(settings, duration_s=2.0, latency=bad, send_lag=_hist([0] * 2000))
+    bad = histogram_of([2 * MS] * 1960 + [30 * MS] * 40)  # 2 % over: p99 = 30 ms
+    verdict = judge(settings, duration_s=2.0, latency=bad, send_lag=histogram_of([0] * 2000))
     assert {c.name for c in verdict.failed} == {"early_stopping", "latency_bound"}
 
 
 def test_judge_offline_counts_samples() -> None:
     settings = resolve(ScenarioSettings(scenario=Scenario.OFFLINE, min_duration_s=1.0, batch_size=4), mlperf=False)
-    latency = _hist([MS] * 300)  # 300 requests x 4 = 1200 samples >= 1024
+    latency = histogram_of([MS] * 300)  # 300 requests x 4 = 1200 samples >= 1024
     assert judge(settings, duration_s=1.5, latency=latency).valid
     assert not judge(settings, duration_s=1.5, latency=latency, sample_count=1000).valid
