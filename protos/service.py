@@ -19,10 +19,11 @@ class Rpc(NamedTuple):
     request: type
     response: type
     streaming: bool = False  # bidirectional stream (ModelStreamInfer)
+    service: str = SERVICE
 
     @property
     def path(self) -> str:
-        return f"/{SERVICE}/{self.name}"
+        return f"/{self.service}/{self.name}"
 
 
 # the RPCs tailmark's server implements; every other method of the service answers UNIMPLEMENTED
@@ -42,4 +43,4 @@ RPCS: dict[str, Rpc] = {
     )
 }
 
-HEALTH_CHECK_PATH = f"/{HEALTH_SERVICE}/Check"
+HEALTH_CHECK = Rpc("Check", pb.HealthCheckRequest, pb.HealthCheckResponse, service=HEALTH_SERVICE)

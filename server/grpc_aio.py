@@ -8,7 +8,7 @@ import logging
 import grpc
 
 from tailmark.protos import inference_pb2 as pb
-from tailmark.protos.service import HEALTH_SERVICE, RPCS, SERVICE
+from tailmark.protos.service import HEALTH_CHECK, RPCS, SERVICE
 from tailmark.server import security
 from tailmark.server.core import InferenceCore
 from tailmark.server.grpc_handlers import (
@@ -16,7 +16,7 @@ from tailmark.server.grpc_handlers import (
     checked,
     control_rpcs,
     health_check,
-    lenient_parser,
+    method_handler,
     status_of,
     stream_error,
 )
@@ -56,57 +56,20 @@ class AioGrpcServer:
             await self._server.wait_for_termination()
 
     def _service_handler(self) -> grpc.GenericRpcHandler:
-        handlers = {name: self._unary(fn, name) for name, fn in control_rpcs(self.core).items()}
-        handlers["ModelInfer"] = self._unary_infer()
-        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-            self._stream_infer,
-            request_deserializer=lenient_parser(pb.ModelInferRequest),
-            response_serializer=pb.ModelStreamInferResponse.SerializeToString,
-        )
+        handlers = {name: method_handler(RPCS[name], _unary(fn)) for name, fn in control_rpcs(self.core).items()}
+        handlers["ModelInfer"] = method_handler(RPCS["ModelInfer"], self._infer)
+        handlers["ModelStreamInfer"] = method_handler(RPCS["ModelStreamInfer"], self._stream_infer)
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
     def _health_handler(self) -> grpc.GenericRpcHandler:
-        async def check(request, context):
-            try:
-                return health_check(self.core, checked(request))
-            except Exception as exc:
-                await context.abort(*status_of(exc))
+        check = method_handler(HEALTH_CHECK, _unary(lambda request: health_check(self.core, request)))
+        return grpc.method_handlers_generic_handler(HEALTH_CHECK.service, {HEALTH_CHECK.name: check})
 
-        handler = grpc.unary_unary_rpc_method_handler(
-            check,
-            request_deserializer=lenient_parser(pb.HealthCheckRequest),
-            response_serializer=pb.HealthCheckResponse.SerializeToString,
-        )
-        return grpc.method_handlers_generic_handler(HEALTH_SERVICE, {"Check": handler})
-
-    @staticmethod
-    def _unary(fn, name: str):
-        rpc = RPCS[name]
-
-        async def handle(request, context):
-            try:
-                return fn(checked(request))
-            except Exception as exc:
-                await context.abort(*status_of(exc))
-
-        return grpc.unary_unary_rpc_method_handler(
-            handle, request_deserializer=lenient_parser(rpc.request), response_serializer=rpc.response.SerializeToString
-        )
-
-    def _unary_infer(self):
-        infer = self.core.infer
-
-        async def handle(request, context):
-            try:
-                return await infer(checked(request))
-            except Exception as exc:
-                await context.abort(*status_of(exc))
-
-        return grpc.unary_unary_rpc_method_handler(
-            handle,
-            request_deserializer=lenient_parser(pb.ModelInferRequest),
-            response_serializer=pb.ModelInferResponse.SerializeToString,
-        )
+    async def _infer(self, request, context):
+        try:
+            return await self.core.infer(checked(request))
+        except Exception as exc:
+            await context.abort(*status_of(exc))
 
     async def _stream_infer(self, requests, context):
         """Requests run concurrently; each response is written when it is ready (ids tie them together)."""
@@ -144,3 +107,15 @@ class AioGrpcServer:
             reader.cancel()
             for task in tasks:
                 task.cancel()
+
+
+def _unary(fn):
+    """An async handler running the cheap, non-blocking ``fn`` on the loop, errors mapped to statuses."""
+
+    async def handle(request, context):
+        try:
+            return fn(checked(request))
+        except Exception as exc:
+            await context.abort(*status_of(exc))
+
+    return handle

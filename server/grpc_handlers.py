@@ -8,7 +8,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from tailmark.protos import inference_pb2 as pb
-from tailmark.protos.service import SERVICE
+from tailmark.protos.service import SERVICE, Rpc
 from tailmark.server import errors
 from tailmark.server.core import InferenceCore
 
@@ -64,6 +64,14 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls], str(exc)
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def method_handler(rpc: Rpc, handle):
+    """The grpc handler for ``rpc`` (unary or bidirectional stream), parsing requests leniently."""
+    make = grpc.stream_stream_rpc_method_handler if rpc.streaming else grpc.unary_unary_rpc_method_handler
+    return make(
+        handle, request_deserializer=lenient_parser(rpc.request), response_serializer=rpc.response.SerializeToString
+    )
 
 
 def bind(server, settings) -> int:

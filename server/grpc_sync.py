@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from tailmark.protos import inference_pb2 as pb
-from tailmark.protos.service import HEALTH_SERVICE, RPCS, SERVICE
+from tailmark.protos.service import HEALTH_CHECK, RPCS, SERVICE
 from tailmark.server import security
 from tailmark.server.core import InferenceCore
 from tailmark.server.grpc_handlers import (
@@ -17,7 +17,7 @@ from tailmark.server.grpc_handlers import (
     checked,
     control_rpcs,
     health_check,
-    lenient_parser,
+    method_handler,
     status_of,
     stream_error,
 )
@@ -58,18 +58,14 @@ class SyncGrpcServer:
             self._server.wait_for_termination()
 
     def _service_handler(self) -> grpc.GenericRpcHandler:
-        handlers = {name: _unary(fn, RPCS[name]) for name, fn in control_rpcs(self.core).items()}
-        handlers["ModelInfer"] = _unary(self.core.infer_blocking, RPCS["ModelInfer"])
-        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-            self._stream_infer,
-            request_deserializer=lenient_parser(pb.ModelInferRequest),
-            response_serializer=pb.ModelStreamInferResponse.SerializeToString,
-        )
+        handlers = {name: method_handler(RPCS[name], _unary(fn)) for name, fn in control_rpcs(self.core).items()}
+        handlers["ModelInfer"] = method_handler(RPCS["ModelInfer"], _unary(self.core.infer_blocking))
+        handlers["ModelStreamInfer"] = method_handler(RPCS["ModelStreamInfer"], self._stream_infer)
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
     def _health_handler(self) -> grpc.GenericRpcHandler:
-        rpc = _unary(lambda request: health_check(self.core, request), None)
-        return grpc.method_handlers_generic_handler(HEALTH_SERVICE, {"Check": rpc})
+        check = method_handler(HEALTH_CHECK, _unary(lambda request: health_check(self.core, request)))
+        return grpc.method_handlers_generic_handler(HEALTH_CHECK.service, {HEALTH_CHECK.name: check})
 
     def _stream_infer(self, requests, context):
         """Responses are yielded in completion order; a reader thread feeds requests to the pool."""
@@ -99,19 +95,13 @@ class SyncGrpcServer:
             yield item
 
 
-def _unary(fn, rpc):
+def _unary(fn):
+    """A handler running ``fn`` in the RPC's thread, errors mapped to statuses."""
+
     def handle(request, context):
         try:
             return fn(checked(request))
         except Exception as exc:
             context.abort(*status_of(exc))
 
-    if rpc is None:  # health
-        return grpc.unary_unary_rpc_method_handler(
-            handle,
-            request_deserializer=lenient_parser(pb.HealthCheckRequest),
-            response_serializer=pb.HealthCheckResponse.SerializeToString,
-        )
-    return grpc.unary_unary_rpc_method_handler(
-        handle, request_deserializer=lenient_parser(rpc.request), response_serializer=rpc.response.SerializeToString
-    )
+    return handle
