@@ -77,8 +77,12 @@ def test_azure_cut_at_10x_delivers_every_second_and_sends_on_time(server):
     sent = np.array(window.sends_per_s[: len(expected)])
     assert sent.sum() == len(offsets) == window.offered["default"]
     assert len(expected) >= 29  # a 30-second window
-    error = np.abs(sent - expected) / np.maximum(expected, 1)
-    assert error.max() <= 0.01, {"worst second": int(error.argmax()), "sent": sent.tolist(), "trace": expected.tolist()}
+    detail = {"sent": sent.tolist(), "trace": expected.tolist()}
+    # At ~52 arrivals/s, 1 % is half a request: a single request intended just before a second boundary and sent
+    # after it (within the send-lag bound checked below) moves one count to the next second. So: every second
+    # within 1 % or one request, and never more than one request behind or ahead of the trace at any boundary.
+    assert (np.abs(sent - expected) <= np.maximum(0.01 * expected, 1)).all(), detail
+    assert np.abs(np.cumsum(sent) - np.cumsum(expected)).max() <= 1, detail
     lag = recorder.histogram(("trace", "all"), "send_lag")
     assert lag.get_total_count() == len(offsets)
     if lag.get_value_at_percentile(99) > 2_000_000 and jitter.p99_ns() > 1_000_000:
