@@ -1,11 +1,13 @@
-"""Sync vs asyncio gRPC server stack on this machine, in one run.
+"""The server's gRPC stacks against each other on this machine, in one run.
 
 For each stack a ``tailmark serve`` process serves the ``identity`` model (the default repository),
 and a separate load process drives it closed-loop at several concurrencies with pre-serialised
-requests over grpc.aio on uvloop (the client tailmark itself uses). Prints throughput and latency per
-stack and the sync/aio throughput ratio (median of --repeats runs).
+requests over grpc.aio on uvloop (the client tailmark itself uses). Prints throughput, latency and the
+server's CPU time per request for each stack, and each stack's throughput and CPU ratios against
+grpc.aio (medians of --repeats runs). On a 2-core box the client competes with the server for CPU, so
+server µs of CPU per request is the steadier figure.
 
-    python bench/server_stack.py [--seconds 5] [--repeats 3] [--concurrency 1 8 32]
+    python bench/server_stack.py [--seconds 5] [--repeats 3] [--concurrency 1 8 32] [--stacks aio sync h2]
 """
 
 from __future__ import annotations
@@ -52,17 +54,29 @@ uvloop.run(main())
 
 
 def measure(stack: str, concurrency: int, seconds: float, repository: Path) -> dict:
+    import psutil
+
     from support.serve import ServerProcess
 
     with ServerProcess(repository, "--grpc-stack", stack) as server:
-        out = subprocess.run(
+        process = psutil.Process(server.process.pid)
+        load = subprocess.Popen(
             [sys.executable, "-c", LOAD, server.target, "identity", str(seconds), str(concurrency)],
-            capture_output=True,
+            stdout=subprocess.PIPE,
             text=True,
-            check=True,
-            timeout=seconds * 10 + 60,
         )
-    return json.loads(out.stdout)
+        time.sleep(1.0)  # the load process starts and warms up (200 calls) before its timed window
+        before = process.cpu_times()
+        stdout, _ = load.communicate(timeout=seconds * 10 + 60)
+        after = process.cpu_times()
+    if load.returncode:
+        raise RuntimeError(f"load process failed ({load.returncode})")
+    result = json.loads(stdout)
+    # CPU over roughly the timed window (it started ~1 s in): per request at the measured rate
+    cpu_s = (after.user + after.system) - (before.user + before.system)
+    requests = result["rps"] * max(seconds - 0.2, 0.1)
+    result["server_cpu_us"] = cpu_s / requests * 1e6
+    return result
 
 
 def main() -> int:
@@ -70,22 +84,29 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--stacks", nargs="+", default=["aio", "sync", "h2"], help="first one is the baseline")
     args = parser.parse_args()
 
     from tailmark.server.default_repository import ensure_default_repository
 
     repository = ensure_default_repository()
     print(f"identity model, FP32[16], closed loop, {args.seconds:.0f} s per run, median of {args.repeats}")
-    print(f"{'concurrency':>11} {'stack':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'concurrency':>11} {'stack':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'server CPU us/req':>18}")
+    base = args.stacks[0]
     for concurrency in args.concurrency:
         medians = {}
-        for stack in ("aio", "sync"):
+        for stack in args.stacks:
             runs = [measure(stack, concurrency, args.seconds, repository) for _ in range(args.repeats)]
-            medians[stack] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-            m = medians[stack]
-            print(f"{concurrency:>11} {stack:>5} {m['rps']:>9.0f} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f}", flush=True)
-        ratio = medians["sync"]["rps"] / medians["aio"]["rps"]
-        print(f"{concurrency:>11} sync/aio throughput ratio: {ratio:.2f}")
+            medians[stack] = m = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+            print(
+                f"{concurrency:>11} {stack:>5} {m['rps']:>9.0f} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f}"
+                f" {m['server_cpu_us']:>18.0f}",
+                flush=True,
+            )
+        for stack in args.stacks[1:]:
+            rps = medians[stack]["rps"] / medians[base]["rps"]
+            cpu = medians[base]["server_cpu_us"] / medians[stack]["server_cpu_us"]
+            print(f"{concurrency:>11} {stack}/{base}: throughput {rps:.2f}x, server CPU per request {cpu:.2f}x less")
         time.sleep(0.5)
     return 0
 

@@ -9,7 +9,7 @@ import os
 import signal
 from pathlib import Path
 
-from tailmark.server.settings import INT32_MAX, ServerSettings
+from tailmark.server.settings import INT32_MAX, STACKS, ServerSettings
 
 log = logging.getLogger("tailmark.server")
 
@@ -23,9 +23,9 @@ def register(subparsers) -> None:
     parser.add_argument("--port", type=int, default=8001, help="gRPC port; 0 picks a free one (default 8001)")
     parser.add_argument(
         "--grpc-stack",
-        choices=("aio", "sync"),
+        choices=STACKS,
         default="aio",
-        help="gRPC stack (default aio)",
+        help="gRPC stack: aio (grpc.aio), sync (grpc thread pool) or h2 (tailmark's own HTTP/2 frontend); default aio",
     )
     parser.add_argument("--sync-threads", type=int, default=8, help="RPC threads of the sync stack")
     parser.add_argument("--max-message-bytes", type=int, default=INT32_MAX, help="gRPC message size limit")
@@ -156,9 +156,12 @@ def _announce(settings: ServerSettings, port: int, core) -> None:
 
 
 async def _serve_aio(core, settings: ServerSettings) -> int:
-    from tailmark.server.grpc_aio import AioGrpcServer
+    if settings.stack == "h2":
+        from tailmark.server.h2.server import H2GrpcServer as Server
+    else:
+        from tailmark.server.grpc_aio import AioGrpcServer as Server
 
-    server = AioGrpcServer(core, settings)
+    server = Server(core, settings)
     port = await server.start()
     core.ready = True
     _announce(settings, port, core)

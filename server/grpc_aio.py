@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import grpc
 
-from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.service import HEALTH_CHECK, RPCS, SERVICE
 from tailmark.server import security
 from tailmark.server.core import InferenceCore
@@ -18,7 +16,7 @@ from tailmark.server.grpc_handlers import (
     health_check,
     method_handler,
     status_of,
-    stream_error,
+    stream_infer,
 )
 from tailmark.server.settings import ServerSettings
 
@@ -72,41 +70,8 @@ class AioGrpcServer:
             await context.abort(*status_of(exc))
 
     async def _stream_infer(self, requests, context):
-        """Requests run concurrently; each response is written when it is ready (ids tie them together)."""
-        responses: asyncio.Queue = asyncio.Queue()
-        tasks: set[asyncio.Task] = set()
-        outstanding = 0  # requests read whose response has not been yielded yet
-
-        async def run_one(request):
-            try:
-                response = pb.ModelStreamInferResponse(infer_response=await self.core.infer(checked(request)))
-            except Exception as exc:
-                response = stream_error(request, exc)
-            await responses.put(response)
-
-        async def read_all():
-            nonlocal outstanding
-            async for request in requests:
-                outstanding += 1
-                task = asyncio.ensure_future(run_one(request))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            await responses.put(None)  # end of input
-
-        reader = asyncio.ensure_future(read_all())
-        try:
-            input_done = False
-            while not (input_done and outstanding == 0):
-                item = await responses.get()
-                if item is None:
-                    input_done = True
-                    continue
-                outstanding -= 1
-                yield item
-        finally:
-            reader.cancel()
-            for task in tasks:
-                task.cancel()
+        async for response in stream_infer(self.core, requests):
+            yield response
 
 
 def _unary(fn):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -116,3 +117,42 @@ def stream_error(request, exc: BaseException) -> pb.ModelStreamInferResponse:
     return pb.ModelStreamInferResponse(
         error_message=message, infer_response=pb.ModelInferResponse(model_name=request.model_name, id=request.id)
     )
+
+
+async def stream_infer(core: InferenceCore, requests: AsyncIterable) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    """ModelStreamInfer on asyncio: requests run concurrently; each response goes out when it is ready
+    (ids tie them together). ``requests`` yields messages, or MalformedRequest for undecodable ones."""
+    responses: asyncio.Queue = asyncio.Queue()
+    tasks: set[asyncio.Task] = set()
+    outstanding = 0  # requests read whose response has not been yielded yet
+
+    async def run_one(request):
+        try:
+            response = pb.ModelStreamInferResponse(infer_response=await core.infer(checked(request)))
+        except Exception as exc:
+            response = stream_error(request, exc)
+        await responses.put(response)
+
+    async def read_all():
+        nonlocal outstanding
+        async for request in requests:
+            outstanding += 1
+            task = asyncio.ensure_future(run_one(request))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await responses.put(None)  # end of input
+
+    reader = asyncio.ensure_future(read_all())
+    try:
+        input_done = False
+        while not (input_done and outstanding == 0):
+            item = await responses.get()
+            if item is None:
+                input_done = True
+                continue
+            outstanding -= 1
+            yield item
+    finally:
+        reader.cancel()
+        for task in tasks:
+            task.cancel()

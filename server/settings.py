@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 INT32_MAX = 2**31 - 1
+STACKS = ("aio", "sync", "h2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,7 @@ class ServerSettings:
     # "aio" (grpc.aio on uvloop, the default) or "sync" (a thread pool). bench/server_stack.py on an
     # otherwise idle 2-core machine: aio 1.25-1.35x the throughput of sync at 8-32 requests in flight
     # with a lower p99; sync 1.1x at one in flight.
+    # "h2" is tailmark's own HTTP/2 frontend on asyncio (server/h2/), without grpc.aio's per-call layers.
     stack: str = "aio"
     sync_threads: int = 8  # worker threads of the sync stack
     max_message_bytes: int = INT32_MAX  # gRPC's own default (4 MiB) breaks large tensors
@@ -38,8 +40,8 @@ class ServerSettings:
     profile_path: Path | None = None  # cProfile the serving thread; pstats written here on exit
 
     def __post_init__(self) -> None:
-        if self.stack not in ("aio", "sync"):
-            raise ValueError(f"stack={self.stack!r} requested; must be 'aio' or 'sync'")
+        if self.stack not in STACKS:
+            raise ValueError(f"stack={self.stack!r} requested; must be one of {', '.join(STACKS)}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port={self.port} requested; must be in 0..65535")
         if not 0 < self.max_message_bytes <= INT32_MAX:

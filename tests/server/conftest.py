@@ -20,7 +20,7 @@ def exported_repository(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="package", params=["sync", "aio"])
+@pytest.fixture(scope="package", params=["sync", "aio", "h2"])
 def server(request, test_repository):
     """The server tests run against both gRPC stacks (the session-wide one is the default stack)."""
     from support.serve import ServerProcess

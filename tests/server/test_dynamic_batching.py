@@ -47,7 +47,7 @@ def repository(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module", params=["sync", "aio"])
+@pytest.fixture(scope="module", params=["sync", "aio", "h2"])
 def server(request, repository):
     with ServerProcess(repository, "--grpc-stack", request.param, "--sync-threads", "16") as process:
         yield process

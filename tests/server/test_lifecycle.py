@@ -22,7 +22,7 @@ def _tensor(n=2):
     return tensor
 
 
-@pytest.mark.parametrize("stack", ["aio", "sync"])
+@pytest.mark.parametrize("stack", ["aio", "sync", "h2"])
 def test_sigterm_drains_in_flight_requests_and_exits_zero(test_repository, stack):
     """Requests in flight on the 50 ms sleep model all complete; the process exits 0."""
     process = ServerProcess(test_repository, "--grpc-stack", stack, "--grace", "20")

@@ -20,7 +20,7 @@ METRICS = re.compile(r"metrics on (http://\S+)")
 SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$")
 
 
-@pytest.fixture(scope="module", params=["sync", "aio"])
+@pytest.fixture(scope="module", params=["sync", "aio", "h2"])
 def server(request, tmp_path_factory):
     repository = write_test_repository(tmp_path_factory.mktemp("metrics"))
     write_model(repository, "metrics_batched", batched_sleep_config(20, dynamic_batching=""))

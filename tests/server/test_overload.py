@@ -48,7 +48,7 @@ def _burst(target: str, n: int) -> list[tuple[float, object]]:
     return results
 
 
-@pytest.mark.parametrize("stack", ["sync", "aio"])
+@pytest.mark.parametrize("stack", ["sync", "aio", "h2"])
 def test_max_queue_size_rejects_the_excess_and_bounds_admitted_latency(repository, stack):
     # capacity: one request per 100 ms; 10 at once is 5x what a 2-deep queue plus the instance can hold
     args = ("--grpc-stack", stack, "--max-queue-size", "2", "--sync-threads", "16")

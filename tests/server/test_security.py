@@ -33,7 +33,7 @@ def _identity(client, **kwargs) -> np.ndarray:
     return client.infer("identity", [tensor], **kwargs).as_numpy("OUTPUT0")
 
 
-@pytest.mark.parametrize("stack", ["sync", "aio"])
+@pytest.mark.parametrize("stack", ["sync", "aio", "h2"])
 def test_bearer_token_is_required_on_every_rpc(test_repository, stack):
     with (
         ServerProcess(test_repository, "--grpc-stack", stack, "--auth-token", TOKEN) as process,
@@ -66,7 +66,7 @@ def test_auth_token_from_the_environment(test_repository):
         assert client.is_server_live(headers={"authorization": f"Bearer {TOKEN}"})
 
 
-@pytest.mark.parametrize("stack", ["sync", "aio"])
+@pytest.mark.parametrize("stack", ["sync", "aio", "h2"])
 def test_tls_serves_tls_clients_only(test_repository, pki, stack):
     args = ("--grpc-stack", stack, "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"))
     with ServerProcess(test_repository, *args) as process:
