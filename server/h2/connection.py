@@ -21,6 +21,7 @@ from tailmark.server.h2.headers import (
     OK_TRAILERS,
     RESPONSE_HEADERS,
     HeaderDecoder,
+    HeaderListTooLarge,
     headers_frames,
     literal,
     timeout_seconds,
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 STREAM_WINDOW = 4 << 20  # what a client may send on one stream before we acknowledge it
 CONNECTION_WINDOW = 16 << 20
 RECEIVE_MAX_FRAME = 1 << 20  # larger DATA frames: fewer of them for big tensors
+MAX_HEADER_LIST = 64 << 10  # advertised (SETTINGS_MAX_HEADER_LIST_SIZE); a call with more fails RESOURCE_EXHAUSTED
 
 # gRPC status codes the transport itself answers with
 DEADLINE_EXCEEDED = 4
@@ -55,7 +57,6 @@ class Stream:
     __slots__ = (
         "body",
         "closed",
-        "decompress",
         "headers_sent",
         "id",
         "outbox",
@@ -67,6 +68,7 @@ class Stream:
         "task",
         "timer",
         "trailers",
+        "wbits",
     )
 
     def __init__(self, stream_id: int, send_window: int) -> None:
@@ -83,7 +85,7 @@ class Stream:
         self.task: asyncio.Task | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.received = 0  # bytes taken since the last stream WINDOW_UPDATE
-        self.decompress = None
+        self.wbits: int | None = None  # zlib's wbits for the call's grpc-encoding (None: identity)
 
 
 class Connection(asyncio.Protocol):
@@ -92,7 +94,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._preface_seen = False
-        self._decoder = HeaderDecoder()
+        self._decoder = HeaderDecoder(MAX_HEADER_LIST)
         self._streams: dict[int, Stream] = {}
         self._last_stream_id = 0
         self._continuation: tuple[int, int, bytearray] | None = None  # stream, HEADERS flags, block so far
@@ -131,6 +133,7 @@ class Connection(asyncio.Protocol):
             frames.ENABLE_PUSH: 0,
             frames.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             frames.MAX_FRAME_SIZE: RECEIVE_MAX_FRAME,
+            frames.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
         }
         self._write(frames.settings(own) + frames.window_update(0, CONNECTION_WINDOW - frames.DEFAULT_WINDOW))
 
@@ -207,8 +210,11 @@ class Connection(asyncio.Protocol):
             self._header_block(stream_id, first_flags, bytes(block))
 
     def _header_block(self, stream_id: int, flags: int, block: bytes) -> None:
+        too_large = None
         try:
             headers = self._decoder.decode(block)
+        except HeaderListTooLarge as exc:  # decoded in full: only this stream fails, as grpc's own servers do
+            headers, too_large = {}, str(exc)
         except hpack.HPACKError as exc:
             raise ProtocolViolation(frames.COMPRESSION_ERROR, f"bad header block: {exc}") from None
         stream = self._streams.get(stream_id)
@@ -224,7 +230,10 @@ class Connection(asyncio.Protocol):
             self._write(frames.rst_stream(stream_id, frames.REFUSED_STREAM))
             return
         stream = self._streams[stream_id] = Stream(stream_id, self._peer_window)
-        self._start(stream, headers)
+        if too_large is not None:
+            self._fail(stream, RESOURCE_EXHAUSTED, too_large)
+        else:
+            self._start(stream, headers)
         if flags & frames.END_STREAM and not stream.closed:
             self._remote_end(stream)
 
@@ -333,9 +342,9 @@ class Connection(asyncio.Protocol):
             return
         encoding = headers.get("grpc-encoding", "identity")
         if encoding == "gzip":
-            stream.decompress = lambda data: zlib.decompress(data, 16 + zlib.MAX_WBITS)
+            stream.wbits = 16 + zlib.MAX_WBITS
         elif encoding == "deflate":
-            stream.decompress = zlib.decompress
+            stream.wbits = zlib.MAX_WBITS
         elif encoding != "identity":
             self._fail(stream, UNIMPLEMENTED, f"unsupported grpc-encoding {encoding!r}")
             return
@@ -367,14 +376,23 @@ class Connection(asyncio.Protocol):
     def _message(self, stream: Stream, compressed: int, data: bytes) -> bytes | None:
         if not compressed:
             return data
-        if stream.decompress is None:
+        if stream.wbits is None:
             self._fail(stream, INTERNAL, "compressed message without grpc-encoding")
             return None
+        limit = self.server.max_message_bytes  # applies to the message, not just its compressed form
+        inflater = zlib.decompressobj(stream.wbits)
         try:
-            return stream.decompress(data)
+            message = inflater.decompress(data, limit + 1)
         except zlib.error as exc:
             self._fail(stream, INTERNAL, f"cannot decompress the message: {exc}")
             return None
+        if len(message) > limit:
+            self._fail(stream, RESOURCE_EXHAUSTED, f"decompressed request message larger than {limit} bytes")
+            return None
+        if not inflater.eof:
+            self._fail(stream, INTERNAL, "cannot decompress the message: truncated")
+            return None
+        return message
 
     def _remote_end(self, stream: Stream) -> None:
         stream.remote_closed = True
@@ -382,6 +400,9 @@ class Connection(asyncio.Protocol):
         if route is None or stream.closed:
             return
         if route.streaming:
+            if stream.body:  # half-closed inside a message: not a request to drop silently
+                self._fail(stream, INTERNAL, "the request stream ended inside a message")
+                return
             stream.requests.put_nowait(_END)
             return
         body = stream.body
@@ -469,6 +490,9 @@ class Connection(asyncio.Protocol):
             self._close_stream(stream)
             return
         stream.trailers = block
+        task = stream.task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()  # no responses after the status (its next _send would also drop these trailers)
         self._drain(stream)
 
     def _drain(self, stream: Stream) -> None:

@@ -17,12 +17,20 @@ from tailmark.server.h2 import frames
 _CACHE_LIMIT = 512  # distinct blocks per connection; beyond it the cache starts over
 
 
+class HeaderListTooLarge(Exception):
+    """A complete, decoded header block over the limit: only its stream fails (the HPACK state stays in sync)."""
+
+
 class HeaderDecoder:
-    """``decode(block)`` → {name: value} (str), memoised while the dynamic table is unchanged."""
+    """``decode(block)`` → {name: value} (str), memoised while the dynamic table is unchanged.
+
+    Blocks over ``max_header_list_size`` raise HeaderListTooLarge once decoded; hpack itself stops at 16
+    times that (a decompression bomb), mid-block, which leaves the connection unusable (COMPRESSION_ERROR).
+    """
 
     def __init__(self, max_header_list_size: int = 64 * 1024) -> None:
-        self._decoder = hpack.Decoder(max_header_list_size=max_header_list_size)
-        self._table = self._decoder.header_table.dynamic_entries
+        self.max_header_list_size = max_header_list_size
+        self._decoder = hpack.Decoder(max_header_list_size=16 * max_header_list_size)
         self._generation = 0
         self._cache: dict[tuple[int, bytes], dict[str, str]] = {}
 
@@ -31,20 +39,25 @@ class HeaderDecoder:
         headers = self._cache.get(key)
         if headers is not None:
             return headers
-        table = self._table
-        before = (len(table), id(table[0]) if table else 0, self._decoder.header_table.maxsize)
+        header_table = self._decoder.header_table
+        table = header_table.dynamic_entries
+        # the newest entry itself, not its id(): held here, it cannot be freed and its address reused by an
+        # entry this block adds (which made a changed table look unchanged, and stale cached blocks valid)
+        length, first, maxsize = len(table), table[0] if table else None, header_table.maxsize
         headers = {}
+        size = 0
         for name, value in self._decoder.decode(block):
+            size += len(name) + len(value) + 32  # RFC 9113 §6.5.2
             # repeated names (only custom metadata repeats) keep the first value, as grpc does for lookups
             headers.setdefault(name, value)
-        table = self._decoder.header_table.dynamic_entries
-        if (len(table), id(table[0]) if table else 0, self._decoder.header_table.maxsize) != before:
-            self._table = table
+        if len(table) != length or (table[0] if table else None) is not first or header_table.maxsize != maxsize:
             self._generation += 1  # the same bytes may mean something else from now on
-        elif len(self._cache) < _CACHE_LIMIT:
+        elif len(self._cache) < _CACHE_LIMIT and size <= self.max_header_list_size:
             self._cache[(self._generation, block)] = headers
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
+        if size > self.max_header_list_size:
+            raise HeaderListTooLarge(f"header list of {size} bytes; the limit is {self.max_header_list_size}")
         return headers
 
 
