@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tailmark.client.errors import ConfigError, ModelNotFound, ServerRejected, TlsError, Unreachable
-from tailmark.protos import inference_pb2 as pb
+from tailmark.client.control import ControlRpcs, control_error
+from tailmark.client.errors import ConfigError, Unreachable
 from tailmark.protos.service import RPCS
 
 INT32_MAX = 2**31 - 1
@@ -81,7 +81,7 @@ class TlsSettings:
         return grpc.ssl_channel_credentials(read(self.ca_file), read(self.key_file), read(self.cert_file))
 
 
-class GrpcTransport:
+class GrpcTransport(ControlRpcs):
     """KServe-v2 over grpc.aio. Create with ``await GrpcTransport.connect(...)`` inside the running loop."""
 
     def __init__(self, channel, target: str, metadata: Sequence[tuple[str, str]], timeout_s: float) -> None:
@@ -136,44 +136,10 @@ class GrpcTransport:
         try:
             return await call(request, timeout=self._timeout or 30.0, metadata=self._metadata)
         except self._grpc.aio.AioRpcError as exc:
-            raise _control_error(self.target, name, request, exc) from None
-
-    async def server_ready(self) -> bool:
-        return (await self._control("ServerReady", pb.ServerReadyRequest())).ready
-
-    async def model_info(self, model: str, version: str = "") -> ModelInfo:
-        metadata = await self._control("ModelMetadata", pb.ModelMetadataRequest(name=model, version=version))
-        try:
-            config = (await self._control("ModelConfig", pb.ModelConfigRequest(name=model, version=version))).config
-            max_batch = config.max_batch_size
-        except ServerRejected:  # KServe and MLServer have no ModelConfig: infer batching from the shapes
-            max_batch = 0
-        return ModelInfo(
-            name=metadata.name,
-            version=version or (metadata.versions[-1] if metadata.versions else ""),
-            platform=metadata.platform,
-            inputs=tuple(TensorInfo(t.name, t.datatype, tuple(t.shape)) for t in metadata.inputs),
-            outputs=tuple(TensorInfo(t.name, t.datatype, tuple(t.shape)) for t in metadata.outputs),
-            max_batch_size=max_batch,
-        )
-
-    async def model_statistics(self, model: str) -> pb.ModelStatisticsResponse:
-        return await self._control("ModelStatistics", pb.ModelStatisticsRequest(name=model))
+            raise control_error(self.target, name, request, exc.code().name, exc.details() or "") from None
 
     async def aclose(self) -> None:
         await self._channel.close()
-
-
-def _control_error(target: str, name: str, request, exc) -> Exception:
-    code, details = exc.code().name, exc.details() or ""
-    lowered = details.lower()
-    if code == "NOT_FOUND" and hasattr(request, "name"):
-        return ModelNotFound(f"{target} does not serve model {request.name!r}: {details}")
-    if code == "UNAVAILABLE" and ("ssl" in lowered or "handshake" in lowered or "tls" in lowered):
-        return TlsError(f"TLS with {target} failed: {details}")
-    if code == "UNAVAILABLE":
-        return Unreachable(f"{target} is unavailable: {details}")
-    return ServerRejected(f"{name} on {target} failed with {code}: {details}")
 
 
 class NullTransport:

@@ -8,11 +8,12 @@ dynamic table, so they can be built once and concatenated.
 
 from __future__ import annotations
 
+import math
 from urllib.parse import quote
 
 import hpack
 
-from tailmark.server.h2 import frames
+from tailmark.http2 import frames
 
 _CACHE_LIMIT = 512  # distinct blocks per connection; beyond it the cache starts over
 
@@ -114,3 +115,12 @@ def timeout_seconds(value: str | None) -> float | None:
     if not value or len(value) > 9 or value[-1] not in _TIMEOUT_UNITS or not value[:-1].isdigit():
         return None
     return int(value[:-1]) * _TIMEOUT_UNITS[value[-1]]
+
+
+def timeout_value(seconds: float) -> str:
+    """``seconds`` as a ``grpc-timeout`` value: at most 8 digits, in the finest unit that fits (rounded up)."""
+    for unit, scale in (("n", 1e9), ("u", 1e6), ("m", 1e3), ("S", 1.0), ("M", 1 / 60), ("H", 1 / 3600)):
+        amount = math.ceil(seconds * scale)
+        if amount < 100_000_000:
+            return f"{max(amount, 1)}{unit}"
+    return "99999999H"
