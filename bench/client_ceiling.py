@@ -6,14 +6,17 @@ passing rate, and the client's CPU µs per request at that rate.
 
   tailmark/null    tailmark's dispatcher with the null transport (no network: the client's own ceiling,
                    as LoadGen's null SUT measures it)
-  tailmark/grpc    tailmark's dispatcher over gRPC to `tailmark serve`'s `null` model on loopback
+  tailmark/grpc    tailmark's dispatcher over grpc.aio to `tailmark serve`'s `null` model on loopback
+  tailmark/h2      the same over tailmark's own HTTP/2 transport (`tailmark run --transport h2`)
   tritonclient     a plain tritonclient.grpc.aio open-loop client (one task per request, same schedule,
                    same server): the baseline
 
-On a 2-core machine the server shares the cores with the client, so the two gRPC figures are bounded by
-the server as much as by the client; the ratio is what compares the clients.
+On a 2-core machine the server shares the cores with the client, so the networked figures are bounded by
+the server as much as by the client (the server runs the lean h2 frontend by default, --server-stack);
+the ratios against tritonclient are what compare the clients.
 
     python bench/client_ceiling.py [--step-seconds 3] [--rates 250 500 1000 2000 4000 8000 16000 32000]
+                                   [--server-stack h2]
     python bench/client_ceiling.py --soak 600     # RSS at start and end of a 10-minute run at a fixed rate
 """
 
@@ -32,6 +35,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from tailmark.client.dispatcher import NS, Dispatcher, Stop
+from tailmark.client.h2_transport import H2Transport
 from tailmark.client.recorder import Recorder
 from tailmark.client.samples import random_pool
 from tailmark.client.schedule import poisson
@@ -139,21 +143,30 @@ async def main(args) -> int:
     results["tailmark/null"] = await ceiling(
         "tailmark/null", lambda r: tailmark_step(null, NULL_INFO, r, args.step_seconds), args.rates
     )
-    with ServerProcess(ensure_default_repository()) as server:
-        transport = await GrpcTransport.connect(server.target)
-        info = await transport.model_info("null")
-        results["tailmark/grpc"] = await ceiling(
-            "tailmark/grpc", lambda r: tailmark_step(transport, info, r, args.step_seconds), args.rates
-        )
-        await transport.aclose()
+    with ServerProcess(ensure_default_repository(), "--grpc-stack", args.server_stack) as server:
+        for name, connect in (("tailmark/grpc", GrpcTransport.connect), ("tailmark/h2", H2Transport.connect)):
+            transport = await connect(server.target)
+            info = await transport.model_info("null")
+            results[name] = await ceiling(
+                name, lambda r, t=transport, i=info: tailmark_step(t, i, r, args.step_seconds), args.rates
+            )
+            await transport.aclose()
         results["tritonclient"] = await ceiling(
             "tritonclient", lambda r: tritonclient_step(server.target, r, args.step_seconds), args.rates
         )
     print("\nclient          ceiling (req/s, send-lag p99 <= 1 ms)   CPU µs/req at ceiling")
     for name, (rate, step) in results.items():
         print(f"{name:<15} {rate:>10.0f}                            {step['cpu_us'] if step else float('nan'):8.1f}")
-    ours, theirs = results["tailmark/grpc"][0], results["tritonclient"][0]
-    print(f"\ntailmark/grpc over tritonclient: {ours / theirs:.2f}x" if theirs else "\ntritonclient passed no step")
+    theirs = results["tritonclient"]
+    for name in ("tailmark/grpc", "tailmark/h2"):
+        ours = results[name]
+        if not theirs[0] or not ours[0]:
+            print(f"{name} over tritonclient: no passing step on one side")
+            continue
+        print(
+            f"{name} over tritonclient: ceiling {ours[0] / theirs[0]:.2f}x,"
+            f" CPU per request {theirs[1]['cpu_us'] / ours[1]['cpu_us']:.2f}x less"
+        )
     return 0
 
 
@@ -181,5 +194,6 @@ if __name__ == "__main__":
     parser.add_argument("--rates", type=float, nargs="+", default=[250, 500, 1000, 2000, 4000, 8000, 16000, 32000])
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of a fixed-rate soak instead of the search")
     parser.add_argument("--soak-rate", type=float, default=5000.0)
+    parser.add_argument("--server-stack", default="h2", choices=("aio", "sync", "h2"), help="the server's gRPC stack")
     args = parser.parse_args()
     sys.exit(uvloop.run(soak(args) if args.soak else main(args)))

@@ -53,15 +53,23 @@ import grpc, numpy as np, uvloop
 from tailmark.protos import inference_pb2 as pb
 
 target, model, name = sys.argv[1:4]
-shape, rate, seconds = json.loads(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
+shape, rate, seconds, client = json.loads(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), sys.argv[7]
 request = pb.ModelInferRequest(model_name=model)
 request.inputs.add(name=name, datatype="FP32", shape=shape)
 request.raw_input_contents.append(np.random.default_rng(0).random(shape, dtype=np.float32).tobytes())
 payload = request.SerializeToString()
 
+async def connect():
+    if client == "h2":
+        from tailmark.client.h2_transport import H2Transport
+        from tailmark.client.transport import RequestFailed
+        transport = await H2Transport.connect(target)
+        return transport.infer, RequestFailed, transport.aclose
+    channel = grpc.aio.insecure_channel(target)
+    return channel.unary_unary("/inference.GRPCInferenceService/ModelInfer"), grpc.aio.AioRpcError, channel.close
+
 async def main():
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        call, failure, close = await connect()
         for _ in range(50):
             await call(payload)
         rng = np.random.default_rng(1)
@@ -71,7 +79,7 @@ async def main():
             try:
                 await call(payload)
                 latencies.append(time.perf_counter_ns() - intended)
-            except grpc.aio.AioRpcError:
+            except failure:
                 errors += 1
         start = time.perf_counter_ns()
         intended = start
@@ -88,14 +96,15 @@ async def main():
         lat = np.sort(np.array(latencies)) / 1e6
         print(json.dumps({"p99_ms": float(np.percentile(lat, 99)) if len(lat) else 1e9, "errors": errors,
                           "done": len(lat)}))
+        await close()
 
 uvloop.run(main())
 """
 
 
-def trial(target: str, model: str, name: str, shape: list[int], rate: float, seconds: float) -> dict:
+def trial(target: str, model: str, name: str, shape: list[int], rate: float, seconds: float, client: str) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", LOAD, target, model, name, json.dumps(shape), str(rate), str(seconds)],
+        [sys.executable, "-c", LOAD, target, model, name, json.dumps(shape), str(rate), str(seconds), client],
         capture_output=True,
         text=True,
         timeout=seconds * 10 + 60,
@@ -110,7 +119,7 @@ def highest_rate(label: str, target: str, case: Case, args) -> float:
 
     def passes(rate: float) -> bool:
         for attempt in range(1 + args.retries):
-            result = trial(target, case.model, case.input, case.shape, rate, args.seconds)
+            result = trial(target, case.model, case.input, case.shape, rate, args.seconds, args.client)
             good = result["errors"] == 0 and result["p99_ms"] <= args.p99_ms
             again = "" if attempt == 0 else " (retry)"
             print(f"    {label:9s} {case.model:15s} @ {rate:6.0f}/s: p99 {result['p99_ms']:8.2f} ms, "
@@ -190,6 +199,9 @@ def main() -> int:
     parser.add_argument("--cases", nargs="+", choices=[c.key for c in CASES], default=[c.key for c in CASES])
     parser.add_argument("--no-triton", action="store_true", help="tailmark only (quick A/B of server changes)")
     parser.add_argument("--serve-arg", action="append", default=[], help="extra `tailmark serve` flag (repeatable)")
+    parser.add_argument(
+        "--client", choices=("h2", "grpc"), default="h2", help="the load generator's transport (the same for both)"
+    )
     args = parser.parse_args()
 
     from support.serve import ServerProcess

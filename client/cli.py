@@ -268,6 +268,7 @@ async def _measure(plan, args: argparse.Namespace, target: str, out_dir: Path, e
             pool = random_pool(info, count=args.pool_size, seed=seed, shapes=shapes, version=plan.model_version)
         environment = capture()
         environment["target"] = {"address": target, "embedded": embedded, "model": info.name, "version": info.version}
+        environment["client_transport"] = {"kind": args.transport, "connections": args.connections}
         result = RunResult(environment=environment)
         progress = Progress(enabled=not args.no_progress)
         run = Run(scenarios=plan.scenarios, transport=transport, pool=pool, out_dir=out_dir, result=result,

@@ -24,8 +24,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--grpc-stack",
         choices=STACKS,
-        default="aio",
-        help="gRPC stack: aio (grpc.aio), sync (grpc thread pool) or h2 (tailmark's own HTTP/2 frontend); default aio",
+        default="h2",
+        help="h2 (tailmark's own HTTP/2 frontend, the default), aio (grpc.aio) or sync (grpc's thread pool)",
     )
     parser.add_argument("--sync-threads", type=int, default=8, help="RPC threads of the sync stack")
     parser.add_argument("--max-message-bytes", type=int, default=INT32_MAX, help="gRPC message size limit")

@@ -16,11 +16,11 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8001  # 0: any free port (the chosen one is printed)
     # --- gRPC ---
-    # "aio" (grpc.aio on uvloop, the default) or "sync" (a thread pool). bench/server_stack.py on an
-    # otherwise idle 2-core machine: aio 1.25-1.35x the throughput of sync at 8-32 requests in flight
-    # with a lower p99; sync 1.1x at one in flight.
-    # "h2" is tailmark's own HTTP/2 frontend on asyncio (server/h2/), without grpc.aio's per-call layers.
-    stack: str = "aio"
+    # "h2" (the default): tailmark's own gRPC-over-HTTP/2 frontend on asyncio (server/h2/); "aio": grpc.aio on
+    # uvloop; "sync": grpc's thread pool. bench/server_stack.py, identity model, 8-32 in flight on 2 cores:
+    # h2 uses 3-4x less server CPU per request than aio (73-101 vs ~300 us) and serves 1.5-3x the rate;
+    # aio 1.25-1.35x sync.
+    stack: str = "h2"
     sync_threads: int = 8  # worker threads of the sync stack
     max_message_bytes: int = INT32_MAX  # gRPC's own default (4 MiB) breaks large tensors
     # --- overload ---

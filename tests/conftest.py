@@ -16,6 +16,6 @@ def test_repository(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(test_repository):
-    """One shared aio-stack server on the test repository."""
+    """One shared server (the default stack) on the test repository."""
     with ServerProcess(test_repository) as process:
         yield process

@@ -123,7 +123,10 @@ def run_eagerly(coro):
 
 
 async def _resume(coro, waiting):
+    """Drive the rest of ``coro`` from this task: what it awaited is awaited here, and the outcome passed on
+    (an exception, our own cancellation included, is thrown in where the coroutine waits)."""
     while True:
+        error = None
         try:
             if waiting is None:  # a bare yield (asyncio.sleep(0))
                 await asyncio.sleep(0)
@@ -131,14 +134,8 @@ async def _resume(coro, waiting):
                 waiting._asyncio_future_blocking = False  # taken over, as a Task does with a yielded future
                 await waiting
         except BaseException as exc:
-            if waiting is None or not waiting.done():  # our own task was cancelled
-                try:
-                    waiting = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-                continue
-            # the future failed or was cancelled: the coroutine reads that outcome itself below
+            error = exc
         try:
-            waiting = coro.send(None)
+            waiting = coro.send(None) if error is None else coro.throw(error)
         except StopIteration as done:
             return done.value

@@ -177,5 +177,7 @@ def test_cli_server_scenario_over_two_connections(server, tmp_path):
         "--transport", "h2", "--connections", "2",
     )  # fmt: skip
     assert run_.returncode == 0, run_.stderr
-    measured = scenario(results(tmp_path / "r"), "server")["classes"]["all"]
+    doc = results(tmp_path / "r")
+    assert doc["environment"]["client_transport"] == {"kind": "h2", "connections": 2}
+    measured = scenario(doc, "server")["classes"]["all"]
     assert measured["ok_count"] >= 100 and measured["error_count"] == 0

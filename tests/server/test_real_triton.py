@@ -95,13 +95,15 @@ def test_concurrent_requests_are_batched_by_triton_and_routed(triton):
         np.testing.assert_allclose(together[i], alone[i], rtol=1e-5, atol=1e-6)
 
 
-def test_the_tailmark_client_drives_real_triton(triton, tmp_path):
-    """``tailmark run`` against the real tritonserver, as a user would run it: a VALID, complete result."""
+@pytest.mark.parametrize("transport", ["grpc", "h2"])
+def test_the_tailmark_client_drives_real_triton(triton, tmp_path, transport):
+    """``tailmark run`` against the real tritonserver, as a user would run it: a VALID, complete result
+    over grpc.aio and over tailmark's own HTTP/2 transport (Triton's C++ gRPC frontend as the peer)."""
     out = tmp_path / "run"
     run = tailmark(
         "run", "--target", triton.target, "--model", "identity", "--scenario", "single-stream",
         "--shape", "INPUT0:16", "--duration", "1", "--warmup", "0.2", "--min-queries", "50",
-        "--out", str(out), "--no-progress", timeout_s=300,
+        "--out", str(out), "--no-progress", "--transport", transport, timeout_s=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     doc = results(out)
