@@ -282,6 +282,10 @@ class Connection(endpoint.Endpoint):
         """Queue one response message (and, when given, the trailers that end the call) and send what fits."""
         if stream.closed:
             return
+        if len(message) > self.server.max_message_bytes:  # as grpc's servers do with what they send
+            limit = self.server.max_message_bytes
+            self._fail(stream, RESOURCE_EXHAUSTED, f"response message larger than {limit} bytes")
+            return
         if not stream.headers_sent:
             stream.headers_sent = True
             self.send_headers(stream, RESPONSE_HEADERS)

@@ -436,6 +436,23 @@ def test_message_size_limit_applies_after_decompression(limited):
         np.testing.assert_array_equal(output_of(unary(ch)(infer_request(small), timeout=10)), small)
 
 
+def test_message_size_limit_applies_to_responses(limited):
+    """A request just under --max-message-bytes whose echo is a few bytes over it (the response names the
+    model version): RESOURCE_EXHAUSTED, as grpc's servers do with what they send, and the server goes on."""
+    request = infer_request(np.zeros(16_300, np.float32))
+    while request.ByteSize() < 65_536:  # the largest request that still fits, to the byte
+        request.id += "x"
+    request.id = request.id[:-1]
+    assert request.ByteSize() <= 65_536
+    with grpc.insecure_channel(limited.target, options=UNLIMITED) as ch:
+        with pytest.raises(grpc.RpcError) as info:
+            unary(ch)(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+        assert "response message larger than 65536 bytes" in info.value.details()
+        small = np.arange(1000, dtype=np.float32)
+        np.testing.assert_array_equal(output_of(unary(ch)(infer_request(small), timeout=10)), small)
+
+
 # --- 5. a long bidirectional stream ---
 
 
