@@ -3,7 +3,8 @@
 Both serve the same exported models: ``identity`` and the reference ResNet with dynamic batching
 (tailmark: ``resnet_onnx`` on its ONNX Runtime backend; Triton: ``resnet``, the python-backend model
 running the same model.onnx with ONNX Runtime). A separate load process sends an open-loop Poisson
-stream of pre-serialised requests over grpc.aio on uvloop; latency is done - intended. For each
+stream of pre-serialised requests on uvloop, over tailmark's h2 transport (``--client grpc``: grpc.aio);
+latency is done - intended. For each
 (server, model) the highest rate whose p99 stays <= --p99-ms with no errors is found by doubling then
 bisecting, and the tailmark/Triton ratio is printed; so is tailmark's ResNet rate with batching off.
 
@@ -18,6 +19,12 @@ cores with background jobs: single searches swing by 2x). A trial that misses th
 Measured (2-core VM, client co-located, 2026-11-29, ``--seconds 2 --bisect 2``; other jobs on the box, so
 each line is a median over repeats and the ratios are medians of per-repeat ratios):
 
+- Since the h2 frontend became the default stack, ``--repeats 3``, h2 client, load 0.5-1.9: identity
+  11200 req/s vs Triton 2800 (4.00x; repeats 4.57, 4.00, 3.50); ResNet with batching 2400 vs 1600 (1.50x;
+  1.50, 1.00, 1.71); tailmark batching on/off 1.71x (2400 vs 1400). Both goals met.
+
+Before the h2 frontend (grpc.aio server stack, grpc.aio client):
+
 - ``--repeats 3``, load average ~2 (quiet spell): tailmark identity 2400 req/s vs Triton 2800 (0.86x);
   ResNet with batching 1200 vs 1600 (0.75x); tailmark batching on/off 1.4x (1200 vs 800).
 - The same run with the server as it was before the instance-thread batcher (commit 9d4f12b), right after:
@@ -27,8 +34,8 @@ each line is a median over repeats and the ratios are medians of per-repeat rati
   identity 0.80x -> 0.86x, ResNet 0.58x -> 0.70x; tailmark ResNet 700 -> 800 req/s.
 - ``--queue-delay-us 0`` (both servers; ``--cases resnet nobatch --repeats 3``, load ~2): ResNet 600 vs 800
   (0.75x, as with 500 us) and on/off 0.86x, so the exported default of 500 us stays.
-- The goals (identity >= 1.0x, ResNet >= 1.2x) are not met. At these rates the Python load generator
-  itself uses ~90% of a core; the server that leaves it more CPU wins (see the issue 6 notes).
+- The goals (identity >= 1.0x, ResNet >= 1.2x) were not met then: grpc.aio cost the server ~300 us of
+  CPU per request (bench/server_stack.py) and the grpc.aio load generator ~90% of a core.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Inputs are passed positionally in config order; a single tensor, a tuple/list (config output order)
 or a dict keyed by output name comes back. Neither format unpickles arbitrary Python objects:
 TorchScript archives hold code and tensors, and exported programs load with torch.export.load.
-Parameters: ``intra_op_threads`` (default 1), ``warmup_runs`` (default 2). Runs on CUDA when the
-instance group asks for GPU (or AUTO) and CUDA is available.
+Parameters: ``intra_op_threads`` (default 1), ``warmup_runs`` (default 2), ``cuda_graph_batch_sizes``
+(e.g. "1,2,4,8": CUDA graphs captured at those batch sizes, see cuda_graphs.py; ignored on the CPU). Runs
+on CUDA when the instance group asks for GPU (or AUTO) and CUDA is available.
 
 Warm-up: when every input's shape is fixed, the model runs on zeros at load (TorchScript's profiling
 executor makes the first calls slow: without it the first requests of a run queue behind them), and a
@@ -14,14 +15,18 @@ from the start instead of failing its first request.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from tailmark.protos import model_config_pb2 as mc
 from tailmark.protos.codec import numpy_dtype
+from tailmark.server.backends import cuda_graphs
 from tailmark.server.backends.base import Tensors
 from tailmark.server.config import ConfigError, config_type_to_kserve, parameter
+
+log = logging.getLogger(__name__)
 
 MODEL_FILES = ("model.pt", "model.pt2")
 
@@ -47,7 +52,24 @@ class TorchBackend:
             raise ConfigError(f"{path}: cannot load: {exc}") from None
         self._input_names = [i.name for i in config.input]
         self._outputs = [(o.name, numpy_dtype(config_type_to_kserve(o.data_type))) for o in config.output]
+        self._graphs = None
         self._warm_up(config, int(parameter(config, "warmup_runs", "2")))
+        sizes = cuda_graphs.parse_sizes(parameter(config, "cuda_graph_batch_sizes", ""), config.max_batch_size)
+        if sizes and self.device.type == "cuda":
+            self._graphs = cuda_graphs.CudaGraphs(torch, self._module, self._graph_inputs(config), sizes, self.device)
+        elif sizes:
+            log.info("model %r: cuda_graph_batch_sizes ignored (the model runs on the CPU)", config.name)
+
+    def _graph_inputs(self, config: mc.ModelConfig) -> list[tuple[tuple[int, ...], object]]:
+        specs = []
+        for entry in config.input:
+            if any(d < 0 for d in entry.dims):
+                raise ConfigError(
+                    f"model {config.name!r}: CUDA graphs need fixed dims; {entry.name!r} has {entry.dims}"
+                )
+            example = np.zeros((1, *entry.dims), dtype=numpy_dtype(config_type_to_kserve(entry.data_type)))
+            specs.append((tuple(entry.dims), _as_torch(self._torch, example).dtype))
+        return specs
 
     def _warm_up(self, config: mc.ModelConfig, runs: int) -> None:
         batch = [1] if config.max_batch_size > 0 else []
@@ -87,9 +109,12 @@ class TorchBackend:
 
     def execute(self, inputs: Tensors) -> Tensors:
         torch = self._torch
-        args = [_to_torch(torch, inputs[name], self.device) for name in self._input_names]
-        with torch.inference_mode():
-            result = self._module(*args)
+        args = [_as_torch(torch, inputs[name]) for name in self._input_names]
+        result = self._graphs.run(args, len(args[0])) if self._graphs is not None and args else None
+        if result is None:
+            args = [arg.to(self.device, non_blocking=True) for arg in args]
+            with torch.inference_mode():
+                result = self._module(*args)
         if isinstance(result, dict):
             values = [result[name] for name, _ in self._outputs]
         elif isinstance(result, list | tuple):
@@ -104,14 +129,15 @@ class TorchBackend:
         self._module = None
 
 
-def _to_torch(torch, array: np.ndarray, device):
+def _as_torch(torch, array: np.ndarray):
+    """A CPU tensor over ``array`` (copied when the array is a read-only request buffer)."""
     if array.dtype.kind == "V" or array.dtype.name == "bfloat16":  # ml_dtypes.bfloat16: reinterpret the bits
         tensor = torch.from_numpy(np.array(array).view(np.int16)).view(torch.bfloat16)
     elif array.flags.writeable and array.flags.c_contiguous:
         tensor = torch.from_numpy(array)  # a batch the batcher concatenated: already our own copy
     else:
         tensor = torch.from_numpy(np.array(array))  # copy: request buffers are read-only views
-    return tensor.to(device, non_blocking=True)
+    return tensor
 
 
 def _to_numpy(torch, tensor, dtype: np.dtype) -> np.ndarray:
