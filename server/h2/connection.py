@@ -239,7 +239,7 @@ class Connection(endpoint.Endpoint):
         except asyncio.CancelledError:
             return
         self._answer(stream, call)
-        self.flush()
+        self.flush_soon()
 
     def _answer(self, stream: Stream, call: Call) -> None:
         if call.error is None:
@@ -251,14 +251,14 @@ class Connection(endpoint.Endpoint):
         try:
             async for response in route.stream(self._requests(stream)):
                 self._send(stream, response, None)
-                self.flush()
+                self.flush_soon()
         except asyncio.CancelledError:
             return
         except Exception as exc:  # the handler itself broke: end the call with its status
             self._fail(stream, *status_code(exc))
         else:
             self._send(stream, b"", OK_TRAILERS, framed=False)
-        self.flush()
+        self.flush_soon()
 
     @staticmethod
     async def _requests(stream: Stream) -> AsyncIterator[bytes]:

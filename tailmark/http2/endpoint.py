@@ -64,6 +64,7 @@ class Endpoint(asyncio.Protocol):
         self._received = 0  # bytes taken since the last connection WINDOW_UPDATE
         self._blocked: dict[int, Stream] = {}  # streams with DATA waiting for window
         self._out: list[bytes] = []
+        self._flush_scheduled = False
         self.closed = False
         self._handlers = {
             frames.DATA: self.on_data,
@@ -282,6 +283,17 @@ class Endpoint(asyncio.Protocol):
         if self._out and not self.closed:
             self.transport.write(b"".join(self._out))
         self._out.clear()
+
+    def flush_soon(self) -> None:
+        """Flush at the end of this turn of the event loop: the answers of one batch, which complete in the
+        same turn, leave in one write instead of one each."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
 
     # --- ending ---
 
