@@ -344,7 +344,9 @@ class H2Transport(ControlRpcs):
         except TimeoutError:
             raise Unreachable(f"cannot connect to {self.target} within {timeout_s:g} s{tls_hint}") from None
         except ssl.SSLError as exc:
-            raise TlsError(f"TLS with {self.target} failed: {exc.reason or exc}") from None
+            hint = "; does the server serve TLS?" if exc.reason == "WRONG_VERSION_NUMBER" else ""
+            reason = exc.reason or exc
+            raise TlsError(f"cannot connect to {self.target}: TLS handshake failed ({reason}){hint}") from None
         except OSError as exc:  # refused, unreachable, reset, closed before settings
             if self._ssl is None and isinstance(exc, ConnectionError):
                 tls_hint = " (does the server expect TLS?)"
