@@ -10,15 +10,12 @@ import numpy as np
 import pytest
 import uvloop
 
-from support.pki import make_pki
 from support.runcli import results, scenario, tailmark
 from support.serve import ServerProcess
 from tailmark.client.errors import ModelNotFound, Unreachable
 from tailmark.client.h2_transport import H2Transport, split_target
 from tailmark.client.transport import GrpcTransport, RequestFailed
 from tailmark.protos import inference_pb2 as pb
-
-TOKEN = "h2-transport-token"
 
 
 @pytest.fixture(scope="module", params=["aio", "h2"])
@@ -140,34 +137,6 @@ def test_a_server_that_dies_fails_calls_as_unavailable(test_repository):
 
     with ServerProcess(test_repository, "--grpc-stack", "h2") as server:
         run(main(server))
-
-
-def quick(target: str, out, *extra: str):
-    return tailmark(
-        "run", "--target", target, "--model", "identity", "--scenario", "single-stream", "--duration", "0.5",
-        "--warmup", "0", "--min-queries", "10", "--out", str(out), "--no-progress", "--connect-timeout", "3",
-        "--transport", "h2", *extra,
-    )  # fmt: skip
-
-
-@pytest.mark.parametrize("stack", ["aio", "h2"])
-def test_cli_over_mutual_tls_with_a_bearer_token(test_repository, tmp_path, stack):
-    pki = make_pki(tmp_path)
-    tls = ["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"), "--tls-ca", str(pki / "ca.pem")]
-    with ServerProcess(test_repository, "--grpc-stack", stack, *tls, "--auth-token", TOKEN) as server:
-        client_tls = ["--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / "client.pem"),
-                      "--tls-key", str(pki / "client.key")]  # fmt: skip
-        ok = quick(server.target, tmp_path / "ok", *client_tls, "--header", f"authorization: Bearer {TOKEN}")
-        assert ok.returncode == 0, ok.stderr
-        measured = results(tmp_path / "ok")["scenarios"][0]["classes"]["all"]
-        assert measured["ok_count"] >= 10 and measured["error_count"] == 0
-
-        no_token = quick(server.target, tmp_path / "nt", *client_tls)
-        assert no_token.returncode == 1
-        assert "UNAUTHENTICATED" in no_token.stderr and "Traceback" not in no_token.stderr
-
-        plain = quick(server.target, tmp_path / "pl")
-        assert plain.returncode == 1 and "cannot connect" in plain.stderr and "Traceback" not in plain.stderr
 
 
 def test_cli_server_scenario_over_two_connections(server, tmp_path):

@@ -23,8 +23,12 @@ def quick(target: str, out, *extra: str):
     )  # fmt: skip
 
 
-def test_mutual_tls_and_bearer_token(test_repository, pki, tmp_path):
+@pytest.mark.parametrize(("stack", "transport"), [("h2", "h2"), ("aio", "h2"), ("h2", "grpc")])
+def test_mutual_tls_and_bearer_token(test_repository, pki, tmp_path, stack, transport):
+    """Both client transports against both asyncio server stacks (grpc's C core and tailmark's h2)."""
     args = [
+        "--grpc-stack",
+        stack,
         "--tls-cert",
         str(pki / "server.pem"),
         "--tls-key",
@@ -33,8 +37,8 @@ def test_mutual_tls_and_bearer_token(test_repository, pki, tmp_path):
         str(pki / "ca.pem"),
     ]
     with ServerProcess(test_repository, *args, "--auth-token", TOKEN) as server:
-        client_tls = ["--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / "client.pem"),
-                      "--tls-key", str(pki / "client.key")]  # fmt: skip
+        client_tls = ["--transport", transport, "--tls-ca", str(pki / "ca.pem"), "--tls-cert",
+                      str(pki / "client.pem"), "--tls-key", str(pki / "client.key")]  # fmt: skip
         ok = quick(server.target, tmp_path / "ok", *client_tls, "--header", f"authorization: Bearer {TOKEN}")
         assert ok.returncode == 0, ok.stderr
         measured = results(tmp_path / "ok")["scenarios"][0]["classes"]["all"]
@@ -44,11 +48,11 @@ def test_mutual_tls_and_bearer_token(test_repository, pki, tmp_path):
         assert no_token.returncode == 1
         assert "UNAUTHENTICATED" in no_token.stderr and "Traceback" not in no_token.stderr
 
-        no_cert = quick(server.target, tmp_path / "nc", "--tls-ca", str(pki / "ca.pem"))
-        assert no_cert.returncode == 1 and "cannot connect" in no_cert.stderr
+        no_cert = quick(server.target, tmp_path / "nc", "--transport", transport, "--tls-ca", str(pki / "ca.pem"))
+        assert no_cert.returncode == 1 and "cannot connect" in no_cert.stderr and "Traceback" not in no_cert.stderr
 
-        plain = quick(server.target, tmp_path / "pl")
-        assert plain.returncode == 1 and "cannot connect" in plain.stderr
+        plain = quick(server.target, tmp_path / "pl", "--transport", transport)
+        assert plain.returncode == 1 and "cannot connect" in plain.stderr and "Traceback" not in plain.stderr
 
 
 def test_half_a_client_key_pair_is_refused(server, pki, tmp_path):

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from tailmark.models import export, resnet
+from support.torch_models import resnet_repository
 from tailmark.server.backends.cuda_graphs import padded_size, parse_sizes
 from tailmark.server.config import ConfigError
-from tailmark.server.default_repository import RESNET_CONFIG, write_model
-from tailmark.server.repository import Repository
+from tailmark.server.default_repository import RESNET_CONFIG
 
 
 def graphs(sizes: str) -> str:
@@ -31,20 +30,9 @@ def test_a_batch_pads_up_to_the_smallest_captured_size_that_holds_it():
     assert [padded_size(b, sizes) for b in (1, 2, 4, 5, 8, 9)] == [1, 4, 4, 8, 8, None]
 
 
-def repository_with(tmp_path, device_kind: str, **configs: str) -> Repository:
-    model_file = export.export_torchscript(resnet.build(seed=0), torch.zeros(1, 3, 32, 32), tmp_path / "resnet.pt")
-    for name, text in configs.items():
-        text = text.replace("KIND_CPU", device_kind)
-        folder = write_model(tmp_path / "repo", name, text)
-        (folder / "1" / "model.pt").write_bytes(model_file.read_bytes())
-    repository = Repository(tmp_path / "repo")
-    repository.load_all()
-    return repository
-
-
 def test_on_the_cpu_the_parameter_is_checked_then_ignored(tmp_path):
-    repository = repository_with(
-        tmp_path, "KIND_CPU", graphs=RESNET_CONFIG + graphs("1,4,8"), too_big=RESNET_CONFIG + graphs("1,16")
+    repository = resnet_repository(
+        tmp_path, graphs=RESNET_CONFIG + graphs("1,4,8"), too_big=RESNET_CONFIG + graphs("1,16")
     )
     try:
         model = repository.get("graphs")
@@ -59,7 +47,7 @@ def test_on_the_cpu_the_parameter_is_checked_then_ignored(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CUDA graphs)")
 def test_graph_replays_equal_eager_runs_at_every_batch_size(tmp_path):
-    repository = repository_with(tmp_path, "KIND_GPU", eager=RESNET_CONFIG, graphs=RESNET_CONFIG + graphs("1,4,8"))
+    repository = resnet_repository(tmp_path, "KIND_GPU", eager=RESNET_CONFIG, graphs=RESNET_CONFIG + graphs("1,4,8"))
     try:
         eager, graphed = repository.get("eager").backend, repository.get("graphs").backend
         assert graphed._graphs is not None and graphed._graphs.sizes == (1, 4, 8)

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-
-from tailmark.models import export, resnet
-from tailmark.server.default_repository import RESNET_CONFIG, write_model
-from tailmark.server.repository import Repository
-
-
-def repository_with(tmp_path, **configs: str):
-    model_file = export.export_torchscript(resnet.build(seed=0), torch.zeros(1, 3, 32, 32), tmp_path / "resnet.pt")
-    for name, text in configs.items():
-        folder = write_model(tmp_path / "repo", name, text)
-        (folder / "1" / "model.pt").write_bytes(model_file.read_bytes())
-    repository = Repository(tmp_path / "repo")
-    repository.load_all()
-    return repository
+from support.torch_models import resnet_repository
+from tailmark.server.default_repository import RESNET_CONFIG
 
 
 def test_config_mismatches_are_caught_at_load(tmp_path):
-    repository = repository_with(
+    repository = resnet_repository(
         tmp_path,
         good=RESNET_CONFIG,
         wrong_classes=RESNET_CONFIG.replace("dims: [ 10 ]", "dims: [ 7 ]"),
@@ -38,7 +25,7 @@ def test_config_mismatches_are_caught_at_load(tmp_path):
 
 def test_warm_up_is_what_checks_and_it_is_not_counted(tmp_path):
     no_warm_up = 'parameters { key: "warmup_runs" value: { string_value: "0" } }\n'
-    repository = repository_with(
+    repository = resnet_repository(
         tmp_path,
         resnet=RESNET_CONFIG,
         unchecked=RESNET_CONFIG.replace("dims: [ 10 ]", "dims: [ 7 ]") + no_warm_up,
