@@ -50,6 +50,7 @@ STATUS_NAMES = (
 HTTP_STATUS = {"400": 13, "401": 16, "403": 7, "404": 12, "429": 14, "502": 14, "503": 14, "504": 14}
 RESET_STATUS = {frames.CANCEL: 1, frames.REFUSED_STREAM: 14, 0xB: 8}  # ENHANCE_YOUR_CALM: RESOURCE_EXHAUSTED
 INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED = 13, 14, 4
+LAST_STREAM_ID = 2**31 - 1
 
 
 def _name(code: int) -> str:
@@ -79,7 +80,6 @@ class ClientConnection(Endpoint):
         self._head = head  # :method, :scheme, :authority, content-type, te and metadata, encoded once
         self._paths: dict[str, bytes] = {}
         self._ids = itertools.count(1, 2)
-        self._last_id = 0
         self._queued: collections.deque[_Call] = collections.deque()  # over the server's stream limit
         self._going_away = False
         self.settled: asyncio.Future | None = None  # done once the server's SETTINGS arrive
@@ -139,7 +139,9 @@ class ClientConnection(Endpoint):
         self.flush()
 
     def _open(self, call: _Call) -> None:
-        call.id = self._last_id = next(self._ids)
+        call.id = next(self._ids)
+        if call.id >= LAST_STREAM_ID:  # ids are spent (~30 h at 10k/s): new calls go to a new connection
+            self._going_away = True
         call.send_window = self.peer_window
         self.streams[call.id] = call
         self.send_headers(call, call.block)

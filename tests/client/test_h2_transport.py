@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import numpy as np
@@ -13,7 +14,7 @@ import uvloop
 from support.runcli import results, scenario, tailmark
 from support.serve import ServerProcess
 from tailmark.client.errors import ModelNotFound, Unreachable
-from tailmark.client.h2_transport import H2Transport, split_target
+from tailmark.client.h2_transport import LAST_STREAM_ID, H2Transport, split_target
 from tailmark.client.transport import GrpcTransport, RequestFailed
 from tailmark.protos import inference_pb2 as pb
 
@@ -150,3 +151,21 @@ def test_cli_server_scenario_over_two_connections(server, tmp_path):
     assert doc["environment"]["client_transport"] == {"kind": "h2", "connections": 2}
     measured = scenario(doc, "server")["classes"]["all"]
     assert measured["ok_count"] >= 100 and measured["error_count"] == 0
+
+
+def test_spent_stream_ids_move_new_calls_to_a_new_connection(stack_server):
+    async def main():
+        h2 = await H2Transport.connect(stack_server.target)
+        try:
+            first = h2._connections[0]
+            first._ids = itertools.count(LAST_STREAM_ID - 2, 2)  # as after ~1e9 calls
+            values = np.arange(4, dtype=np.float32)
+            for _ in range(2):  # the second call takes the last id
+                np.testing.assert_array_equal(output_of(await h2.infer(infer_request("identity", values))), values)
+            assert not first.usable
+            np.testing.assert_array_equal(output_of(await h2.infer(infer_request("identity", values))), values)
+            assert h2._connections[0] is not first
+        finally:
+            await h2.aclose()
+
+    run(main())
