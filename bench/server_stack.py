@@ -106,7 +106,7 @@ def main() -> int:
         for stack in args.stacks[1:]:
             rps = medians[stack]["rps"] / medians[base]["rps"]
             cpu = medians[base]["server_cpu_us"] / medians[stack]["server_cpu_us"]
-            print(f"{concurrency:>11} {stack}/{base}: throughput {rps:.2f}x, server CPU per request {cpu:.2f}x less")
+            print(f"{concurrency:>11} {stack}/{base}: throughput {rps:.2f}x, server CPU per request {1 / cpu:.2f}x")
         time.sleep(0.5)
     return 0
 

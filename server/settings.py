@@ -17,9 +17,9 @@ class ServerSettings:
     port: int = 8001  # 0: any free port (the chosen one is printed)
     # --- gRPC ---
     # "h2" (the default): tailmark's own gRPC-over-HTTP/2 frontend on asyncio (server/h2/); "aio": grpc.aio on
-    # uvloop; "sync": grpc's thread pool. bench/server_stack.py, identity model, 8-32 in flight on 2 cores:
-    # h2 uses 3-4x less server CPU per request than aio (73-101 vs ~300 us) and serves 1.5-3x the rate;
-    # aio 1.25-1.35x sync.
+    # uvloop; "sync": grpc's thread pool. bench/server_stack.py, identity model, 1-32 in flight on 2 cores:
+    # h2 uses 2.6-3.3x less server CPU per request than aio (59-182 vs 193-471 us) and serves 1.5-2.6x the
+    # rate; sync 0.65-0.92x aio.
     stack: str = "h2"
     sync_threads: int = 8  # worker threads of the sync stack
     max_message_bytes: int = INT32_MAX  # gRPC's own default (4 MiB) breaks large tensors
