@@ -13,7 +13,7 @@ from typing import Any
 
 from tailmark.client.settings import Scenario
 
-TRANSPORTS = ("grpc", "h2")
+TRANSPORTS = ("h2", "grpc")
 
 EMBEDDED_SCENARIOS = ("single-stream", "multi-stream", "server", "offline", "fixed-interval", "trace")
 ENDPOINT_SCENARIOS = ("single-stream", "multi-stream", "server", "offline")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 INT32_MAX = 2**31 - 1
-STACKS = ("aio", "sync", "h2")
+STACKS = ("h2", "aio", "sync")
 
 
 @dataclass(frozen=True, slots=True)
