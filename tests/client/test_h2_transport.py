@@ -96,7 +96,7 @@ def test_errors_come_back_as_statuses_and_the_connection_keeps_working(stack_ser
             with pytest.raises(RequestFailed) as failed:  # the sleep model takes 50 ms
                 await h2.infer(infer_request("sleep", np.zeros(4, np.float32)), timeout_s=0.01)
             assert failed.value.status == "DEADLINE_EXCEEDED"
-            assert time.perf_counter() - started < 1.0  # it ends at the deadline, not with the 50 ms answer or later
+            assert time.perf_counter() - started < 1.0  # and nothing hangs
             slow = asyncio.ensure_future(h2.infer(infer_request("sleep", np.zeros(4, np.float32))))
             await asyncio.sleep(0.005)
             slow.cancel()  # a cancelled caller resets its stream
