@@ -193,6 +193,11 @@ def html_report(doc: ResultsDoc, *, plots: bool = True) -> str:
     parts.append(f"<style>{_CSS}</style></head><body><h1>tailmark report</h1>")
     env = doc["environment"]
     facts = [f"{k}: {env.get(k)}" for k in ("hostname", "cpu_model", "cpu_count_logical", "python", "os")]
+    target, transport = env.get("target"), env.get("client_transport")
+    if target:  # what was measured, and through which client transport (older results lack these)
+        facts.append(f"target: {target.get('address')} model {target.get('model')} v{target.get('version')}")
+    if transport:
+        facts.append(f"transport: {transport.get('kind')} x{transport.get('connections')}")
     parts.append(f"<p>{esc(' · '.join(facts))}<br>created {esc(doc['created_at'])}, updated {esc(doc['updated_at'])}")
     if not doc["complete"]:
         parts.append(f" — <b>partial result</b>{': ' + esc(doc['interrupted']) if doc['interrupted'] else ''}")

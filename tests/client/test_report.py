@@ -38,7 +38,15 @@ def _doc() -> dict:
     single = resolve(ScenarioSettings(scenario=Scenario.SINGLE_STREAM, min_duration_s=10), mlperf=False)
     lone = {"default": _class("default", [2.5] * 50, 0.0)}
     run = RunResult(
-        environment={"hostname": "h", "cpu_model": "cpu", "cpu_count_logical": 2, "python": "3.11", "os": "x"},
+        environment={
+            "hostname": "h",
+            "cpu_model": "cpu",
+            "cpu_count_logical": 2,
+            "python": "3.11",
+            "os": "x",
+            "target": {"address": "10.0.0.5:8001", "embedded": False, "model": "resnet", "version": "1"},
+            "client_transport": {"kind": "h2", "connections": 2},
+        },
         scenarios=[
             ScenarioResult(server, classes, 21.0, client_cpu_pct=35.0, throughput_per_s=[100] * 21),
             ScenarioResult(single, lone, 4.0, client_cpu_pct=97.0),
@@ -107,6 +115,7 @@ def test_html_report_without_matplotlib(monkeypatch) -> None:
     monkeypatch.setattr(report, "_pyplot", lambda: None)
     page = report.html_report(_doc())
     assert "data:image/png" not in page and "plots need matplotlib" in page and "<table>" in page
+    assert "target: 10.0.0.5:8001 model resnet v1" in page and "transport: h2 x2" in page
 
 
 def test_reports_render_from_a_written_results_file(tmp_path) -> None:
