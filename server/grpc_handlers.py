@@ -119,12 +119,21 @@ def stream_error(request, exc: BaseException) -> pb.ModelStreamInferResponse:
     )
 
 
-async def stream_infer(core: InferenceCore, requests: AsyncIterable) -> AsyncIterator[pb.ModelStreamInferResponse]:
+STREAM_IN_FLIGHT = 512  # requests of one stream in service or awaiting their send; beyond it reading pauses
+
+
+async def stream_infer(
+    core: InferenceCore, requests: AsyncIterable, max_in_flight: int = STREAM_IN_FLIGHT
+) -> AsyncIterator[pb.ModelStreamInferResponse]:
     """ModelStreamInfer on asyncio: requests run concurrently; each response goes out when it is ready
-    (ids tie them together). ``requests`` yields messages, or MalformedRequest for undecodable ones."""
+    (ids tie them together). ``requests`` yields messages, or MalformedRequest for undecodable ones.
+
+    At most ``max_in_flight`` requests are read ahead of the responses sent: past that the reader waits,
+    and HTTP/2 flow control holds the client back, so one stream's memory stays bounded."""
     responses: asyncio.Queue = asyncio.Queue()
     tasks: set[asyncio.Task] = set()
     outstanding = 0  # requests read whose response has not been yielded yet
+    slots = asyncio.Semaphore(max_in_flight)
 
     async def run_one(request):
         try:
@@ -136,6 +145,7 @@ async def stream_infer(core: InferenceCore, requests: AsyncIterable) -> AsyncIte
     async def read_all():
         nonlocal outstanding
         async for request in requests:
+            await slots.acquire()
             outstanding += 1
             task = asyncio.ensure_future(run_one(request))
             tasks.add(task)
@@ -151,6 +161,7 @@ async def stream_infer(core: InferenceCore, requests: AsyncIterable) -> AsyncIte
                 input_done = True
                 continue
             outstanding -= 1
+            slots.release()
             yield item
     finally:
         reader.cancel()

@@ -97,13 +97,18 @@ class Connection(endpoint.Endpoint):
     def on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
         stream = self.streams.get(stream_id)
         end = flags & frames.END_STREAM
-        self.consumed(stream, len(payload), end)  # padding counts against flow control too
+        streaming = stream is not None and stream.requests is not None
+        # padding counts against flow control too; a streaming call's message bytes are given back only as
+        # its handler takes them (_requests), so a client that outruns the model is held back by its window
+        self.consumed(None if streaming else stream, len(payload), end)
         if stream is None or stream.route is None or stream.remote_closed:
             return  # a stream we have already answered or reset: its late data is dropped
         try:
             data = frames.unpad(flags & frames.PADDED, payload)
         except ValueError as exc:
             raise endpoint.ProtocolViolation(frames.PROTOCOL_ERROR, str(exc)) from None
+        if streaming and not end and len(payload) > len(data):
+            self.consumed_stream(stream, len(payload) - len(data))
         body = stream.body
         body += data
         if len(body) > self.server.max_message_bytes + 5:
@@ -185,7 +190,7 @@ class Connection(endpoint.Endpoint):
             del body[: 5 + length]
             if message is None:
                 return
-            stream.requests.put_nowait(message)
+            stream.requests.put_nowait((message, 5 + length))
 
     def _message(self, stream: Stream, compressed: int, data: bytes) -> bytes | None:
         if not compressed:
@@ -260,12 +265,16 @@ class Connection(endpoint.Endpoint):
             self._send(stream, b"", OK_TRAILERS, framed=False)
         self.flush_soon()
 
-    @staticmethod
-    async def _requests(stream: Stream) -> AsyncIterator[bytes]:
+    async def _requests(self, stream: Stream) -> AsyncIterator[bytes]:
+        """The call's messages as its handler asks for them; each one taken gives its bytes of window back."""
         while True:
-            message = await stream.requests.get()
-            if message is _END:
+            item = await stream.requests.get()
+            if item is _END:
                 return
+            message, wire_size = item
+            if not stream.remote_closed and not stream.closed:
+                self.consumed_stream(stream, wire_size)
+                self.flush_soon()
             yield message
 
     def _deadline(self, stream: Stream) -> None:

@@ -186,15 +186,22 @@ class Endpoint(asyncio.Protocol):
 
     def consumed(self, stream: Stream | None, size: int, end_stream: bool) -> None:
         """Give back flow-control window for ``size`` DATA bytes taken (padding included)."""
+        self.consumed_connection(size)
+        if stream is not None and not end_stream:
+            self.consumed_stream(stream, size)
+
+    def consumed_connection(self, size: int) -> None:
         self._received += size
         if self._received >= CONNECTION_WINDOW // 2:
             self.write(frames.window_update(0, self._received))
             self._received = 0
-        if stream is not None and not end_stream:
-            stream.received += size
-            if stream.received >= STREAM_WINDOW // 2:
-                self.write(frames.window_update(stream.id, stream.received))
-                stream.received = 0
+
+    def consumed_stream(self, stream: Stream, size: int) -> None:
+        """Give the stream's window back (in halves of it: one WINDOW_UPDATE per 2 MiB)."""
+        stream.received += size
+        if stream.received >= STREAM_WINDOW // 2:
+            self.write(frames.window_update(stream.id, stream.received))
+            stream.received = 0
 
     def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if flags & frames.ACK:

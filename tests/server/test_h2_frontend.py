@@ -9,6 +9,7 @@ never send; loopback only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import socket
 import struct
@@ -454,6 +455,42 @@ def test_message_size_limit_applies_to_responses(limited):
 
 
 # --- 5. a long bidirectional stream ---
+
+
+def test_a_stream_that_outruns_its_model_is_held_back_by_its_window(server):
+    """A client streaming ~64 KB requests to the 50 ms sleep model as fast as the server's flow-control windows
+    allow: the server reads no further than its in-flight cap plus one stream window (about 4 MiB) ahead of
+    the model, so within 2 s the client gets to send tens of MiB at most, not whatever loopback carries."""
+    message = grpc_message(infer_request(np.zeros(16_000, np.float32), model="sleep").SerializeToString())
+    with RawH2(server.target, handshake=False) as conn:
+        big = struct.pack(">HI", 0x4, 2**31 - 1)  # our receive window: the server's answers never wait on us
+        conn.send(PREFACE + frame(SETTINGS, 0, 0, big) + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 2**31 - 65_536)))
+        conn.send(frame(HEADERS, END_HEADERS, 1, conn.header_block(STREAM)))
+        conn.sock.settimeout(0.001)
+        windows = {"connection": 65_535, "stream": 65_535}
+        sent, deadline = 0, time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                conn.buffer += conn.sock.recv(1 << 20)
+            while len(conn.buffer) >= 9 and len(conn.buffer) >= 9 + int.from_bytes(conn.buffer[:3], "big"):
+                kind, flags, stream_id, payload = conn.frame()
+                if kind == SETTINGS and not flags & ACK:
+                    for offset in range(0, len(payload), 6):
+                        key, value = struct.unpack_from(">HI", payload, offset)
+                        if key == 0x4:
+                            windows["stream"] += value - 65_535
+                    conn.send(frame(SETTINGS, ACK, 0))
+                elif kind == WINDOW_UPDATE:
+                    windows["connection" if stream_id == 0 else "stream"] += struct.unpack(">I", payload)[0]
+            while min(windows.values()) >= len(message):
+                conn.send(frame(DATA, 0, 1, message))
+                sent += len(message)
+                windows["connection"] -= len(message)
+                windows["stream"] -= len(message)
+    # the in-flight cap's messages, the ~80 the model finishes in 2 s, one stream window (4 MiB) and slack
+    bound = (512 + 100) * len(message) + (6 << 20)
+    assert 1 << 20 < sent <= bound, f"{sent / 2**20:.1f} MiB sent in 2 s (bound {bound / 2**20:.1f} MiB)"
+    still_serves(server.target)
 
 
 def test_stream_of_200_with_a_malformed_message(server):
