@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import ssl
 import zlib
@@ -119,7 +120,7 @@ class ClientConnection(Endpoint):
             path_block = self._paths[path] = literal(":path", path)
         block = self._head + path_block
         if timeout_s:
-            block += literal("grpc-timeout", timeout_value(timeout_s))
+            block += _timeout_literal(timeout_s)
         call = _Call(block, payload, loop.create_future())
         if not self.usable:
             call.future.set_exception(RequestFailed("UNAVAILABLE", self.lost_reason or "connection is closing"))
@@ -254,6 +255,12 @@ class ClientConnection(Endpoint):
 
     def last_stream_id(self) -> int:
         return 0  # a client's GOAWAY names the last server-initiated stream: none
+
+
+@functools.lru_cache(maxsize=256)
+def _timeout_literal(timeout_s: float) -> bytes:
+    """The ``grpc-timeout`` header for ``timeout_s`` (most runs send the same timeout every time)."""
+    return literal("grpc-timeout", timeout_value(timeout_s))
 
 
 def split_target(target: str) -> tuple[str, int]:
