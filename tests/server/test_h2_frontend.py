@@ -487,8 +487,9 @@ def test_a_stream_that_outruns_its_model_is_held_back_by_its_window(server):
                 sent += len(message)
                 windows["connection"] -= len(message)
                 windows["stream"] -= len(message)
-    # the in-flight cap's messages, the ~80 the model finishes in 2 s, one stream window (4 MiB) and slack
-    bound = (512 + 100) * len(message) + (6 << 20)
+    # the in-flight cap's messages, the ~80 the model finishes in 2 s, one stream window (4 MiB), and slack
+    # (measured: 38 MiB; without the window held back: 425 MiB)
+    bound = (512 + 200) * len(message) + (8 << 20)
     assert 1 << 20 < sent <= bound, f"{sent / 2**20:.1f} MiB sent in 2 s (bound {bound / 2**20:.1f} MiB)"
     still_serves(server.target)
 
