@@ -299,6 +299,9 @@ class H2Transport(ControlRpcs):
     ) -> None:
         self.target = target
         self._host, self._port = split_target(target)
+        for key, value in metadata:
+            if not (key.isascii() and value.isascii()):
+                raise ConfigError(f"header {key!r}: names and values must be ASCII (HTTP/2 metadata)")
         self._ssl = _tls_context(tls) if tls is not None else None
         authority = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
         head = (

@@ -13,7 +13,7 @@ import uvloop
 
 from support.runcli import results, scenario, tailmark
 from support.serve import ServerProcess
-from tailmark.client.errors import ModelNotFound, Unreachable
+from tailmark.client.errors import ConfigError, ModelNotFound, Unreachable
 from tailmark.client.h2_transport import LAST_STREAM_ID, H2Transport, split_target
 from tailmark.client.transport import GrpcTransport, RequestFailed
 from tailmark.protos import inference_pb2 as pb
@@ -117,6 +117,8 @@ def test_unreachable_target_and_bad_target():
 
     run(main())
     assert split_target("[::1]:8001") == ("::1", 8001)
+    with pytest.raises(ConfigError, match="must be ASCII"):
+        H2Transport("127.0.0.1:1", tls=None, metadata=[("x-user", "zoë")], timeout_s=1, connections=1)
     assert split_target("dns:///localhost:9") == ("localhost", 9)
 
 
