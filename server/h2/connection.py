@@ -311,6 +311,7 @@ class Connection(endpoint.Endpoint):
         if not stream.headers_sent:
             stream.headers_sent = True
             stream.outbox.clear()
+            stream.outbox_sent = 0
             self.send_headers(stream, RESPONSE_HEADERS + block, end_stream=True)
             self._close_stream(stream)
             return

@@ -35,12 +35,13 @@ class ProtocolViolation(Exception):
 class Stream:
     """The sending half of a stream: flow-control window and what waits for it."""
 
-    __slots__ = ("closed", "end_block", "end_with_data", "id", "outbox", "received", "send_window")
+    __slots__ = ("closed", "end_block", "end_with_data", "id", "outbox", "outbox_sent", "received", "send_window")
 
     def __init__(self, stream_id: int, send_window: int) -> None:
         self.id = stream_id
         self.send_window = send_window
-        self.outbox = bytearray()  # DATA payload waiting for window
+        self.outbox = bytearray()  # DATA payload waiting for window, from outbox_sent on
+        self.outbox_sent = 0  # an offset, not deletion from the front: that memmoves the rest for every frame
         self.end_block: bytes | None = None  # trailers: sent (END_STREAM) once the outbox is empty
         self.end_with_data = False  # or: END_STREAM on the last DATA frame (a client's request)
         self.closed = False
@@ -254,24 +255,27 @@ class Endpoint(asyncio.Protocol):
 
     def send_pending(self, stream: Stream) -> None:
         """Send what the flow-control windows allow; then END_STREAM (trailers, or on the last DATA)."""
-        pending = stream.outbox
-        while pending:
-            size = min(len(pending), stream.send_window, self._send_window, self.peer_max_frame)
+        pending, offset = stream.outbox, stream.outbox_sent
+        remaining = len(pending) - offset
+        while remaining:
+            size = min(remaining, stream.send_window, self._send_window, self.peer_max_frame)
             if size <= 0:
+                stream.outbox_sent = offset
                 self._blocked[stream.id] = stream
                 return
-            last = size == len(pending) and stream.end_with_data
+            last = size == remaining and stream.end_with_data
             flags = frames.END_STREAM if last else 0
-            self.write(frames.frame(frames.DATA, flags, stream.id, bytes(pending[:size])))
-            del pending[:size]
+            self.write(frames.frame(frames.DATA, flags, stream.id, pending[offset : offset + size]))
+            offset += size
+            remaining -= size
             stream.send_window -= size
             self._send_window -= size
-            if last:
-                self._blocked.pop(stream.id, None)
-                self.on_sent_end(stream)
-                return
+        pending.clear()
+        stream.outbox_sent = 0
         self._blocked.pop(stream.id, None)
-        if stream.end_block is not None:
+        if stream.end_with_data:
+            self.on_sent_end(stream)
+        elif stream.end_block is not None:
             self.send_headers(stream, stream.end_block, end_stream=True)
             self.on_sent_end(stream)
 
