@@ -76,34 +76,34 @@ async def connect():
     return channel.unary_unary("/inference.GRPCInferenceService/ModelInfer"), grpc.aio.AioRpcError, channel.close
 
 async def main():
-        call, failure, close = await connect()
-        for _ in range(50):
+    call, failure, close = await connect()
+    for _ in range(50):
+        await call(payload)
+    rng = np.random.default_rng(1)
+    latencies, errors, tasks = [], 0, set()
+    async def one(intended):
+        nonlocal errors
+        try:
             await call(payload)
-        rng = np.random.default_rng(1)
-        latencies, errors, tasks = [], 0, set()
-        async def one(intended):
-            nonlocal errors
-            try:
-                await call(payload)
-                latencies.append(time.perf_counter_ns() - intended)
-            except failure:
-                errors += 1
-        start = time.perf_counter_ns()
-        intended = start
-        end = start + int(seconds * 1e9)
-        while intended < end:
-            intended += int(rng.exponential(1e9 / rate))
-            delay = (intended - time.perf_counter_ns()) / 1e9
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.ensure_future(one(intended))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.gather(*tasks)
-        lat = np.sort(np.array(latencies)) / 1e6
-        print(json.dumps({"p99_ms": float(np.percentile(lat, 99)) if len(lat) else 1e9, "errors": errors,
-                          "done": len(lat)}))
-        await close()
+            latencies.append(time.perf_counter_ns() - intended)
+        except failure:
+            errors += 1
+    start = time.perf_counter_ns()
+    intended = start
+    end = start + int(seconds * 1e9)
+    while intended < end:
+        intended += int(rng.exponential(1e9 / rate))
+        delay = (intended - time.perf_counter_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.ensure_future(one(intended))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    lat = np.sort(np.array(latencies)) / 1e6
+    print(json.dumps({"p99_ms": float(np.percentile(lat, 99)) if len(lat) else 1e9, "errors": errors,
+                      "done": len(lat)}))
+    await close()
 
 uvloop.run(main())
 """

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import itertools
 import ssl
 import zlib
@@ -52,6 +51,7 @@ HTTP_STATUS = {"400": 13, "401": 16, "403": 7, "404": 12, "429": 14, "502": 14, 
 RESET_STATUS = {frames.CANCEL: 1, frames.REFUSED_STREAM: 14, 0xB: 8}  # ENHANCE_YOUR_CALM: RESOURCE_EXHAUSTED
 INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED = 13, 14, 4
 LAST_STREAM_ID = 2**31 - 1
+BLOCK_CACHE = 256
 
 
 def _name(code: int) -> str:
@@ -64,7 +64,7 @@ class _Call(Stream):
     def __init__(self, block: bytes, payload: bytes, future: asyncio.Future) -> None:
         super().__init__(0, 0)  # id and window are set when it opens (calls open in id order)
         self.block = block
-        self.outbox += b"\x00" + len(payload).to_bytes(4, "big") + payload
+        self.queue_message(payload)
         self.end_with_data = True
         self.future = future
         self.headers_seen = False
@@ -79,7 +79,7 @@ class ClientConnection(Endpoint):
     def __init__(self, head: bytes) -> None:
         super().__init__()
         self._head = head  # :method, :scheme, :authority, content-type, te and metadata, encoded once
-        self._paths: dict[str, bytes] = {}
+        self._blocks: dict[tuple[str, float | None], bytes] = {}  # whole request header blocks, built once
         self._ids = itertools.count(1, 2)
         self._queued: collections.deque[_Call] = collections.deque()  # over the server's stream limit
         self._going_away = False
@@ -115,12 +115,7 @@ class ClientConnection(Endpoint):
     def call(self, path: str, payload: bytes, timeout_s: float | None) -> _Call:
         """Start a unary call; its ``future`` gets the response message or a RequestFailed."""
         loop = asyncio.get_running_loop()
-        path_block = self._paths.get(path)
-        if path_block is None:
-            path_block = self._paths[path] = literal(":path", path)
-        block = self._head + path_block
-        if timeout_s:
-            block += _timeout_literal(timeout_s)
+        block = self._blocks.get((path, timeout_s)) or self._block(path, timeout_s)
         call = _Call(block, payload, loop.create_future())
         if not self.usable:
             call.future.set_exception(RequestFailed("UNAVAILABLE", self.lost_reason or "connection is closing"))
@@ -133,6 +128,16 @@ class ClientConnection(Endpoint):
             self._open(call)
             self.flush()
         return call
+
+    def _block(self, path: str, timeout_s: float | None) -> bytes:
+        """The request's header block; kept for the next call with the same path and timeout (per-request
+        deadlines all differ: past BLOCK_CACHE of them, new ones are built each time instead)."""
+        block = self._head + literal(":path", path)
+        if timeout_s:
+            block += literal("grpc-timeout", timeout_value(timeout_s))
+        if len(self._blocks) < BLOCK_CACHE:
+            self._blocks[(path, timeout_s)] = block
+        return block
 
     def cancel(self, call: _Call) -> None:
         """The caller gave up (its task was cancelled): reset the stream, drop the response."""
@@ -253,15 +258,6 @@ class ClientConnection(Endpoint):
                 return
         call.future.set_result(message)
 
-    def last_stream_id(self) -> int:
-        return 0  # a client's GOAWAY names the last server-initiated stream: none
-
-
-@functools.lru_cache(maxsize=256)
-def _timeout_literal(timeout_s: float) -> bytes:
-    """The ``grpc-timeout`` header for ``timeout_s`` (most runs send the same timeout every time)."""
-    return literal("grpc-timeout", timeout_value(timeout_s))
-
 
 def split_target(target: str) -> tuple[str, int]:
     """ "host:port", "[v6]:port" or "dns:///host:port" → (host, port)."""
@@ -365,11 +361,7 @@ class H2Transport(ControlRpcs):
             raise Unreachable(f"cannot connect to {self.target}: {exc.strerror or exc}{tls_hint}") from None
         return connection
 
-    async def _connection(self) -> ClientConnection:
-        index = next(self._next)
-        connection = self._connections[index]
-        if connection is not None and connection.usable:
-            return connection
+    async def _reconnect(self, index: int) -> ClientConnection:
         task = self._reconnecting.get(index)  # one reconnect per slot, shared by the calls that need it
         if task is None:
             task = self._reconnecting[index] = asyncio.ensure_future(self._open())
@@ -381,7 +373,10 @@ class H2Transport(ControlRpcs):
         return connection
 
     async def call(self, path: str, payload: bytes, timeout_s: float | None = None) -> bytes:
-        connection = await self._connection()
+        index = next(self._next)
+        connection = self._connections[index]
+        if connection is None or not connection.usable:
+            connection = await self._reconnect(index)
         call = connection.call(path, payload, timeout_s)
         try:
             return await call.future

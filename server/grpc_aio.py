@@ -49,10 +49,6 @@ class AioGrpcServer:
         if self._server is not None:
             await self._server.stop(grace_s)
 
-    async def wait(self) -> None:
-        if self._server is not None:
-            await self._server.wait_for_termination()
-
     def _service_handler(self) -> grpc.GenericRpcHandler:
         handlers = {name: method_handler(RPCS[name], _unary(fn)) for name, fn in control_rpcs(self.core).items()}
         handlers["ModelInfer"] = method_handler(RPCS["ModelInfer"], self._infer)

@@ -53,10 +53,6 @@ class SyncGrpcServer:
             self._server.stop(grace_s).wait()
         self._pool.shutdown(wait=False)
 
-    def wait(self) -> None:
-        if self._server is not None:
-            self._server.wait_for_termination()
-
     def _service_handler(self) -> grpc.GenericRpcHandler:
         handlers = {name: method_handler(RPCS[name], _unary(fn)) for name, fn in control_rpcs(self.core).items()}
         handlers["ModelInfer"] = method_handler(RPCS["ModelInfer"], _unary(self.core.infer_blocking))

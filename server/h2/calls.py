@@ -6,14 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple
 
-from google.protobuf.message import DecodeError
-
 from tailmark.protos.service import HEALTH_CHECK, RPCS, Rpc
 from tailmark.server.core import InferenceCore
 from tailmark.server.grpc_handlers import (
     MalformedRequest,
+    checked,
     control_rpcs,
     health_check,
+    lenient_parser,
     status_of,
     stream_infer,
 )
@@ -43,19 +43,13 @@ def status_code(exc: BaseException) -> tuple[int, str]:
     return code.value[0], message
 
 
-def _parse(rpc: Rpc, message: bytes):
-    try:
-        return rpc.request.FromString(message)
-    except DecodeError as exc:
-        raise MalformedRequest(f"malformed {rpc.request.DESCRIPTOR.name}: {exc}") from None
-
-
 def _unary(rpc: Rpc, fn) -> Callable[[bytes], Call]:
     """A cheap, non-blocking method run where the message arrives."""
+    parse = lenient_parser(rpc.request)
 
     def call(message: bytes) -> Call:
         try:
-            return Call(fn(_parse(rpc, message)).SerializeToString())
+            return Call(fn(checked(parse(message))).SerializeToString())
         except Exception as exc:
             return Call(error=status_code(exc))
 
@@ -63,7 +57,7 @@ def _unary(rpc: Rpc, fn) -> Callable[[bytes], Call]:
 
 
 def _infer(core: InferenceCore):
-    rpc = RPCS["ModelInfer"]
+    parse = lenient_parser(RPCS["ModelInfer"].request)
 
     async def run(request) -> Call:
         try:
@@ -73,27 +67,20 @@ def _infer(core: InferenceCore):
         return Call(response.SerializeToString())
 
     def call(message: bytes):
-        try:
-            request = _parse(rpc, message)
-        except MalformedRequest as exc:
-            return Call(error=status_code(exc))
+        request = parse(message)
+        if type(request) is MalformedRequest:
+            return Call(error=status_code(request))
         return run_eagerly(run(request))
 
     return call
 
 
 def _stream(core: InferenceCore):
-    rpc = RPCS["ModelStreamInfer"]
+    parse = lenient_parser(RPCS["ModelStreamInfer"].request)
 
-    def parsed(messages: AsyncIterator[bytes]):
-        async def requests():
-            async for message in messages:
-                try:
-                    yield _parse(rpc, message)
-                except MalformedRequest as exc:
-                    yield exc  # answered in-band, as the other stacks do
-
-        return requests()
+    async def parsed(messages: AsyncIterator[bytes]):
+        async for message in messages:
+            yield parse(message)  # a MalformedRequest is answered in-band, as on the other stacks
 
     async def stream(messages: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for response in stream_infer(core, parsed(messages)):

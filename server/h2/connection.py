@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from tailmark.http2 import endpoint, frames
 from tailmark.http2.hpack_codec import OK_TRAILERS, RESPONSE_HEADERS, literal, timeout_seconds, trailers
+from tailmark.server import security
 from tailmark.server.h2.calls import Call, Route, status_code
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ class Connection(endpoint.Endpoint):
         if server.auth_header is not None:
             given = headers.get("authorization", "").encode()
             if not hmac.compare_digest(given, server.auth_header):
-                self._fail(stream, UNAUTHENTICATED, server.auth_refusal)
+                self._fail(stream, UNAUTHENTICATED, security.UNAUTHENTICATED)
                 return
         path = headers.get(":path", "")
         route = server.routes.get(path)
@@ -299,7 +300,7 @@ class Connection(endpoint.Endpoint):
             stream.headers_sent = True
             self.send_headers(stream, RESPONSE_HEADERS)
         if framed:
-            stream.outbox += b"\x00" + len(message).to_bytes(4, "big") + message
+            stream.queue_message(message)
         stream.end_block = trailer_block
         self.send_pending(stream)
 

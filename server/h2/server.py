@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-from tailmark.server import security
 from tailmark.server.core import InferenceCore
 from tailmark.server.h2.calls import routes
 from tailmark.server.h2.connection import Connection
@@ -27,7 +26,7 @@ def tls_context(settings: ServerSettings) -> ssl.SSLContext | None:
 
 
 class H2GrpcServer:
-    """Same interface as AioGrpcServer: ``await start()`` → port, ``await stop(grace)``, ``await wait()``."""
+    """Same interface as AioGrpcServer: ``await start()`` → port, ``await stop(grace)``."""
 
     def __init__(self, core: InferenceCore, settings: ServerSettings) -> None:
         self.core = core
@@ -36,7 +35,6 @@ class H2GrpcServer:
         self.max_message_bytes = settings.max_message_bytes
         self.max_concurrent_rpcs = settings.max_concurrent_rpcs
         self.auth_header = f"Bearer {settings.auth_token}".encode() if settings.auth_token else None
-        self.auth_refusal = security.UNAUTHENTICATED
         self.active = 0  # calls admitted and not finished, over all connections
         self.connections: set[Connection] = set()
         self.port = 0
@@ -69,7 +67,3 @@ class H2GrpcServer:
         for connection in list(self.connections):
             connection.close()
         await self._server.wait_closed()
-
-    async def wait(self) -> None:
-        if self._server is not None:
-            await self._server.wait_closed()

@@ -47,6 +47,11 @@ class Stream:
         self.closed = False
         self.received = 0  # bytes taken since the last stream WINDOW_UPDATE
 
+    def queue_message(self, message: bytes) -> None:
+        """Append one gRPC message (uncompressed flag, 4-byte length, bytes) to the outbox, copying it once."""
+        self.outbox += len(message).to_bytes(5, "big")  # the flag byte is the length's leading zero
+        self.outbox += message
+
 
 class Endpoint(asyncio.Protocol):
     expects_preface = False  # the server side reads the client's connection preface first
