@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,16 @@ from tailmark.traces import importers as im
 from tailmark.traces.format import TraceFormatError
 from tailmark.traces.stats import measure
 
-REAL_AZURE = Path("/work/shared/traces-real/azure_llm_2023_conv.csv")
+
+def _real_traces() -> Path:
+    """Where the real (large, not shipped) traces live: $TAILMARK_REAL_TRACES, else shared/traces-real beside
+    the checkout (present on the project's own machines, absent in a plain clone)."""
+    if "TAILMARK_REAL_TRACES" in os.environ:
+        return Path(os.environ["TAILMARK_REAL_TRACES"])
+    return Path(__file__).resolve().parents[3] / "shared" / "traces-real"
+
+
+REAL_AZURE = _real_traces() / "azure_llm_2023_conv.csv"
 MS = 1_000_000
 
 
@@ -86,7 +96,10 @@ def test_empty_import_is_an_error(write):
         list(im.azure_llm(path))
 
 
-@pytest.mark.skipif(not REAL_AZURE.is_file(), reason="real Azure trace not present")
+@pytest.mark.skipif(
+    not REAL_AZURE.is_file(),
+    reason=f"real Azure trace not found at {REAL_AZURE} (set TAILMARK_REAL_TRACES to the folder that holds it)",
+)
 def test_real_azure_conversation_trace():
     recs = list(im.azure_llm(REAL_AZURE))
     assert len(recs) == 19_366
