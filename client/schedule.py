@@ -1,8 +1,13 @@
-"""Arrival processes: tiny lazy factories that yield ``Arrival`` forever (or until their input ends).
+"""The client's schedules: lazy iterators of ``Arrival`` that the dispatcher pulls one at a time.
 
-A schedule is a plain iterator; the dispatcher pulls ``next(schedule)`` and adds its own start instant to
-``offset_ns``. Nothing here builds a list of arrivals, so memory stays O(1) however long a run lasts, and a
-seeded schedule is the same on every machine (numpy's ``default_rng`` is platform independent).
+The arrival processes themselves live in ``traces/generators.py`` and are re-exported here (``poisson``,
+``fixed_interval``), so ``tailmark run --scenario poisson`` and ``tailmark trace gen poisson`` make the
+same stream for the same rate and seed: the first arrival at offset 0, each later one a gap after the
+previous (MLPerf LoadGen's Server schedule). This module adds what only the client needs: replaying
+plain offsets (``timestamps``, ``timestamp_file``), and cutting and interleaving schedules.
+
+The dispatcher adds its own start instant to ``offset_ns``. Nothing here builds a list of arrivals, so
+memory stays O(1) however long a run lasts.
 
 Combine them::
 
@@ -13,88 +18,34 @@ Combine them::
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
-import operator
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from tailmark.client.errors import TraceError
+from tailmark.traces import transforms
 from tailmark.traces.arrival import DEFAULT_CLASS, Arrival
+from tailmark.traces.generators import fixed_interval, poisson
+
+__all__ = [
+    "ScheduleError",
+    "fixed_interval",
+    "merge",
+    "poisson",
+    "take_duration",
+    "timestamp_file",
+    "timestamps",
+]
 
 NS_PER_S = 1_000_000_000
-# Exponential gaps are drawn this many at a time: one numpy call per chunk instead of one per arrival.
-POISSON_CHUNK = 4096
 
 Unit = Literal["s", "ms", "us", "ns"]
 _NS_PER_UNIT: dict[str, int] = {"s": NS_PER_S, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
 
 class ScheduleError(TraceError, ValueError):
-    """A schedule parameter or a timestamp offset was refused (the message says which and why)."""
-
-
-def _check_rate(rate_qps: float) -> None:
-    if not rate_qps > 0:  # also refuses NaN
-        raise ScheduleError(f"rate_qps={rate_qps:g} requested; must be > 0")
-    if math.isinf(rate_qps):
-        raise ScheduleError(f"rate_qps={rate_qps:g} requested; must be finite")
-
-
-def poisson(rate_qps: float, seed: int, traffic_class: str = DEFAULT_CLASS) -> Iterator[Arrival]:
-    """Open-loop Poisson arrivals: exponential gaps with mean ``1/rate_qps`` seconds, first arrival after one gap.
-
-    Offsets are whole nanoseconds. The fractional nanosecond is carried from chunk to chunk, so rounding
-    never accumulates: offset k is the floor of the exact running sum of the first k gaps.
-
-    Example::
-
-        >>> from itertools import islice
-        >>> [a.offset_ns for a in islice(poisson(1000.0, seed=7), 3)]
-        [707529, 1732732, 2301281]
-    """
-    _check_rate(rate_qps)
-    rng = np.random.default_rng(seed)
-    mean_gap_ns = NS_PER_S / rate_qps
-    base_ns = 0  # exact integer part of the running sum
-    carry = 0.0  # its fractional part, in [0, 1)
-    while True:
-        sums = np.cumsum(rng.exponential(mean_gap_ns, POISSON_CHUNK))
-        sums += carry
-        whole = np.floor(sums)
-        # Chunk-relative sums stay small, so float64 keeps sub-ns precision however long the run.
-        offsets = (whole.astype(np.int64) + base_ns).tolist()
-        last = float(whole[-1])
-        base_ns += int(last)
-        carry = float(sums[-1]) - last
-        for offset_ns in offsets:
-            yield Arrival(offset_ns, traffic_class)
-
-
-def fixed_interval(rate_qps: float, traffic_class: str = DEFAULT_CLASS, phase_ns: int = 0) -> Iterator[Arrival]:
-    """Constant-rate arrivals at ``phase_ns + floor(k * 1e9 / rate_qps)`` for k = 0, 1, 2, ...
-
-    Each offset is computed from k in exact integer arithmetic (no running sum), so there is no drift even
-    after billions of arrivals.
-
-    Example::
-
-        >>> from itertools import islice
-        >>> [a.offset_ns for a in islice(fixed_interval(3.0), 4)]
-        [0, 333333333, 666666666, 1000000000]
-    """
-    _check_rate(rate_qps)
-    if phase_ns < 0:
-        raise ScheduleError(f"phase_ns={phase_ns} requested; must be >= 0")
-    num, den = rate_qps.as_integer_ratio()  # exact for int and float alike
-    # period = 1e9 * den / num exactly, so offset_k = k * 1e9 * den // num
-    step = NS_PER_S * den
-    for k in itertools.count():
-        yield Arrival(phase_ns + (k * step) // num, traffic_class)
+    """A timestamp offset or a schedule parameter was refused (the message says which and why)."""
 
 
 def _to_ns(value: float | int, unit: Unit) -> int:
@@ -190,8 +141,7 @@ def take_duration(schedule: Iterable[Arrival], duration_s: float) -> Iterator[Ar
     """
     if not duration_s > 0 or math.isinf(duration_s):
         raise ScheduleError(f"duration_s={duration_s:g} requested; must be > 0 and finite")
-    end_ns = round(duration_s * NS_PER_S)
-    return itertools.takewhile(lambda arrival: arrival.offset_ns < end_ns, schedule)
+    return transforms.limit(schedule, duration_s=duration_s)
 
 
 def merge(*schedules: Iterable[Arrival]) -> Iterator[Arrival]:
@@ -199,8 +149,8 @@ def merge(*schedules: Iterable[Arrival]) -> Iterator[Arrival]:
 
     Example::
 
-        >>> both = merge(fixed_interval(2.0, "a"), fixed_interval(1.0, "b"))
+        >>> both = merge(fixed_interval(2.0, traffic_class="a"), fixed_interval(1.0, traffic_class="b"))
         >>> [(a.offset_ns, a.traffic_class) for a in itertools.islice(both, 4)]
         [(0, 'a'), (0, 'b'), (500000000, 'a'), (1000000000, 'a')]
     """
-    return heapq.merge(*schedules, key=operator.itemgetter(0))
+    return transforms.merge((None, schedule) for schedule in schedules)

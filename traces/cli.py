@@ -16,8 +16,11 @@ Handler = Callable[[argparse.Namespace], int]
 
 # generator name -> (help, [(flag, type, help, default or None if required)])
 GEN_KINDS: dict[str, tuple[str, list[tuple[str, Any, str, Any]]]] = {
-    "poisson": ("Poisson arrivals (exponential gaps)", [("--rate", float, "mean arrivals/s", None)]),
-    "fixed": ("one arrival every 1/rate s", [("--rate", float, "arrivals/s", None)]),
+    "poisson": (
+        "Poisson arrivals (exponential gaps, the first at 0); with the same --seed, what `run --scenario poisson` sends",
+        [("--rate", float, "mean arrivals/s", None)],
+    ),
+    "fixed": ("one arrival every 1/rate s, the first at 0", [("--rate", float, "arrivals/s", None)]),
     "gamma": (
         "gamma gaps; CV = 1/sqrt(burstiness)",
         [

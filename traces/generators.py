@@ -1,9 +1,17 @@
 """Seeded arrival processes: each is an endless lazy iterator of ``Arrival`` (stop it with ``transforms.limit``).
 
-Random numbers are drawn in numpy blocks (per-item draws cost a microsecond each), but arrivals are
-still handed out one at a time, so memory stays O(block). The same seed gives the same arrivals.
+This is the one implementation of every arrival process: ``tailmark trace gen`` writes these streams to a
+file, and ``tailmark run`` (through ``client/schedule.py``) sends them, so the same rate and seed give the
+same offsets either way.
 
-Renewal processes (poisson, gamma, batch) put the first arrival at offset 0; fixed_interval too.
+Random numbers are drawn in numpy blocks (per-item draws cost a microsecond each), but arrivals are
+still handed out one at a time, so memory stays O(block). The same seed gives the same arrivals on every
+machine (numpy's ``default_rng`` is platform independent).
+
+Renewal processes (poisson, gamma, batch) and fixed_interval put the first arrival at offset 0 and each
+later one a gap after the previous, as MLPerf LoadGen schedules its Server queries (the query at 0, then
+``timestamp += gap``). Offsets are whole nanoseconds, rounded down from the exact running sum of the gaps,
+so rounding never accumulates.
 
 Example::
 
@@ -27,32 +35,67 @@ NS = 1_000_000_000
 
 
 def _positive(name: str, value: float) -> None:
-    if not (value > 0 and math.isfinite(value)):
+    if not value > 0:  # also refuses NaN
         raise ValueError(f"{name}={value} requested; must be > 0")
+    if math.isinf(value):
+        raise ValueError(f"{name}={value} requested; must be finite")
 
 
-def _from_gaps(draw: Callable[[int], np.ndarray], traffic_class: str) -> Iterator[Arrival]:
-    """Arrivals at the running sum of gaps (seconds) drawn ``BLOCK`` at a time; the first at 0."""
-    t = 0.0
+def _from_gaps(draw_ns: Callable[[int], np.ndarray], traffic_class: str) -> Iterator[Arrival]:
+    """Arrivals at 0 and then at the running sum of the gaps (ns) drawn ``BLOCK`` at a time.
+
+    Offset k is the floor of the exact sum of the first k gaps: the sum is kept as an integer part and a
+    fractional carry in [0, 1), and each block is summed relative to it, so float64 keeps sub-nanosecond
+    precision however long the run and rounding never accumulates.
+    """
+    base_ns = 0  # integer part of the running sum
+    carry = 0.0  # its fractional part
     while True:
-        gaps = draw(BLOCK)
-        times = t + np.concatenate(([0.0], np.cumsum(gaps[:-1])))
-        t = float(times[-1] + gaps[-1])
-        for ns in np.rint(times * NS).astype(np.int64).tolist():
-            yield Arrival(ns, traffic_class)
+        sums = np.cumsum(draw_ns(BLOCK))
+        sums += carry
+        whole = np.floor(sums)
+        later = (whole[:-1].astype(np.int64) + base_ns).tolist()
+        yield Arrival(base_ns, traffic_class)  # this block's first arrival: the sum so far, rounded down
+        for offset_ns in later:
+            yield Arrival(offset_ns, traffic_class)
+        last = float(whole[-1])
+        base_ns += int(last)
+        carry = float(sums[-1]) - last
 
 
 def poisson(rate_qps: float, *, seed: int = 0, traffic_class: str = DEFAULT_CLASS) -> Iterator[Arrival]:
-    """Poisson arrivals: exponential gaps with mean ``1/rate_qps`` (inter-arrival CV 1)."""
+    """Poisson arrivals: exponential gaps with mean ``1/rate_qps`` (inter-arrival CV 1), the first at offset 0.
+
+    Example::
+
+        >>> from itertools import islice
+        >>> [a.offset_ns for a in islice(poisson(1000.0, seed=7), 4)]
+        [0, 707529, 1732732, 2301281]
+    """
     _positive("rate_qps", rate_qps)
     rng = np.random.default_rng(seed)
-    return _from_gaps(lambda n: rng.exponential(1.0 / rate_qps, n), traffic_class)
+    mean_gap_ns = NS / rate_qps
+    return _from_gaps(lambda n: rng.exponential(mean_gap_ns, n), traffic_class)
 
 
-def fixed_interval(rate_qps: float, *, traffic_class: str = DEFAULT_CLASS) -> Iterator[Arrival]:
-    """One arrival every ``1/rate_qps`` seconds, from offset 0 (CV 0); offsets computed, never summed."""
+def fixed_interval(rate_qps: float, *, traffic_class: str = DEFAULT_CLASS, phase_ns: int = 0) -> Iterator[Arrival]:
+    """One arrival every ``1/rate_qps`` seconds (CV 0): offset k is ``phase_ns + floor(k * 1e9 / rate_qps)``.
+
+    Each offset is computed from k in exact integer arithmetic (the rate as an exact fraction, no running
+    sum), so there is no drift even after billions of arrivals.
+
+    Example::
+
+        >>> from itertools import islice
+        >>> [a.offset_ns for a in islice(fixed_interval(3.0), 4)]
+        [0, 333333333, 666666666, 1000000000]
+    """
     _positive("rate_qps", rate_qps)
-    return (Arrival(round(k * NS / rate_qps), traffic_class) for k in itertools.count())
+    if phase_ns < 0:
+        raise ValueError(f"phase_ns={phase_ns} requested; must be >= 0")
+    num, den = float(rate_qps).as_integer_ratio()  # exact for int and float alike
+    step = NS * den  # period = 1e9 * den / num exactly, so offset_k = k * 1e9 * den // num
+    return (Arrival(phase_ns + (k * step) // num, traffic_class) for k in itertools.count())
 
 
 def gamma(
@@ -65,8 +108,8 @@ def gamma(
     _positive("rate_qps", rate_qps)
     _positive("burstiness", burstiness)
     rng = np.random.default_rng(seed)
-    scale = 1.0 / (rate_qps * burstiness)
-    return _from_gaps(lambda n: rng.gamma(burstiness, scale, n), traffic_class)
+    scale_ns = NS / (rate_qps * burstiness)
+    return _from_gaps(lambda n: rng.gamma(burstiness, scale_ns, n), traffic_class)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Arrival processes: statistics of the seeded streams, exactness, laziness and refusals."""
+"""Arrival processes: statistics of the seeded streams, exactness, laziness, refusals, and one stream for
+`tailmark run` and `tailmark trace gen`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from tailmark.cli import main
 from tailmark.client import schedule
+from tailmark.client.run import _schedule
 from tailmark.client.schedule import (
     ScheduleError,
     fixed_interval,
@@ -20,7 +23,10 @@ from tailmark.client.schedule import (
     timestamp_file,
     timestamps,
 )
+from tailmark.client.settings import Scenario, ScenarioSettings, resolve
+from tailmark.traces import generators
 from tailmark.traces.arrival import Arrival
+from tailmark.traces.reader import read_arrivals
 
 N = 10_000
 
@@ -32,8 +38,9 @@ def offsets(arrivals, n: int = N) -> np.ndarray:
 @pytest.mark.parametrize("seed", [0, 1, 2024])
 @pytest.mark.parametrize("rate_qps", [10.0, 1000.0, 50_000.0])
 def test_poisson_rate_cv_and_ks(rate_qps: float, seed: int) -> None:
-    offs = offsets(poisson(rate_qps, seed))
-    gaps = np.diff(np.concatenate([[0], offs])).astype(np.float64)
+    offs = offsets(poisson(rate_qps, seed=seed), N + 1)
+    assert offs[0] == 0  # the first arrival is at the start; N gaps follow
+    gaps = np.diff(offs).astype(np.float64)
     assert np.all(gaps >= 0)
     achieved_qps = N / (offs[-1] / 1e9)
     assert achieved_qps == pytest.approx(rate_qps, rel=0.03)
@@ -50,7 +57,7 @@ def test_poisson_rate_cv_and_ks(rate_qps: float, seed: int) -> None:
 
 def test_poisson_ks_rejects_a_wrong_rate() -> None:
     """The KS check above has teeth: the same stream fails against a rate 5 % off."""
-    gaps = np.diff(np.concatenate([[0], offsets(poisson(1000.0, 3))])).astype(np.float64)
+    gaps = np.diff(offsets(poisson(1000.0, seed=3), N + 1)).astype(np.float64)
     x = np.sort(gaps)
     cdf = 1.0 - np.exp(-x / (1e9 / 1050.0))
     i = np.arange(1, N + 1)
@@ -59,20 +66,20 @@ def test_poisson_ks_rejects_a_wrong_rate() -> None:
 
 
 def test_poisson_offsets_match_exact_running_sum() -> None:
-    """No drift across chunks: offset k is the floor of the exact sum of the first k gaps."""
-    n = 3 * schedule.POISSON_CHUNK + 5
-    got = offsets(poisson(777.0, 5), n)
+    """No drift across chunks: offset k is the floor of the exact sum of the first k gaps (offset 0 is 0)."""
+    n = 3 * generators.BLOCK + 5
+    got = offsets(poisson(777.0, seed=5), n)
     rng = np.random.default_rng(5)
-    gaps = np.concatenate([rng.exponential(1e9 / 777.0, schedule.POISSON_CHUNK) for _ in range(4)])[:n]
-    exact = np.floor(np.cumsum(gaps.astype(np.longdouble))).astype(np.int64)
+    gaps = np.concatenate([rng.exponential(1e9 / 777.0, generators.BLOCK) for _ in range(4)])[: n - 1]
+    exact = np.concatenate([[0], np.floor(np.cumsum(gaps.astype(np.longdouble))).astype(np.int64)])
     assert np.max(np.abs(got - exact)) <= 1  # float rounding of the per-chunk sums, never accumulated
     assert got.dtype == np.int64 and np.all(np.diff(got) >= 0)
 
 
 def test_poisson_same_seed_same_schedule_different_seed_differs() -> None:
-    a = list(itertools.islice(poisson(500.0, 42, "x"), 5000))
-    b = list(itertools.islice(poisson(500.0, 42, "x"), 5000))
-    c = list(itertools.islice(poisson(500.0, 43, "x"), 5000))
+    a = list(itertools.islice(poisson(500.0, seed=42, traffic_class="x"), 5000))
+    b = list(itertools.islice(poisson(500.0, seed=42, traffic_class="x"), 5000))
+    c = list(itertools.islice(poisson(500.0, seed=43, traffic_class="x"), 5000))
     assert a == b
     assert a != c
     assert all(isinstance(arrival, Arrival) and arrival.traffic_class == "x" for arrival in a)
@@ -80,7 +87,7 @@ def test_poisson_same_seed_same_schedule_different_seed_differs() -> None:
 
 
 def test_poisson_memory_is_constant() -> None:
-    stream = poisson(1e6, 9)
+    stream = poisson(1e6, seed=9)
     next(stream)  # the first chunk's buffers exist before measuring
     tracemalloc.start()
     try:
@@ -105,7 +112,7 @@ def test_fixed_interval_exact_offsets_and_zero_cv() -> None:
     assert phased == [10, 2 * 10**9 + 10, 4 * 10**9 + 10]
 
 
-@pytest.mark.parametrize("factory", [lambda r: poisson(r, 0), fixed_interval])
+@pytest.mark.parametrize("factory", [lambda r: poisson(r, seed=0), fixed_interval])
 @pytest.mark.parametrize("rate", [0, -1, -0.5, float("nan"), float("inf")])
 def test_bad_rates_refused(factory, rate: float) -> None:
     with pytest.raises(ValueError, match=r"rate_qps=.* requested; must be"):
@@ -113,8 +120,8 @@ def test_bad_rates_refused(factory, rate: float) -> None:
 
 
 def test_negative_rate_message() -> None:
-    with pytest.raises(ScheduleError) as info:
-        next(poisson(-1, 0))
+    with pytest.raises(ValueError) as info:
+        poisson(-1, seed=0)  # refused at the call, before any arrival is drawn
     assert str(info.value) == "rate_qps=-1 requested; must be > 0"
 
 
@@ -169,7 +176,7 @@ def test_timestamp_file_missing(tmp_path) -> None:
 def test_take_duration_stops_an_infinite_schedule() -> None:
     got = list(take_duration(fixed_interval(100.0), 2.0))
     assert len(got) == 200 and got[-1].offset_ns < 2 * 10**9
-    arrivals = list(take_duration(poisson(1000.0, 1), 5.0))
+    arrivals = list(take_duration(poisson(1000.0, seed=1), 5.0))
     assert len(arrivals) == pytest.approx(5000, rel=0.05)
     assert arrivals[-1].offset_ns < 5 * 10**9
     with pytest.raises(ValueError, match=r"duration_s=0 requested"):
@@ -177,7 +184,11 @@ def test_take_duration_stops_an_infinite_schedule() -> None:
 
 
 def test_merge_orders_by_offset_and_keeps_classes() -> None:
-    mixed = list(take_duration(merge(poisson(300.0, 1, "bg"), fixed_interval(50.0, "probe")), 10.0))
+    mixed = list(
+        take_duration(
+            merge(poisson(300.0, seed=1, traffic_class="bg"), fixed_interval(50.0, traffic_class="probe")), 10.0
+        )
+    )
     offs = [a.offset_ns for a in mixed]
     assert offs == sorted(offs)
     counts = {c: sum(a.traffic_class == c for a in mixed) for c in ("bg", "probe")}
@@ -187,5 +198,23 @@ def test_merge_orders_by_offset_and_keeps_classes() -> None:
 
 def test_examples_in_docstrings() -> None:
     result = doctest.testmod(schedule, extraglobs={"itertools": itertools})
-    assert result.attempted >= 6
+    assert result.attempted >= 5
     assert result.failed == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "scenario"),
+    [("poisson", Scenario.POISSON), ("poisson", Scenario.SERVER), ("fixed", Scenario.FIXED_INTERVAL)],
+)
+def test_trace_gen_and_run_make_the_same_stream(tmp_path, kind: str, scenario: Scenario) -> None:
+    """`tailmark trace gen` (a trace file written by the CLI) and the run's own schedule agree offset for offset."""
+    rate, seed, count = 750.0, 2024, 3 * generators.BLOCK  # several draw blocks
+    path = tmp_path / f"{kind}.jsonl"
+    argv = ["trace", "gen", kind, "--rate", str(rate), "--count", str(count), "--unit", "ns", "-o", str(path)]
+    assert main([*argv, "--seed", str(seed)] if kind == "poisson" else argv) == 0
+    from_file = [a.offset_ns for a in read_arrivals(path)]
+    settings = resolve(ScenarioSettings(scenario=scenario, target_qps=rate, schedule_seed=seed), mlperf=False)
+    from_run = [a.offset_ns for a in itertools.islice(_schedule(settings), count)]
+    assert len(from_file) == count
+    assert from_file == from_run
+    assert from_run[0] == 0  # the first arrival at the start, as LoadGen schedules Server queries

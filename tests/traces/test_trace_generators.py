@@ -5,6 +5,7 @@ Tolerances are about 4 standard errors of the estimate at the sample sizes used.
 
 from __future__ import annotations
 
+import doctest
 import itertools
 
 import numpy as np
@@ -35,7 +36,24 @@ def test_poisson_rate_and_cv(seed):
 
 def test_fixed_interval_is_exact_and_starts_at_zero():
     offsets = [a.offset_ns for a in itertools.islice(g.fixed_interval(3.0), 4)]
-    assert offsets == [0, 333_333_333, 666_666_667, 1_000_000_000]  # computed, never accumulated
+    assert offsets == [0, 333_333_333, 666_666_666, 1_000_000_000]  # floor(k * 1e9 / rate), never accumulated
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: g.poisson(300.0, seed=4), lambda: g.gamma(300.0, 0.5, seed=4), lambda: g.batch(300.0, "fixed:2")]
+)
+def test_renewal_processes_start_at_zero_in_whole_nanoseconds(make):
+    """LoadGen's Server rule: the first arrival at the start, then one gap after another (never a gap first)."""
+    offsets = [a.offset_ns for a in itertools.islice(make(), 3 * g.BLOCK)]
+    assert offsets[0] == 0
+    assert all(type(o) is int for o in offsets[:5])
+    assert all(b >= a for a, b in itertools.pairwise(offsets))
+
+
+def test_examples_in_docstrings():
+    result = doctest.testmod(g)
+    assert result.attempted >= 2
+    assert result.failed == 0
 
 
 @pytest.mark.parametrize(("burstiness", "cv_tol"), [(0.25, 0.12), (1.0, 0.03), (4.0, 0.02)])
