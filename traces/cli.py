@@ -17,7 +17,7 @@ Handler = Callable[[argparse.Namespace], int]
 # generator name -> (help, [(flag, type, help, default or None if required)])
 GEN_KINDS: dict[str, tuple[str, list[tuple[str, Any, str, Any]]]] = {
     "poisson": (
-        "Poisson arrivals (exponential gaps, the first at 0); with the same --seed, what `run --scenario poisson` sends",
+        "Poisson arrivals (exponential gaps, the first at 0); same --seed: what `run --scenario poisson` sends",
         [("--rate", float, "mean arrivals/s", None)],
     ),
     "fixed": ("one arrival every 1/rate s, the first at 0", [("--rate", float, "arrivals/s", None)]),
@@ -173,6 +173,8 @@ def _stats(args: argparse.Namespace) -> int:
         png = Path(args.plot) if args.plot else Path(args.file).with_suffix(".rate.png")
         try:
             plot_rate(stats, png, title=Path(args.file).name)
+        except ModuleNotFoundError:  # the client-only install has no matplotlib
+            print("plot not written: matplotlib is not installed (pip install 'tailmark[plot]')", file=sys.stderr)
         except OSError as exc:
             print(f"plot not written: {png}: {exc.strerror}", file=sys.stderr)
         else:
