@@ -19,7 +19,7 @@ import queue
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -31,6 +31,7 @@ from tailmark.traces.arrival import Arrival
 COARSE_NS = 3_000_000  # farther than this: an ordinary asyncio sleep (uvloop's timers are 1 ms coarse)
 SPIN_NS = 200_000  # nearer than this: yield to the loop until the instant
 WAKE_EARLY_NS = 60_000  # the waker thread's head start for its own wake-up latency
+RECENT_SENDS = 4096  # send instants kept for the backlog count at the window's end
 LOST_AFTER = 200  # consecutive UNAVAILABLE answers: the target is gone, stop the run
 NS = 1_000_000_000
 
@@ -133,6 +134,7 @@ class Window:
     sends_per_s: list[int] = field(default_factory=list)  # by the instant each request left: replay fidelity
     samples: int = 0  # samples completed in the window (a request may carry a batch)
     cpu_s: float = 0.0  # client process CPU time over the window
+    held_by_cap: int = 0  # arrivals that had to wait for an in-flight slot (max_outstanding)
     interrupted: str = ""  # why the window ended early ("" if it did not)
 
     @property
@@ -162,6 +164,14 @@ class Dispatcher:
         self._tasks: set[asyncio.Task] = set()
         self._unavailable_streak = 0
         self._clock = Clock()
+        self._recent_sends: deque[int] = deque(maxlen=RECENT_SENDS)  # send instants of the last measured requests
+
+    def unsent_at_end(self) -> int:
+        """Measured requests not yet sent when the window's last intended instant passed (after ``drain``).
+
+        Only the newest ``RECENT_SENDS`` send instants are kept: a larger backlog reads as that many."""
+        end_ns = self.window.end_ns
+        return sum(1 for sent_ns in self._recent_sends if sent_ns > end_ns)
 
     def request_stop(self, reason: str) -> None:
         self.stop_reason = self.stop_reason or reason
@@ -183,6 +193,7 @@ class Dispatcher:
         sent_ns = time.perf_counter_ns()
         if measured:
             _count_second(self.window.sends_per_s, (sent_ns - self.window.start_ns) // NS)
+            self._recent_sends.append(sent_ns)
         timeout_s = None
         if deadline_ns:  # a budget from the intended instant: the time spent waiting to send is spent
             timeout_s = (intended_ns + deadline_ns - sent_ns) / NS
@@ -221,6 +232,8 @@ class Dispatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _wait_for_slot(self, cap: int) -> None:
+        if self.outstanding >= cap:
+            self.window.held_by_cap += 1
         while self.outstanding >= cap:
             self._slot_freed.clear()
             await self._slot_freed.wait()

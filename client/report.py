@@ -62,7 +62,8 @@ def _notes(scenario: ScenarioDoc) -> list[str]:
         failed = [check for check in verdict["checks"] if not check["passed"]]
         if not failed and estimate is None:
             continue
-        out += ["", f"{scenario['scenario']} / {name}: {verdict['result']}"]
+        cause = verdict.get("cause")
+        out += ["", f"{scenario['scenario']} / {name}: {verdict['result']}" + (f" (cause: {cause})" if cause else "")]
         if estimate is not None:
             pct = f"{verdict['early_stopping_percentile']:g}"
             out.append(f"  early-stopping p{pct} estimate: {estimate:.3f} ms")
@@ -70,6 +71,7 @@ def _notes(scenario: ScenarioDoc) -> list[str]:
             out.append(f"  - {check['name']}: {check['detail']}")
             if check["recommendation"]:
                 out.append(f"    -> {check['recommendation']}")
+    out += _evidence_lines(scenario)
     stats = scenario.get("server_stats")
     if stats and stats["requests"]:
         mean = stats["mean_us"]
@@ -85,6 +87,34 @@ def _notes(scenario: ScenarioDoc) -> list[str]:
     if scenario["warnings"]:
         out += ["", f"{scenario['scenario']} warnings:"] + [f"  ! {w}" for w in scenario["warnings"]]
     return out
+
+
+def _evidence_lines(scenario: ScenarioDoc) -> list[str]:
+    """The client's and the host's side of the window, in two lines."""
+    evidence = scenario.get("evidence")
+    if not evidence:
+        return []
+    name = scenario["scenario"]
+    client = [f"CPU {_num(evidence['client_cpu_pct'], 0)} %"]
+    if evidence["issued_rate_qps"] is not None:
+        client.append(f"issued {evidence['issued_rate_qps']:.1f}/s, {evidence['unsent_at_end']} of "
+                      f"{evidence['offered']} unsent at the window's end")  # fmt: skip
+    if evidence["held_by_cap"]:
+        client.append(f"{evidence['held_by_cap']} held back by the in-flight cap")
+    lines = ["", f"{name} client: " + ", ".join(client)]
+    probe = evidence["host_probe"]
+    if probe:
+        late = probe["late_ms"]
+        host = f"{name} host: wake-ups late p50 {_num(late['p50'])} / p99 {_num(late['p99'])}"
+        host += f" / max {_num(late['max'])} ms"
+        host += f" ({probe['wakeups']} wake-ups every {probe['period_us'] / 1000:g} ms"
+        host += f" on CPUs {','.join(map(str, probe['cpus']))})" if probe["cpus"] else ")"
+        if probe["steal_pct"] is not None:
+            host += f", steal {probe['steal_pct']:.1f} %"
+        if probe["involuntary_switches"] is not None:
+            host += f", client preempted {probe['involuntary_switches']} times"
+        lines.append(host)
+    return lines
 
 
 # --- CSV ---

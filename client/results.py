@@ -24,6 +24,7 @@ from hdrh.histogram import HdrHistogram
 
 from tailmark.client import hlog
 from tailmark.client.errors import TailmarkError
+from tailmark.client.evidence import ScenarioEvidence
 from tailmark.client.settings import CLOSED_LOOP, EffectiveSettings, Scenario
 from tailmark.client.verdict import Verdict, bucket_bounds, judge, percentile_rank
 
@@ -67,6 +68,7 @@ class VerdictDoc(TypedDict):
     checks: list[CheckDoc]
     early_stopping_percentile: float
     early_stopping_estimate_ms: float | None
+    cause: str | None  # whom a failure blames: client, host, endpoint, length; None when VALID
 
 
 class ClassDoc(TypedDict):
@@ -95,6 +97,7 @@ class ScenarioDoc(TypedDict):
     throughput_per_s: list[int]  # completions in each second of the window (may be empty)
     classes: dict[str, ClassDoc]  # "all" first
     server_stats: dict[str, Any] | None  # the server's ModelStatistics over the scenario; None: not offered
+    evidence: dict[str, Any] | None  # the client's and the host's side of the window (ScenarioEvidence.to_dict)
 
 
 class ResultsDoc(TypedDict):
@@ -104,6 +107,7 @@ class ResultsDoc(TypedDict):
     complete: bool  # false until the run ends: a partial file is still usable
     interrupted: str | None  # why the run stopped early
     environment: dict[str, Any]
+    calibration: dict[str, Any] | None  # what this client can do on this host (client/calibration.py)
     scenarios: list[ScenarioDoc]
 
 
@@ -203,6 +207,7 @@ def _verdict_doc(verdict: Verdict) -> VerdictDoc:
         ],
         early_stopping_percentile=verdict.early_stopping_percentile,
         early_stopping_estimate_ms=None if estimate is None else _ms(estimate),
+        cause=verdict.cause,
     )
 
 
@@ -267,8 +272,8 @@ class ScenarioResult:
 
         >>> result                                                   # doctest: +SKIP
         <ScenarioResult server INVALID: 1200 queries in 10.0 s (120.0/s of 120.0/s offered),
-         p99 4.211 ms; failed: client_bound; warnings: client CPU 97 %: the client, not the server,
-         may be the bottleneck>
+         p99 4.211 ms; failed (client): client_bound [client-bound (CPU saturated): client CPU 97 %
+         (bound 90 %)]>
     """
 
     settings: EffectiveSettings
@@ -277,6 +282,7 @@ class ScenarioResult:
     client_cpu_pct: float | None = None  # client process CPU over the window, % of one core
     throughput_per_s: Sequence[int] = ()  # completions in each second, for the throughput plot
     server_stats: Mapping[str, Any] | None = None  # client/server_stats.difference over the scenario
+    evidence: ScenarioEvidence | None = None  # the client's and the host's side of the window
 
     @cached_property
     def by_class(self) -> dict[str, ClassResult]:
@@ -300,10 +306,12 @@ class ScenarioResult:
         return self.verdicts[ALL]
 
     def _judge(self, c: ClassResult) -> Verdict:
-        send_lag = None if self.settings.scenario is Scenario.OFFLINE else c.send_lag
+        offline = self.settings.scenario is Scenario.OFFLINE
+        evidence = self.evidence.for_verdict() if self.evidence is not None else None
         return judge(
-            self.settings, duration_s=self.duration_s, latency=c.intended_to_done, send_lag=send_lag,
-            errors=c.errors, sample_count=c.sample_count, client_cpu_pct=self.client_cpu_pct,
+            self.settings, duration_s=self.duration_s, latency=c.intended_to_done,
+            send_lag=None if offline else c.send_lag, sent_to_done=None if offline else c.sent_to_done,
+            errors=c.errors, sample_count=c.sample_count, client_cpu_pct=self.client_cpu_pct, evidence=evidence,
         )  # fmt: skip
 
     def _samples(self, c: ClassResult) -> int:
@@ -326,12 +334,8 @@ class ScenarioResult:
     @cached_property
     def warnings(self) -> tuple[str, ...]:
         """Things a reader must know before trusting the numbers (they do not change the verdict)."""
-        s, total, out = self.settings, self.by_class[ALL], []
-        if self.client_cpu_pct is not None and self.client_cpu_pct >= s.client_cpu_bound_pct:
-            out.append(f"client CPU {self.client_cpu_pct:.0f} %: the client, not the server, may be the bottleneck")
-        lag_p99 = total.latency_ms["send_lag"]["p99"]
-        if s.scenario is not Scenario.OFFLINE and lag_p99 is not None and lag_p99 > s.send_lag_bound_ms:
-            out.append(f"send lag p99 {lag_p99:.3f} ms > {s.send_lag_bound_ms:g} ms: requests left the client late")
+        total = self.by_class[ALL]
+        out = list(self.verdict.notes)  # the attribution's: send lag that did not decide, a noisy host
         if total.error_count:
             share = 100.0 * total.error_count / max(total.ok_count + total.error_count, 1)
             out.append(f"{total.error_count} requests failed ({share:.2f} %); latencies cover successes only")
@@ -340,7 +344,10 @@ class ScenarioResult:
         offered = self.offered_rate_qps(total)
         achieved = self._rate(total.ok_count)
         if offered and achieved < 0.95 * offered:
-            out.append(f"achieved {achieved:.1f}/s is under the offered {offered:.1f}/s: the server fell behind")
+            if total.error_count and total.error_count >= 0.5 * (offered - achieved) * self.duration_s:
+                out.append(f"achieved {achieved:.1f}/s of the offered {offered:.1f}/s: the rest failed (see errors)")
+            else:
+                out.append(f"achieved {achieved:.1f}/s is under the offered {offered:.1f}/s: the server fell behind")
         if 0 < total.ok_count < 1000:
             out.append(f"only {total.ok_count} queries: p99.9 is the maximum")
         return tuple(out)
@@ -366,6 +373,7 @@ class ScenarioResult:
             throughput_per_s=[int(x) for x in self.throughput_per_s],
             classes={name: self._class_doc(name, c) for name, c in self.by_class.items()},
             server_stats=dict(self.server_stats) if self.server_stats is not None else None,
+            evidence=self.evidence.to_dict() if self.evidence is not None else None,
         )
 
     def __repr__(self) -> str:
@@ -376,7 +384,10 @@ class ScenarioResult:
         text = f"<ScenarioResult {self.settings.scenario} {self.verdict.label}: {total.ok_count} queries in "
         text += f"{self.duration_s:.1f} s ({rate}), p99 " + ("n/a" if p99 is None else f"{p99:.3f} ms")
         if self.verdict.failed:
-            text += "; failed: " + ", ".join(c.name for c in self.verdict.failed)
+            text += f"; failed ({self.verdict.cause}): " + ", ".join(c.name for c in self.verdict.failed)
+            blame = [c.detail for c in self.verdict.failed if c.name in ("client_bound", "host_noise")]
+            if blame:
+                text += " [" + "; ".join(blame) + "]"
         if self.warnings:
             text += "; warnings: " + "; ".join(self.warnings)
         return text + ">"
@@ -395,6 +406,7 @@ class RunResult:
     complete: bool = False
     interrupted: str | None = None
     created_at: str = field(default_factory=_now)
+    calibration: dict[str, Any] | None = None  # client/calibration.Calibration.to_dict(), before the first scenario
 
     @property
     def valid(self) -> bool:
@@ -403,7 +415,7 @@ class RunResult:
     def to_dict(self) -> ResultsDoc:
         return ResultsDoc(
             schema_version=SCHEMA_VERSION, created_at=self.created_at, updated_at=_now(), complete=self.complete,
-            interrupted=self.interrupted, environment=self.environment,
+            interrupted=self.interrupted, environment=self.environment, calibration=self.calibration,
             scenarios=[s.to_dict() for s in self.scenarios],
         )  # fmt: skip
 

@@ -1,7 +1,8 @@
 """Validity: each rule is a function that returns a ``Check``; a result is VALID iff every check passed.
 
-Rules follow MLPerf LoadGen (min duration, min queries, binomial early stopping, the Server latency bound)
-plus two of our own: the client must keep up (send lag, CPU), and no request may fail.
+Rules follow MLPerf LoadGen (min duration, min queries, binomial early stopping, the Server latency bound),
+unchanged, plus two of our own: no request may fail, and the client must not have limited the result. Whom a
+failure blames (client, host, endpoint) follows the evidence: ``attribution.py`` and docs/verdicts.md.
 
 Latencies come as HdrHistogram objects in nanoseconds. A recorded value is only known to its bucket, so
 every rule reads a bucket's *upper* edge (HDR's ``highest_equivalent_value``): a bucket that straddles the
@@ -10,6 +11,7 @@ bound counts as over it. With 3 significant digits this errs by at most 0.1 %, a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import typing
@@ -20,28 +22,21 @@ from typing import NamedTuple
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from tailmark.client.attribution import Evidence, LagFacts, attribute, host_note
+from tailmark.client.check import Check
 from tailmark.client.settings import EffectiveSettings, Scenario
 
 CONFIDENCE = 0.99  # LoadGen's early-stopping confidence (d = 0 tolerance)
 
 
 @dataclass(frozen=True, slots=True)
-class Check:
-    """One rule's outcome; ``recommendation`` says what to change when it failed."""
-
-    name: str
-    passed: bool
-    detail: str
-    recommendation: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class Verdict:
-    """All checks of one result, and the early-stopping percentile estimate when there is one."""
+    """All checks of one result, the early-stopping percentile estimate, and the attribution's warnings."""
 
     checks: tuple[Check, ...]
     early_stopping_estimate_ns: int | None = None
     early_stopping_percentile: float = 0.0
+    notes: tuple[str, ...] = ()  # warnings with figures that did not change the verdict
 
     @property
     def valid(self) -> bool:
@@ -59,6 +54,24 @@ class Verdict:
     @property
     def label(self) -> str:
         return "VALID" if self.valid else "INVALID"
+
+    @property
+    def cause(self) -> str | None:
+        """Whom the evidence blames: None (VALID), "client", "host", "endpoint" or "length" (too short a run)."""
+        failed = {c.name for c in self.failed}
+        for cause, names in _CAUSES:
+            if failed & names:
+                return cause
+        return None
+
+
+# The first match wins: a result the client or the host limited says nothing about the endpoint.
+_CAUSES = (
+    ("client", {"client_bound"}),
+    ("host", {"host_noise"}),
+    ("endpoint", {"latency_bound", "early_stopping", "errors"}),
+    ("length", {"min_duration", "min_queries"}),
+)
 
 
 class LatencyCounts(NamedTuple):
@@ -246,30 +259,6 @@ def latency_bound(hist: HdrHistogram, latency_bound_ns: int, percentile: float =
     return Check("latency_bound", False, detail, "Reduce target QPS to improve latency")
 
 
-def client_bound(
-    send_lag: HdrHistogram | None,
-    send_lag_bound_ns: int,
-    client_cpu_pct: float | None,
-    client_cpu_bound_pct: float,
-) -> Check:
-    """The client, not the server, is the bottleneck if it sends late (p99 send lag) or saturates its CPU."""
-    problems, facts = [], []
-    if send_lag is not None and send_lag.get_total_count():
-        lag = percentile_ns(send_lag, 99.0)
-        facts.append(f"send lag p99 {lag / 1e6:.3f} ms (bound {send_lag_bound_ns / 1e6:g} ms)")
-        if lag > send_lag_bound_ns:
-            problems.append("sends late")
-    if client_cpu_pct is not None:
-        facts.append(f"client CPU {client_cpu_pct:.0f} % (bound {client_cpu_bound_pct:g} %)")
-        if client_cpu_pct >= client_cpu_bound_pct:
-            problems.append("CPU saturated")
-    detail = "; ".join(facts) or "nothing measured"
-    if not problems:
-        return Check("client_bound", True, detail)
-    advice = "Give the client more or faster cores, lower the target QPS, or split the load over client processes"
-    return Check("client_bound", False, f"client-bound ({', '.join(problems)}): {detail}", advice)
-
-
 def no_errors(errors: Mapping[str, int], query_count: int) -> Check:
     """Failed requests are not latencies: a run with errors does not describe the server's tail."""
     n = sum(errors.values())
@@ -289,18 +278,23 @@ def judge(
     duration_s: float,
     latency: HdrHistogram,
     send_lag: HdrHistogram | None = None,
+    sent_to_done: HdrHistogram | None = None,
     errors: Mapping[str, int] | None = None,
     sample_count: int | None = None,
     client_cpu_pct: float | None = None,
+    evidence: Evidence | None = None,
 ) -> Verdict:
     """The verdict of one scenario (or one traffic class of it).
 
-    ``latency`` is intended->done of the successful queries (ns); ``errors`` counts failures by status;
-    ``duration_s`` is the measured window as LoadGen measures it (open loop: to the last intended send;
-    closed loop: to the last issue; offline: to the last completion); ``sample_count`` defaults to
-    queries x samples_per_query x batch_size.
+    ``latency`` is intended->done of the successful queries (ns); ``sent_to_done`` lets the attribution tell
+    whether the send lag decides the bound; ``errors`` counts failures by status; ``duration_s`` is the
+    measured window as LoadGen measures it (open loop: to the last intended send; closed loop: to the last
+    issue; offline: to the last completion); ``sample_count`` defaults to queries x samples_per_query x
+    batch_size; ``evidence`` carries the client's CPU, its backlog and the host probe (``client_cpu_pct``
+    alone is enough for the closed-loop scenarios).
     """
     errors = errors or {}
+    evidence = evidence or Evidence(client_cpu_pct=client_cpu_pct)
     failed = sum(errors.values())
     queries = latency.get_total_count() + failed
     samples = sample_count if sample_count is not None else queries * settings.samples_per_query * settings.batch_size
@@ -308,21 +302,36 @@ def judge(
     bound_ns = round(settings.latency_bound_ms * 1e6)
     lag_bound_ns = round(settings.send_lag_bound_ms * 1e6)
     checks = [min_duration(duration_s, settings.min_duration_s, offline=settings.scenario is Scenario.OFFLINE)]
+    lag: LagFacts | None = None
     match settings.scenario:
         case Scenario.SINGLE_STREAM | Scenario.MULTI_STREAM:
             checks += [min_queries(queries, settings.min_query_count), early_stopping_count(latency, pct)]
-            checks.append(client_bound(None, lag_bound_ns, client_cpu_pct, settings.client_cpu_bound_pct))
         case Scenario.OFFLINE:  # everything is intended at t=0, so send lag says nothing here
             checks.append(min_queries(samples, settings.min_query_count, unit="samples"))
-            checks.append(client_bound(None, lag_bound_ns, client_cpu_pct, settings.client_cpu_bound_pct))
         case Scenario.SERVER | Scenario.POISSON | Scenario.FIXED_INTERVAL | Scenario.TRACE:
             checks.append(min_queries(queries, settings.min_query_count))
+            decides, sent_p = False, None
             if bound_ns:  # always for Server; optional for the other open-loop scenarios
-                checks.append(early_stopping(latency, pct, bound_ns, failed=failed))
-                checks.append(latency_bound(latency, bound_ns, pct))
-            checks.append(client_bound(send_lag, lag_bound_ns, client_cpu_pct, settings.client_cpu_bound_pct))
+                stopping = early_stopping(latency, pct, bound_ns, failed=failed)
+                bound = latency_bound(latency, bound_ns, pct)
+                if sent_to_done is not None and sent_to_done.get_total_count():
+                    sent_p = percentile_ns(sent_to_done, pct)
+                    sent_pass = sent_p <= bound_ns and early_stopping(sent_to_done, pct, bound_ns, failed=failed).passed
+                    decides = sent_pass and not (stopping.passed and bound.passed)
+                if decides:  # the endpoint met the bound from the actual send: the lag is the excess
+                    advice = "The endpoint met the bound from the actual send; see the client_bound / host_noise check"
+                    stopping = dataclasses.replace(stopping, recommendation=stopping.recommendation and advice)
+                    bound = dataclasses.replace(bound, recommendation=bound.recommendation and advice)
+                checks += [stopping, bound]
+            lag_p99 = percentile_ns(send_lag, 99.0) if send_lag is not None and send_lag.get_total_count() else 0
+            lag = LagFacts(lag_p99, lag_bound_ns, decides, sent_p, pct or 99.0)
         case _:
             typing.assert_never(settings.scenario)
+    attributed, notes = attribute(evidence, settings.client_cpu_bound_pct, lag)
+    checks += attributed
     checks.append(no_errors(errors, queries))
+    noisy = host_note(evidence, lag_bound_ns)
+    if noisy:
+        notes.append(noisy)
     estimate = early_stopping_estimate_ns(latency, pct) if pct else None
-    return Verdict(tuple(checks), estimate, pct)
+    return Verdict(tuple(checks), estimate, pct, tuple(notes))

@@ -12,6 +12,8 @@ import pytest
 
 from support.histograms import histogram_of
 from tailmark.client import report
+from tailmark.client.evidence import ScenarioEvidence
+from tailmark.client.host_probe import ProbeWindow
 from tailmark.client.results import ALL, LATENCIES, ClassResult, RunResult, ScenarioResult, load_results
 from tailmark.client.settings import Scenario, ScenarioSettings, resolve
 
@@ -24,6 +26,19 @@ def _class(name: str, latencies_ms: list[float], lag_ms: float, **kw) -> ClassRe
     return ClassResult(
         name, histogram_of(ns), histogram_of([v * 0.8 for v in ns]), histogram_of([lag_ms * MS] * len(ns)), **kw
     )
+
+
+def _evidence() -> ScenarioEvidence:
+    """A quiet host: the probe woke 60 us late at the median, 0.5 ms at p99, once 3 ms."""
+    lateness = histogram_of([60_000] * 10_000 + [500_000] * 490 + [3 * MS] * 10)
+    probe = ProbeWindow(
+        period_us=2000, lateness=lateness, per_s=((500_000, 3 * MS),) * 21, wakeups=10_500, missed=1,
+        probe_cpu_pct=0.9, wall_s=21.0, steal_pct=0.2, involuntary_switches=12, voluntary_switches=900, cpus=(1,),
+    )  # fmt: skip
+    return ScenarioEvidence(
+        client_cpu_pct=35.0, offered=2100, unsent_at_end=0, duration_s=21.0, probe=probe,
+        send_lag_p99_per_s_ms=[0.05] * 21,
+    )  # fmt: skip
 
 
 def _doc() -> dict:
@@ -48,7 +63,9 @@ def _doc() -> dict:
             "client_transport": {"kind": "h2", "connections": 2},
         },
         scenarios=[
-            ScenarioResult(server, classes, 21.0, client_cpu_pct=35.0, throughput_per_s=[100] * 21),
+            ScenarioResult(
+                server, classes, 21.0, client_cpu_pct=35.0, throughput_per_s=[100] * 21, evidence=_evidence()
+            ),
             ScenarioResult(single, lone, 4.0, client_cpu_pct=97.0),
         ],
         interrupted="SIGINT during single-stream",
@@ -81,7 +98,11 @@ def test_console_table_content() -> None:
     text = "\n".join(lines)
     assert "PARTIAL RESULT: SIGINT during single-stream" in text
     assert "  - min_duration: ran 4.000 s, minimum 10 s" in text
-    assert "client CPU 97 %: the client, not the server, may be the bottleneck" in text
+    assert "single-stream / all: INVALID (cause: client)" in text
+    assert "client-bound (CPU saturated): client CPU 97 % (bound 90 %)" in text
+    assert "server client: CPU 35 %, issued 100.0/s, 0 of 2100 unsent at the window's end" in text
+    host = "server host: wake-ups late p50 0.060 / p99 0.500 / max 3.000 ms (10500 wake-ups every 2 ms on CPUs 1)"
+    assert host in text
 
 
 def test_csv_has_a_row_per_class_and_every_latency(tmp_path) -> None:

@@ -75,13 +75,13 @@ def test_verdict_and_rates() -> None:
     assert doc["settings"]["effective"]["target_qps"] == 200 and doc["settings"]["requested"]["warmup_s"] is None
 
 
-def test_warnings_and_repr_name_the_client_cpu() -> None:
+def test_verdict_and_repr_name_the_client_cpu() -> None:
     result = _server(client_cpu_pct=97.0)
-    assert "client CPU 97 %: the client, not the server, may be the bottleneck" in result.warnings
-    assert not result.verdict.valid
+    assert not result.verdict.valid and result.verdict.cause == "client"
+    assert result.to_dict()["classes"][ALL]["verdict"]["cause"] == "client"
     text = repr(result)
     assert text.startswith("<ScenarioResult server INVALID: 2000 queries in 10.0 s (200.0/s of 200.0/s offered)")
-    assert "failed: client_bound" in text and "client CPU 97 %" in text
+    assert "failed (client): client_bound" in text and "CPU saturated" in text
 
 
 def test_warnings_for_lag_errors_overflow_and_falling_behind() -> None:

@@ -1,0 +1,154 @@
+"""Who limited a result: the client, the host, or the endpoint. The rule is written out in docs/verdicts.md.
+
+LoadGen's checks (duration, count, early stopping, the latency bound) are applied unchanged in ``verdict.py``.
+This module only decides whether the *client* may be blamed, and names the cause the evidence supports:
+
+- **client-bound** (a failing ``client_bound`` check) only when the client demonstrably limited the result:
+  its CPU saturated; or it did not issue the offered load (a backlog of requests intended inside the window was
+  still unsent when the window ended); or the verdict hinges on its own lag (the bound fails on intended→done but
+  passes on sent→done) and the host probe did not see the same lateness.
+- **host-noisy** (a failing ``host_noise`` check): the same failures, but the host-noise probe, sleeping on the
+  client's own CPUs in a process of its own, woke comparably late while the client was not busy. The lateness is
+  the host's (idle CPUs waking slowly, neighbours, steal), and the advice is about the host.
+- Send lag that does not decide the verdict (the bound is met with the lag counted in, or there is no bound) is
+  a warning with its figures, never a failure: it only made the result harder.
+
+Every rule here reads plain numbers, so it is unit-tested on synthetic evidence (tests/client/test_attribution.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tailmark.client.check import Check
+
+BACKLOG_SHARE = 0.01  # unsent at the window's end, as a share of the offered arrivals: beyond an end effect
+QUIET_CLIENT_CPU_PCT = 50.0  # below this the client leaves its core idle most of the time
+HOST_EXPLAINS_SHARE = 0.5  # the probe's p99 lateness is at least this share of the client's p99 send lag
+
+HOST_ADVICE = (
+    "The host, not the client, woke late: pin the client and the server to separate cores (taskset, or "
+    "the built-in default's pinning), use a quieter host or a dedicated VM, run longer, and repeat"
+)
+CLIENT_LAG_ADVICE = (
+    "The client's own event loop sent late while the host woke on time: look for work on the client's loop "
+    "(input building, GC, other tasks), pin it to a core of its own, or split the load over client processes"
+)
+CLIENT_CPU_ADVICE = "Give the client more or faster cores, or split the load over client processes"
+BACKLOG_ADVICE = "Lower the target QPS for one client process, or split the load over client processes"
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the client and the host showed over one scenario's measured window. None: not measured."""
+
+    client_cpu_pct: float | None = None  # client process CPU, % of one core
+    offered: int | None = None  # arrivals intended inside the window
+    unsent_at_end: int | None = None  # of those, still unsent when the window's last intended instant passed
+    held_by_cap: int = 0  # arrivals that waited for an in-flight slot (--max-outstanding): the endpoint's delay
+    probe_p99_ns: int | None = None  # the host probe's wake-up lateness on the client's CPUs
+    probe_max_ns: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LagFacts:
+    """The send lag and what it did to the latency checks (nanoseconds)."""
+
+    lag_p99_ns: int
+    lag_bound_ns: int
+    decides: bool  # the latency checks fail on intended->done and pass on sent->done
+    sent_p_ns: int | None = None  # the bound's percentile of sent->done, when there is a bound
+    percentile: float = 99.0
+
+
+def _ms(ns: float) -> str:
+    return f"{ns / 1e6:.3f} ms"
+
+
+def _probe_text(e: Evidence) -> str:
+    if e.probe_p99_ns is None:
+        return "no host probe"
+    text = f"host probe woke late p99 {_ms(e.probe_p99_ns)}"
+    return text + (f", max {_ms(e.probe_max_ns)}" if e.probe_max_ns is not None else "")
+
+
+def _host_explains(e: Evidence, lag_ns: int) -> bool:
+    """The probe saw comparable lateness while the client was not busy."""
+    if e.probe_p99_ns is None or e.client_cpu_pct is None or e.client_cpu_pct >= QUIET_CLIENT_CPU_PCT:
+        return False
+    return e.probe_p99_ns >= HOST_EXPLAINS_SHARE * lag_ns
+
+
+def backlog(e: Evidence) -> int | None:
+    """Requests the client failed to issue in time beyond an end effect; None when it kept up (or unknown)."""
+    if e.offered is None or e.unsent_at_end is None or e.held_by_cap:
+        return None
+    return e.unsent_at_end if e.unsent_at_end > max(2, BACKLOG_SHARE * e.offered) else None
+
+
+def attribute(e: Evidence, cpu_bound_pct: float, lag: LagFacts | None) -> tuple[list[Check], list[str]]:
+    """The client/host checks of one result and the warnings that go with them.
+
+    ``lag`` is None for closed-loop and Offline scenarios (intended = sent, or everything intended at 0).
+    """
+    checks: list[Check] = []
+    notes: list[str] = []
+    cpu = e.client_cpu_pct
+    cpu_text = "client CPU not measured" if cpu is None else f"client CPU {cpu:.0f} % (bound {cpu_bound_pct:g} %)"
+    facts = [cpu_text]
+    if lag is not None:
+        facts.append(f"send lag p99 {_ms(lag.lag_p99_ns)}")
+        if e.offered is not None and e.unsent_at_end is not None:
+            facts.append(f"{e.unsent_at_end} of {e.offered} unsent at the window's end")
+        facts.append(_probe_text(e))
+    detail = "; ".join(facts)
+
+    saturated = cpu is not None and cpu >= cpu_bound_pct
+    behind = backlog(e) if lag is not None else None
+    if saturated:
+        checks.append(Check("client_bound", False, f"client-bound (CPU saturated): {detail}", CLIENT_CPU_ADVICE))
+        return checks, notes
+    if lag is None:
+        checks.append(Check("client_bound", True, detail))
+        return checks, notes
+
+    host = _host_explains(e, lag.lag_p99_ns)
+    if behind is not None:
+        what = f"did not issue the offered load ({behind} requests still unsent at the window's end)"
+        if host:
+            checks.append(Check("client_bound", True, detail))
+            checks.append(Check("host_noise", False, f"host-noisy: the client {what}; {detail}", HOST_ADVICE))
+        else:
+            checks.append(Check("client_bound", False, f"client-bound ({what}): {detail}", BACKLOG_ADVICE))
+        return checks, notes
+    if lag.decides:
+        what = f"the bound fails only by the send lag (sent->done p{lag.percentile:g} {_ms(lag.sent_p_ns or 0)})"
+        if host:
+            checks.append(Check("client_bound", True, detail))
+            checks.append(Check("host_noise", False, f"host-noisy: {what}; {detail}", HOST_ADVICE))
+        else:
+            checks.append(Check("client_bound", False, f"client-bound (sends late): {what}; {detail}",
+                                CLIENT_LAG_ADVICE))  # fmt: skip
+        return checks, notes
+
+    checks.append(Check("client_bound", True, detail))
+    if lag.lag_p99_ns > lag.lag_bound_ns:
+        cause = "the host woke late too" if host else "not explained by the host probe"
+        if e.held_by_cap:
+            cause = f"{e.held_by_cap} requests waited for an in-flight slot (--max-outstanding)"
+        notes.append(
+            f"send lag p99 {_ms(lag.lag_p99_ns)} > {_ms(lag.lag_bound_ns)} ({cause}; {_probe_text(e)}); it is counted "
+            "in intended->done and did not decide the verdict"
+        )
+    return checks, notes
+
+
+def host_note(e: Evidence, lag_bound_ns: int) -> str | None:
+    """A warning when the probe saw the host wake late, whatever the verdict (the endpoint shares the host)."""
+    if e.probe_p99_ns is None or e.probe_p99_ns <= lag_bound_ns:
+        return None
+    return (
+        f"noisy host: the probe on the client's CPUs woke late p99 {_ms(e.probe_p99_ns)}"
+        + (f" (max {_ms(e.probe_max_ns)})" if e.probe_max_ns is not None else "")
+        + "; tails on this host may be noise: pin cores, run longer, repeat"
+    )
