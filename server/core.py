@@ -20,7 +20,9 @@ from tailmark.server.batcher import Batcher, BatchResult
 from tailmark.server.errors import ModelFailed, Overloaded, ServerError
 from tailmark.server.repository import LoadedModel, Repository
 
-EXTENSIONS = ("model_configuration", "statistics", "model_repository", "binary_tensor_data")
+# what ServerMetadata advertises: only what is served (ModelConfig, ModelStatistics). Not "model_repository"
+# (there is an index but no load/unload), not "binary_tensor_data" (an HTTP/REST feature; there is no HTTP endpoint)
+EXTENSIONS = ("model_configuration", "statistics")
 
 
 class InferenceCore:

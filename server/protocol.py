@@ -23,6 +23,13 @@ def decode_inputs(request: pb.ModelInferRequest, model: LoadedModel) -> tuple[Te
             raise Unsupported(f"input {tensor.name!r}: shared memory is not supported by this server; send raw bytes")
     if raw and len(raw) != len(inputs):
         raise InvalidInput(f"{what}: request has {len(inputs)} inputs but {len(raw)} raw_input_contents")
+    if raw:
+        for tensor in inputs:
+            if tensor.HasField("contents"):  # the protocol: raw_input_contents, or typed contents, never both
+                raise InvalidInput(
+                    f"{what}: input {tensor.name!r} has typed contents in a request that carries "
+                    "raw_input_contents; send one or the other"
+                )
     tensors: Tensors = {}
     by_name = model.input_by_name
     for index, tensor in enumerate(inputs):
