@@ -23,6 +23,8 @@ FIELDS = ("t", "class", "batch", "sample", "payload", "input_tokens", "output_to
 
 PAYLOAD_RULES = ("input", "total")
 
+RESERVED_CLASS = "all"  # results show the aggregate over a scenario's classes under this name
+
 _DECIMAL = re.compile(r"^[+]?(\d+)(?:\.(\d*))?$")
 
 
@@ -138,9 +140,7 @@ def make_record(fields: dict[str, Any], scale_ns: int) -> Record:
         offset = to_ns(fields["t"], scale_ns)
     except ValueError as exc:
         raise ValueError(f"offset t: {exc}") from None
-    cls = fields.get("class", DEFAULT_CLASS)
-    if not isinstance(cls, str) or not cls:
-        raise ValueError(f"class {cls!r} is not a non-empty string")
+    cls = check_class(fields.get("class", DEFAULT_CLASS))
     deadline = fields.get("deadline", 0)
     try:
         deadline_ns = to_ns(deadline, scale_ns) if deadline not in (0, "") else 0
@@ -156,6 +156,20 @@ def make_record(fields: dict[str, Any], scale_ns: int) -> Record:
         _int_field("input_tokens", fields.get("input_tokens", 0), 0),
         _int_field("output_tokens", fields.get("output_tokens", 0), 0),
     )
+
+
+def check_class(name: object) -> str:
+    """A traffic-class name as results and interval logs can carry it (they key statistics by
+    ``scenario/class`` and write it as an hlog tag): a non-empty string without '/', ',' or whitespace, and
+    not "all", the name of the aggregate over classes. Raises ValueError saying what is wrong."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"class {name!r} is not a non-empty string")
+    bad = next((ch for ch in name if ch in "/," or ch.isspace()), None)
+    if bad is not None:
+        raise ValueError(f"class {name!r} contains {bad!r}; class names may not contain '/', ',' or whitespace")
+    if name == RESERVED_CLASS:
+        raise ValueError(f"class {name!r} is reserved for the aggregate over classes")
+    return name
 
 
 def check_keys(keys: object) -> None:

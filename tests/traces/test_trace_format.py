@@ -19,7 +19,7 @@ HEADER = '{"format": "tailmark-trace", "version": 1, "time_unit": "ms"}\n'
 FULL = [
     Record(0),
     Record(1_000_000_001, "chat", 4, 7, 0, 250_000_000, 374, 44),
-    Record(1_000_000_001, "chat, with comma", 1, -1, 128, 0, 0, 0),  # same instant: arrive together
+    Record(1_000_000_001, "chat-2", 1, -1, 128, 0, 0, 0),  # same instant: arrive together
     Record(3_500_000_000, input_tokens=10),
 ]
 
