@@ -3,22 +3,27 @@
 Samples come from ``--input-data`` (the same files the performance scenarios take); labels from a
 ``.npy`` of class indices, one per sample. Requests carry up to ``batch_size`` samples when the model
 batches; responses are parsed in full here (unlike the performance path) and the top-1 class of the
-named output is compared with the label.
+named output is compared with the label. Outputs are decoded from raw bytes or typed ``contents``
+(KServe answers in typed contents; the protocol allows both). Each answer first passes the basic
+response check (client/response_check.py); one that fails is counted as ``BAD_RESPONSE``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tailmark.client.errors import ConfigError
+from tailmark.client.response_check import BAD_RESPONSE, ResponseCheck, output_array
 from tailmark.client.samples import SamplePool
 from tailmark.client.transport import RequestFailed, Transport
 from tailmark.protos import inference_pb2 as pb
-from tailmark.protos.codec import decode_raw
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,11 @@ def load_labels(path: Path, count: int) -> np.ndarray:
 
 
 def output_tensor(response_bytes: bytes, name: str) -> np.ndarray:
+    """Output ``name`` of a serialised response, raw or typed; ConfigError if the response has no such output."""
     response = pb.ModelInferResponse.FromString(response_bytes)
     for index, tensor in enumerate(response.outputs):
         if tensor.name == name:
-            return decode_raw(response.raw_output_contents[index], tensor.datatype, tuple(tensor.shape))
+            return output_array(response, index)
     names = [t.name for t in response.outputs]
     raise ConfigError(f"the response has no output {name!r} (it has {names})")
 
@@ -65,18 +71,25 @@ async def measure_accuracy(
     correct = 0
     errors: dict[str, int] = {}
     semaphore = asyncio.Semaphore(concurrency)
+    check = ResponseCheck(pool.model)
 
     async def one(start: int) -> None:
         nonlocal correct
         size = min(batch, pool.count - start)
         async with semaphore:
+            payload = pool.payload(start, size)
             try:
-                response = await transport.infer(pool.payload(start, size))
+                response = await transport.infer(payload)
             except RequestFailed as exc:
                 errors[exc.status] = errors.get(exc.status, 0) + size
                 return
+        if check(payload, response) is not None:
+            errors[BAD_RESPONSE] = errors.get(BAD_RESPONSE, 0) + size
+            return
         scores = output_tensor(response, output).reshape(size, -1)
         correct += int((scores.argmax(axis=1) == labels[start : start + size]).sum())
 
     await asyncio.gather(*(one(start) for start in starts))
+    if check.bad:
+        log.warning("%s", check.note())
     return AccuracyResult(samples=pool.count, correct=correct, errors=errors)

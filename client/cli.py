@@ -65,6 +65,15 @@ def register(subparsers) -> None:
     run.add_argument("--input-data", type=Path, help="samples from .npy/.npz/.json instead of random tensors")
     run.add_argument("--shape", action="append", default=[], help="NAME:D1,D2 shape of a variable-size input")
     run.add_argument("--pool-size", type=int, default=64, help="distinct random samples (default 64)")
+    run.add_argument(
+        "--validate",
+        choices=("basic", "full", "none"),
+        default="basic",
+        help="check each OK answer: basic (default): outputs, datatypes, shapes and byte sizes against the model's "
+        "metadata; full: also compare every answer with the first answer to the same request (first 64 distinct "
+        "requests; floats to 1e-3 relative, FP16/BF16 1e-2; tens of µs of client CPU each); none: no check. "
+        "A failed check counts as error BAD_RESPONSE",
+    )
     _add_connection_args(run)
     run.add_argument("--out", type=Path, help="run directory (default runs/<time>-<model>)")
     run.add_argument("--fail-on-invalid", action="store_true", help=f"exit {EXIT_INVALID} if any result is INVALID")
@@ -253,6 +262,7 @@ async def _measure(plan, args: argparse.Namespace, target: str, out_dir: Path, e
     from tailmark.client.environment import capture
     from tailmark.client.progress import Progress
     from tailmark.client.report import console_table
+    from tailmark.client.response_check import checked
     from tailmark.client.results import RunResult
     from tailmark.client.run import Run, TargetLost
     from tailmark.client.samples import file_pool, random_pool
@@ -260,6 +270,7 @@ async def _measure(plan, args: argparse.Namespace, target: str, out_dir: Path, e
     transport = await _connect(args, target, plan.scenarios[0].request_timeout_s)
     try:
         info = await transport.model_info(plan.model, plan.model_version)
+        transport = checked(transport, info, args.validate)
         seed = plan.scenarios[0].sample_seed
         if args.input_data:
             pool = file_pool(info, args.input_data, version=plan.model_version)

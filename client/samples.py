@@ -91,16 +91,32 @@ def _resize_variable(array: np.ndarray, tensor: TensorInfo, size: int, batching:
 
 
 def per_sample_shape(tensor: TensorInfo, batching: bool, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
-    """The shape of one sample: the batch dim dropped, -1 dims from ``--shape`` or a default."""
-    if tensor.name in shapes:
-        return tuple(shapes[tensor.name])
+    """The shape of one sample: the batch dim dropped, -1 dims from ``--shape`` or a default.
+
+    A ``--shape`` must keep the model's rank and fixed dims (ConfigError otherwise)."""
     dims = tensor.shape[1:] if batching else tensor.shape
+    if tensor.name in shapes:
+        shape = tuple(shapes[tensor.name])
+        if len(shape) != len(dims) or any(d not in (-1, g) for d, g in zip(dims, shape)):
+            given = ",".join(map(str, shape))
+            raise ConfigError(
+                f"--shape {tensor.name}:{given}: the model takes {list(dims)} per sample (-1: variable); "
+                "give every dim, the fixed ones as they are"
+            )
+        return shape
     return tuple(DEFAULT_VARIABLE_DIM if d == -1 else d for d in dims)
 
 
 def random_pool(
     model: ModelInfo, *, count: int, seed: int, shapes: Mapping[str, tuple[int, ...]] | None = None, version: str = ""
 ) -> SamplePool:
+    """``count`` seeded random samples; ConfigError for a ``--shape`` naming no input of the model."""
+    names = [tensor.name for tensor in model.inputs]
+    unknown = [name for name in shapes or {} if name not in names]
+    if unknown:
+        raise ConfigError(
+            f"--shape {unknown[0]}: model {model.name!r} has no input {unknown[0]!r} (its inputs: {', '.join(names)})"
+        )
     rng = np.random.default_rng(seed)
     batching = model.max_batch_size > 0
     samples = {}

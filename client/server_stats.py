@@ -1,7 +1,8 @@
 """The server's own account of a scenario: ModelStatistics before and after, as a difference.
 
 perf_analyzer's server-side breakdown, for endpoints that implement the statistics extension (Triton,
-tailmark); others (KServe, MLServer) have none and the result says so with ``None``.
+tailmark); others (KServe, MLServer) have none and the result says so with ``None`` (and
+``control.endpoint_notes`` says it once per run, in words).
 """
 
 from __future__ import annotations

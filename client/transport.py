@@ -45,6 +45,7 @@ class ModelInfo:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     max_batch_size: int  # 0: the model takes no batch dimension
+    config_offered: bool = True  # False: the endpoint has no ModelConfig (KServe, MLServer); batching taken as none
 
 
 class Transport(Protocol):
