@@ -103,7 +103,13 @@ def register(subparsers) -> None:
     _add_connection_args(accuracy)
     accuracy.set_defaults(handler=accuracy_command)
 
-    merge = subparsers.add_parser("merge", help="merge histograms.json files from several client processes")
+    merge = subparsers.add_parser(
+        "merge",
+        help="merge the runs of several client processes; verdicts judged again from the merged histograms",
+        description="Adds the histograms of runs made side by side (one per client process or host) and judges "
+        "each scenario again from the sums, with the settings from each run's results.json (they must agree, "
+        "except each process's share: target QPS, seeds, trace file).",
+    )
     merge.add_argument("inputs", type=Path, nargs="+", help="run directories or histograms.json files")
     merge.add_argument("-o", "--output", type=Path, required=True, help="merged histograms.json to write")
     merge.set_defaults(handler=merge_command)
@@ -374,23 +380,13 @@ def report_command(args: argparse.Namespace) -> int:
 
 
 def merge_command(args: argparse.Namespace) -> int:
-    import json
-
     from tailmark.cli import UsageError
-    from tailmark.client.recorder import Recorder, RecorderFormatError, merged
-    from tailmark.client.results import write_atomic
+    from tailmark.client.merge import MergeError, load_part, merge_runs, summary
 
-    recorders = []
-    for item in args.inputs:
-        path = item / "histograms.json" if item.is_dir() else item
-        try:
-            recorders.append(Recorder.from_dict(json.loads(path.read_text())))
-        except (OSError, ValueError, RecorderFormatError) as exc:
-            raise UsageError(f"{path}: {exc}") from None
-    combined = merged(recorders)
-    write_atomic(args.output, json.dumps(combined.to_dict()) + "\n")
-    for key in combined.keys():
-        hist = combined.histogram(key)
-        p99 = hist.get_value_at_percentile(99) / 1e6
-        print(f"{key[0]}/{key[1]}: {hist.get_total_count()} requests, p99 {p99:.3f} ms")
+    try:
+        merged = merge_runs([load_part(item) for item in args.inputs])
+    except MergeError as exc:
+        raise UsageError(str(exc)) from None
+    merged.write_histograms(args.output)
+    print(summary(merged))
     return 0
