@@ -7,9 +7,12 @@ This module only decides whether the *client* may be blamed, and names the cause
   its CPU saturated; or it did not issue the offered load (a backlog of requests intended inside the window was
   still unsent when the window ended); or the verdict hinges on its own lag (the bound fails on intended→done but
   passes on sent→done) and the host probe did not see the same lateness.
-- **host-noisy** (a failing ``host_noise`` check): the same failures, but the host-noise probe, sleeping on the
-  client's own CPUs in a process of its own, woke comparably late while the client was not busy. The lateness is
-  the host's (idle CPUs waking slowly, neighbours, steal), and the advice is about the host.
+- **host-noisy** (a failing ``host_noise`` check): the same failures, but while the client was not busy either
+  the host-noise probe, sleeping on the client's own CPUs in a process of its own, woke comparably late, or the
+  client's event loop spent a share of the window runnable but waiting for a CPU that other work held. The
+  lateness is the host's (idle CPUs waking slowly, neighbours, steal), and the advice is about the host.
+- Lag that arrivals spent waiting for an in-flight slot (``--max-outstanding``) is the endpoint's delay queued in
+  the client (coordinated omission made visible), never the client's fault.
 - Send lag that does not decide the verdict (the bound is met with the lag counted in, or there is no bound) is
   a warning with its figures, never a failure: it only made the result harder.
 
@@ -25,6 +28,7 @@ from tailmark.client.check import Check
 BACKLOG_SHARE = 0.01  # unsent at the window's end, as a share of the offered arrivals: beyond an end effect
 QUIET_CLIENT_CPU_PCT = 50.0  # below this the client leaves its core idle most of the time
 HOST_EXPLAINS_SHARE = 0.5  # the probe's p99 lateness is at least this share of the client's p99 send lag
+HOST_WAIT_PCT = 2.0  # the client's loop waited for a CPU (other work ran) at least this share of the window
 
 HOST_ADVICE = (
     "The host, not the client, woke late: pin the client and the server to separate cores (taskset, or "
@@ -48,6 +52,7 @@ class Evidence:
     held_by_cap: int = 0  # arrivals that waited for an in-flight slot (--max-outstanding): the endpoint's delay
     probe_p99_ns: int | None = None  # the host probe's wake-up lateness on the client's CPUs
     probe_max_ns: int | None = None
+    client_wait_pct: float | None = None  # the client's loop thread runnable but not running, % of the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +61,7 @@ class LagFacts:
 
     lag_p99_ns: int
     lag_bound_ns: int
-    decides: bool  # the latency checks fail on intended->done and pass on sent->done
+    decides: bool  # the latency checks fail on intended->done, pass on sent->done, and no in-flight cap queued them
     sent_p_ns: int | None = None  # the bound's percentile of sent->done, when there is a bound
     percentile: float = 99.0
 
@@ -67,21 +72,32 @@ def _ms(ns: float) -> str:
 
 def _probe_text(e: Evidence) -> str:
     if e.probe_p99_ns is None:
-        return "no host probe"
-    text = f"host probe woke late p99 {_ms(e.probe_p99_ns)}"
-    return text + (f", max {_ms(e.probe_max_ns)}" if e.probe_max_ns is not None else "")
+        text = "no host probe"
+    else:
+        text = f"host probe woke late p99 {_ms(e.probe_p99_ns)}"
+        text += f", max {_ms(e.probe_max_ns)}" if e.probe_max_ns is not None else ""
+    if e.client_wait_pct is not None:
+        text += f"; client waited for a CPU {e.client_wait_pct:.1f} % of the window"
+    return text
 
 
 def _host_explains(e: Evidence, lag_ns: int) -> bool:
-    """The probe saw comparable lateness while the client was not busy."""
-    if e.probe_p99_ns is None or e.client_cpu_pct is None or e.client_cpu_pct >= QUIET_CLIENT_CPU_PCT:
+    """While the client was not busy, the probe woke comparably late, or other work held the client's CPU."""
+    if e.client_cpu_pct is None or e.client_cpu_pct >= QUIET_CLIENT_CPU_PCT:
         return False
-    return e.probe_p99_ns >= HOST_EXPLAINS_SHARE * lag_ns
+    probe_saw = e.probe_p99_ns is not None and e.probe_p99_ns >= HOST_EXPLAINS_SHARE * lag_ns
+    crowded = e.client_wait_pct is not None and e.client_wait_pct >= HOST_WAIT_PCT
+    return probe_saw or crowded
+
+
+def cap_explains(e: Evidence) -> bool:
+    """Enough arrivals waited for an in-flight slot to make the p99 send lag: the endpoint's delay, queued."""
+    return e.held_by_cap > BACKLOG_SHARE * (e.offered or 0)
 
 
 def backlog(e: Evidence) -> int | None:
     """Requests the client failed to issue in time beyond an end effect; None when it kept up (or unknown)."""
-    if e.offered is None or e.unsent_at_end is None or e.held_by_cap:
+    if e.offered is None or e.unsent_at_end is None or cap_explains(e):
         return None
     return e.unsent_at_end if e.unsent_at_end > max(2, BACKLOG_SHARE * e.offered) else None
 
@@ -134,8 +150,8 @@ def attribute(e: Evidence, cpu_bound_pct: float, lag: LagFacts | None) -> tuple[
     checks.append(Check("client_bound", True, detail))
     if lag.lag_p99_ns > lag.lag_bound_ns:
         cause = "the host woke late too" if host else "not explained by the host probe"
-        if e.held_by_cap:
-            cause = f"{e.held_by_cap} requests waited for an in-flight slot (--max-outstanding)"
+        if cap_explains(e):
+            cause = f"{e.held_by_cap} requests waited for an in-flight slot (--max-outstanding): the endpoint's delay"
         notes.append(
             f"send lag p99 {_ms(lag.lag_p99_ns)} > {_ms(lag.lag_bound_ns)} ({cause}; {_probe_text(e)}); it is counted "
             "in intended->done and did not decide the verdict"

@@ -78,6 +78,13 @@ def register(subparsers) -> None:
     run.add_argument("--out", type=Path, help="run directory (default runs/<time>-<model>)")
     run.add_argument("--fail-on-invalid", action="store_true", help=f"exit {EXIT_INVALID} if any result is INVALID")
     run.add_argument("--no-progress", action="store_true", help="no live progress line")
+    run.add_argument("--no-calibration", action="store_true", help="skip measuring this client's ceiling (~2 s)")
+    run.add_argument(
+        "--no-host-probe", action="store_true", help="no host-noise probe (then the host is never blamed for lateness)"
+    )
+    run.add_argument(
+        "--no-pin", action="store_true", help="built-in default: do not pin the server and the client to separate CPUs"
+    )
     run.set_defaults(handler=run_command)
 
     report = subparsers.add_parser("report", help="print a run's table again and rewrite its HTML report")
@@ -248,9 +255,9 @@ def _parse_headers(specs: list[str]) -> list[tuple[str, str]]:
 
 def _run_with_loop(plan, args: argparse.Namespace) -> int:
     from tailmark.client.embedded import EmbeddedServer
+    from tailmark.client.pinning import split_cpus
 
     out_dir = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{plan.model}"
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
         import uvloop
 
@@ -259,13 +266,20 @@ def _run_with_loop(plan, args: argparse.Namespace) -> int:
         runner = asyncio.run
     if plan.target is not None:
         return runner(_measure(plan, args, plan.target, out_dir))
+    pinning = None if args.no_pin else split_cpus()
     print("starting the built-in server (tailmark serve) ...", file=sys.stderr, flush=True)
-    with EmbeddedServer() as server:
-        return runner(_measure(plan, args, server.target, out_dir, embedded=True))
+    with EmbeddedServer(cpus=pinning.server if pinning else None) as server:
+        if pinning is not None:
+            pinning.pin_this_process()  # the client, and the host probe it starts, on the other CPUs
+        return runner(_measure(plan, args, server.target, out_dir, embedded=True, pinning=pinning))
 
 
-async def _measure(plan, args: argparse.Namespace, target: str, out_dir: Path, embedded: bool = False) -> int:
+async def _measure(
+    plan, args: argparse.Namespace, target: str, out_dir: Path, embedded: bool = False, pinning=None
+) -> int:
+    from tailmark.client.calibration import calibrate
     from tailmark.client.environment import capture
+    from tailmark.client.host_probe import HostProbe
     from tailmark.client.progress import Progress
     from tailmark.client.report import console_table
     from tailmark.client.response_check import checked
@@ -274,6 +288,7 @@ async def _measure(plan, args: argparse.Namespace, target: str, out_dir: Path, e
     from tailmark.client.samples import file_pool, random_pool
 
     transport = await _connect(args, target, plan.scenarios[0].request_timeout_s)
+    probe = None if args.no_host_probe else HostProbe()
     try:
         info = await transport.model_info(plan.model, plan.model_version)
         transport = checked(transport, info, args.validate)
@@ -286,14 +301,27 @@ async def _measure(plan, args: argparse.Namespace, target: str, out_dir: Path, e
         environment = capture()
         environment["target"] = {"address": target, "embedded": embedded, "model": info.name, "version": info.version}
         environment["client_transport"] = {"kind": args.transport, "connections": args.connections}
+        environment["pinning"] = pinning.to_dict() if pinning is not None else None
         result = RunResult(environment=environment)
         progress = Progress(enabled=not args.no_progress)
-        run = Run(scenarios=plan.scenarios, transport=transport, pool=pool, out_dir=out_dir, result=result,
-                  progress=progress)  # fmt: skip
         # everything built so far lives for the whole run: keep the cyclic GC from rescanning it mid-run
         gc.freeze()
         # the dispatcher's waker thread must get the GIL within its sub-millisecond budget (default 5 ms)
         sys.setswitchinterval(0.0005)
+        if probe is not None:
+            probe.start()
+        if not args.no_calibration:
+            progress.note("calibrating the client on this host (about 2 s) ...")
+            calibration = await calibrate(
+                transport, pool, lag_bound_ms=plan.scenarios[0].send_lag_bound_ms, probe=probe,
+                timeout_s=plan.scenarios[0].request_timeout_s or None,
+            )  # fmt: skip
+            result.calibration = calibration.to_dict()
+            for line in calibration.advice(list(plan.scenarios)):
+                print(f"tailmark run: warning: {line}", file=sys.stderr, flush=True)
+        out_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that cannot start leaves no empty folder
+        run = Run(scenarios=plan.scenarios, transport=transport, pool=pool, out_dir=out_dir, result=result,
+                  progress=progress, probe=probe)  # fmt: skip
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by the user (SIGINT)")
         loop.add_signal_handler(signal.SIGTERM, run.interrupt, "terminated (SIGTERM)")
@@ -306,6 +334,8 @@ async def _measure(plan, args: argparse.Namespace, target: str, out_dir: Path, e
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
     finally:
+        if probe is not None:
+            probe.close()
         await transport.aclose()
     _print_table(console_table, result)
     print(f"results: {out_dir}/results.json  report: {out_dir}/report.html", file=sys.stderr)

@@ -23,8 +23,15 @@ LISTENING = re.compile(r"listening on (\S+):(\d+)")
 class EmbeddedServer:
     """Context manager: starts ``tailmark serve --port 0`` and stops it (SIGTERM, then kill)."""
 
-    def __init__(self, repository: Path | None = None, *extra_args: str, startup_timeout_s: float = 180.0) -> None:
+    def __init__(
+        self,
+        repository: Path | None = None,
+        *extra_args: str,
+        startup_timeout_s: float = 180.0,
+        cpus: tuple[int, ...] | None = None,
+    ) -> None:
         self.repository = repository
+        self.cpus = cpus  # pin the server to these CPUs from its first instruction (its thread pools size from it)
         self.extra_args = extra_args  # more `tailmark serve` flags
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
@@ -44,6 +51,7 @@ class EmbeddedServer:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,  # a Ctrl-C meant for the client must not kill the server mid-run
+            preexec_fn=self._pin if self.cpus else None,
         )
         deadline = time.monotonic() + self.startup_timeout_s
         assert self.process.stdout is not None
@@ -60,6 +68,9 @@ class EmbeddedServer:
         self.stop()
         last = self.tail[-1] if self.tail else "no output"
         raise Unreachable(f"the embedded server did not start: {last}")
+
+    def _pin(self) -> None:
+        os.sched_setaffinity(0, self.cpus)
 
     def _drain(self) -> None:
         assert self.process is not None and self.process.stdout is not None

@@ -34,6 +34,7 @@ class ScenarioEvidence:
             held_by_cap=self.held_by_cap,
             probe_p99_ns=probe.lateness_ns(99.0) if probe is not None and probe.wakeups else None,
             probe_max_ns=probe.lateness.get_max_value() if probe is not None and probe.wakeups else None,
+            client_wait_pct=probe.client_wait_pct if probe is not None else None,
         )
 
     @property

@@ -7,8 +7,11 @@ what it sees is the host (timer slack, idle CPUs waking from deep sleep, steal, 
 the client's event loop. The client's own send lag at low rates is made of the same wake-ups, which is why the
 two can be compared (see docs/verdicts.md).
 
-Around it, the parent reads what only it can: CPU steal time of its CPUs (``/proc/stat``) and its own
-voluntary/involuntary context switches (``getrusage``) over the same window.
+Around it, the parent reads what only it can, over the same window: CPU steal time of its CPUs (``/proc/stat``),
+its own voluntary/involuntary context switches (``getrusage``), and how long its event-loop thread waited,
+runnable, for a CPU (``/proc/thread-self/schedstat``). A sleeper like the probe is favoured by the scheduler when
+it wakes, so on a core shared with busy neighbours it can look quiet while the client, which runs and spins,
+waits its turn; the run-queue wait shows that case.
 
 The parent drives the child with one-line commands on its stdin: ``reset`` (start a new window; no answer, so it
 costs the event loop nothing mid-run) and ``report`` (answer one JSON line: the window's histogram, per-second
@@ -139,6 +142,12 @@ class ProbeWindow:
     involuntary_switches: int | None  # the client process's, over the window
     voluntary_switches: int | None
     cpus: tuple[int, ...] = field(default=())
+    client_wait_ms: float | None = None  # the client's event-loop thread, runnable but not running (the host's doing)
+
+    @property
+    def client_wait_pct(self) -> float | None:
+        """The client's run-queue wait as a share of the window."""
+        return None if self.client_wait_ms is None else 100.0 * self.client_wait_ms / 1e3 / self.wall_s
 
     def lateness_ns(self, percentile: float) -> int:
         from tailmark.client.verdict import percentile_ns
@@ -161,6 +170,7 @@ class ProbeWindow:
             "voluntary_switches": self.voluntary_switches,
             "cpus": list(self.cpus),
             "window_s": round(self.wall_s, 3),
+            "client_wait_ms": None if self.client_wait_ms is None else round(self.client_wait_ms, 3),
         }
 
 
@@ -193,6 +203,15 @@ def _switches() -> tuple[int, int]:
     return usage.ru_nivcsw, usage.ru_nvcsw
 
 
+def _run_queue_wait_ns() -> int | None:
+    """How long the calling thread has waited, runnable, for a CPU (Linux schedstat); None where unknown."""
+    try:
+        with open("/proc/thread-self/schedstat", encoding="ascii") as f:
+            return int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class HostProbe:
     """Starts the probe child; ``reset()`` opens a window, ``report()`` closes it. A context manager."""
 
@@ -204,6 +223,7 @@ class HostProbe:
         self._cpus = _cpus()
         self._steal0: tuple[int, int] | None = None
         self._switches0 = (0, 0)
+        self._wait0: int | None = None
 
     def __enter__(self) -> HostProbe:
         self.start()
@@ -236,6 +256,7 @@ class HostProbe:
     def _mark(self) -> None:
         self._steal0 = _steal_ticks(self._cpus)
         self._switches0 = _switches()
+        self._wait0 = _run_queue_wait_ns()  # reset and report are called from the event loop's thread
 
     def reset(self) -> None:
         """Start a new window now (a few microseconds: one pipe write, two counter reads)."""
@@ -254,6 +275,8 @@ class HostProbe:
         if self._steal0 is not None and steal1 is not None and steal1[1] > self._steal0[1]:
             steal_pct = 100.0 * (steal1[0] - self._steal0[0]) / (steal1[1] - self._steal0[1])
         invol, vol = (a - b for a, b in zip(_switches(), self._switches0, strict=True))
+        wait1 = _run_queue_wait_ns()
+        wait_ms = (wait1 - self._wait0) / 1e6 if wait1 is not None and self._wait0 is not None else None
         wall = max(float(data["wall_s"]), 1e-9)
         return ProbeWindow(
             period_us=self.period_us,
@@ -267,6 +290,7 @@ class HostProbe:
             involuntary_switches=invol,
             voluntary_switches=vol,
             cpus=self._cpus,
+            client_wait_ms=wait_ms,
         )
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 import typing
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from tailmark.client import hlog
+from tailmark.client.verdict import percentile_ns
 
 Key = tuple[str, str]  # (scenario, traffic_class)
 METRICS: Final = ("intended_to_done", "sent_to_done", "send_lag")
@@ -106,6 +107,7 @@ class Recorder:
             raise ValueError(f"interval_s={interval_s:g} requested; must be > 0")
         self._series: dict[Key, _Series] = {}
         self._pending: dict[Key, list[int]] = {}  # the hot path's only lookup
+        self._lag_p99: defaultdict[str, list[tuple[int, int]]] = defaultdict(list)  # per scenario, per interval
         self._interval_ns = round(interval_s * 1e9)
         self._start_ns = time.perf_counter_ns() if start_ns is None else start_ns
         self._interval_start_ns = self._start_ns
@@ -182,6 +184,7 @@ class Recorder:
         self.flush()
         start_s = (self._interval_start_ns - self._start_ns) / 1e9
         end_s = max(start_s, (now_ns - self._start_ns) / 1e9)
+        self._note_lag(now_ns)
         for (scenario, traffic_class), series in self._series.items():
             for metric in METRICS:
                 histogram = series.interval[metric]
@@ -192,6 +195,20 @@ class Recorder:
         if self._file is not None:
             self._file.flush()  # a killed run keeps every finished interval
         self._interval_start_ns = now_ns
+
+    def _note_lag(self, now_ns: int) -> None:
+        """Each scenario's send-lag p99 over the interval that just ended, if it recorded anything."""
+        by_scenario: dict[str, HdrHistogram] = {}
+        for (scenario, _), series in self._series.items():
+            interval = series.interval["send_lag"]
+            if interval.get_total_count():
+                hlog.add_into(by_scenario.setdefault(scenario, hlog.new_histogram()), interval)
+        for scenario, histogram in by_scenario.items():
+            self._lag_p99[scenario].append((now_ns, percentile_ns(histogram, 99.0)))  # LoadGen's rank rule
+
+    def send_lag_p99_per_interval(self, scenario: str) -> list[tuple[int, int]]:
+        """(interval end, send-lag p99) in ns for each interval in which ``scenario`` recorded requests."""
+        return list(self._lag_p99.get(scenario, ()))
 
     def close(self, now_ns: int | None = None) -> None:
         """Write the last (partial) interval and close the log; the cumulative histograms stay readable."""

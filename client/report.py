@@ -113,6 +113,8 @@ def _evidence_lines(scenario: ScenarioDoc) -> list[str]:
             host += f", steal {probe['steal_pct']:.1f} %"
         if probe["involuntary_switches"] is not None:
             host += f", client preempted {probe['involuntary_switches']} times"
+        if probe.get("client_wait_ms") is not None:
+            host += f", client waited {probe['client_wait_ms']:.0f} ms for a CPU"
         lines.append(host)
     return lines
 

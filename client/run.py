@@ -18,13 +18,15 @@ from pathlib import Path
 from tailmark.client import server_stats
 from tailmark.client.dispatcher import NS, Dispatcher, Stop, Window
 from tailmark.client.errors import TailmarkError, TraceError
+from tailmark.client.evidence import ScenarioEvidence
+from tailmark.client.host_probe import HostProbe
 from tailmark.client.progress import Progress
 from tailmark.client.recorder import Recorder
 from tailmark.client.report import write_reports
 from tailmark.client.results import ClassResult, RunResult, ScenarioResult, write_atomic
 from tailmark.client.samples import SamplePool
 from tailmark.client.schedule import fixed_interval, poisson
-from tailmark.client.settings import EffectiveSettings, Scenario
+from tailmark.client.settings import OPEN_LOOP, EffectiveSettings, Scenario
 from tailmark.client.transport import Transport
 from tailmark.traces.arrival import DEFAULT_CLASS, Arrival
 
@@ -47,6 +49,7 @@ class Run:
         out_dir: Path,
         result: RunResult,
         progress: Progress,
+        probe: HostProbe | None = None,
     ) -> None:
         if not scenarios:
             raise ValueError("a run needs at least one scenario")
@@ -56,9 +59,11 @@ class Run:
         self.out_dir = out_dir
         self.result = result
         self.progress = progress
+        self.probe = probe  # the host-noise probe, reset at each window's start and read at its end
         self.recorder = Recorder(hlog_path=out_dir / "latency.hlog")
         self._current: Dispatcher | None = None
         self._server_stats: dict | None = None  # of the scenario that just ran
+        self._evidence: ScenarioEvidence | None = None  # of the scenario that just ran
         self.interrupted = ""
 
     def interrupt(self, reason: str) -> None:
@@ -110,7 +115,11 @@ class Run:
         )
         planned = s.warmup_s + (s.max_duration_s or s.min_duration_s)
         stats_before = await server_stats.snapshot(self.transport, self.pool.model.name)
-        watcher = asyncio.get_running_loop().create_task(self.progress.watch(dispatcher, name, planned))
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(self.progress.watch(dispatcher, name, planned))
+        window_opens = None
+        if self.probe is not None and s.scenario is not Scenario.OFFLINE:  # Offline's window opens after its warm-up
+            window_opens = loop.call_later(s.warmup_s, self.probe.reset)
         try:
             match s.scenario:
                 case Scenario.SINGLE_STREAM | Scenario.MULTI_STREAM:
@@ -122,6 +131,8 @@ class Run:
                     )
                 case Scenario.OFFLINE:
                     await self._warm_up(s)
+                    if self.probe is not None:
+                        self.probe.reset()
                     window = await dispatcher.offline(
                         sample_count=s.offline_sample_count,
                         batch_size=s.batch_size,
@@ -138,16 +149,35 @@ class Run:
                     typing.assert_never(s.scenario)
             await dispatcher.drain(timeout_s=(s.request_timeout_s or 60.0) + 5.0)
         finally:
+            if window_opens is not None:
+                window_opens.cancel()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             self._current = None
         self.recorder.flush()
         window.samples = dispatcher.samples_completed
+        self._evidence = self._gather_evidence(name, s, dispatcher, window)
         self._server_stats = server_stats.difference(
             stats_before, await server_stats.snapshot(self.transport, self.pool.model.name)
         )
         return window
+
+    def _gather_evidence(self, name: str, s: EffectiveSettings, dispatcher: Dispatcher, window: Window):
+        """The client's and the host's side of the window just measured (see client/evidence.py)."""
+        open_loop = s.scenario in OPEN_LOOP
+        duration = window.duration_s
+        start_ns = window.start_ns
+        lag = [p99 / 1e6 for end_ns, p99 in self.recorder.send_lag_p99_per_interval(name) if end_ns > start_ns]
+        return ScenarioEvidence(
+            client_cpu_pct=100.0 * window.cpu_s / duration if duration > 0 else None,
+            offered=sum(window.offered.values()) if open_loop else None,
+            unsent_at_end=dispatcher.unsent_at_end() if open_loop else None,
+            held_by_cap=window.held_by_cap if open_loop else 0,
+            duration_s=duration,
+            probe=self.probe.report() if self.probe is not None else None,
+            send_lag_p99_per_s_ms=lag,
+        )
 
     async def _warm_up(self, s: EffectiveSettings) -> None:
         """Offline has no warm-up arrivals of its own: run unrecorded closed-loop requests first."""
@@ -182,6 +212,7 @@ class Run:
         return ScenarioResult(
             settings=s, classes=classes, duration_s=duration, client_cpu_pct=cpu_pct,
             throughput_per_s=tuple(window.completions_per_s), server_stats=self._server_stats,
+            evidence=self._evidence,
         )  # fmt: skip
 
     def _write(self) -> None:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from tailmark.client.attribution import Evidence, LagFacts, attribute, host_note
+from tailmark.client.attribution import Evidence, LagFacts, attribute, cap_explains, host_note
 from tailmark.client.check import Check
 from tailmark.client.settings import EffectiveSettings, Scenario
 
@@ -317,7 +317,7 @@ def judge(
                 if sent_to_done is not None and sent_to_done.get_total_count():
                     sent_p = percentile_ns(sent_to_done, pct)
                     sent_pass = sent_p <= bound_ns and early_stopping(sent_to_done, pct, bound_ns, failed=failed).passed
-                    decides = sent_pass and not (stopping.passed and bound.passed)
+                    decides = sent_pass and not (stopping.passed and bound.passed) and not cap_explains(evidence)
                 if decides:  # the endpoint met the bound from the actual send: the lag is the excess
                     advice = "The endpoint met the bound from the actual send; see the client_bound / host_noise check"
                     stopping = dataclasses.replace(stopping, recommendation=stopping.recommendation and advice)

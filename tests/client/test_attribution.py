@@ -68,6 +68,14 @@ def test_lag_that_decides_the_bound_on_a_noisy_host_blames_the_host() -> None:
     assert any(n.startswith("noisy host") for n in verdict.notes)
 
 
+def test_a_crowded_core_is_the_host_even_when_the_probe_looks_quiet() -> None:
+    # busy neighbours on the client's core: the sleeping probe is favoured at wake-up, the client waits its turn
+    crowded = Evidence(client_cpu_pct=6, probe_p99_ns=MS, offered=N, unsent_at_end=0, client_wait_pct=9.0)
+    verdict = _judge(service_ms=8, lag_ms=20, late_share=0.02, evidence=crowded)
+    assert verdict.cause == "host"
+    assert "client waited for a CPU 9.0 % of the window" in _check(verdict, "host_noise").detail
+
+
 def test_a_busy_client_cannot_blame_the_host() -> None:
     # the probe shares the client's cores: at 70 % CPU its lateness may be the client's own doing
     busy = Evidence(client_cpu_pct=QUIET_CLIENT_CPU_PCT + 20, probe_p99_ns=4 * MS, offered=N, unsent_at_end=0)
@@ -104,11 +112,22 @@ def test_backlog_at_the_window_end_is_client_bound_even_inside_the_bound() -> No
         (3000, int(3000 * BACKLOG_SHARE), 0, None),
         (3000, int(3000 * BACKLOG_SHARE) + 1, 0, 31),
         (3000, 500, 40, None),  # held back by the in-flight cap: the endpoint's delay, not the client's
+        (3000, 500, 20, 500),  # a few capped arrivals do not explain a backlog of 500
         (None, 500, 0, None),
     ],
 )
 def test_backlog_threshold(offered, unsent, held, expected) -> None:
     assert backlog(Evidence(offered=offered, unsent_at_end=unsent, held_by_cap=held)) == expected
+
+
+def test_lag_queued_behind_the_in_flight_cap_is_the_endpoint() -> None:
+    # a stalled endpoint under --max-outstanding: arrivals wait for a slot, the lag is its queue
+    capped = Evidence(client_cpu_pct=5, probe_p99_ns=int(0.1 * MS), offered=N, unsent_at_end=400, held_by_cap=300)
+    verdict = _judge(service_ms=8, lag_ms=5, late_share=0.02, evidence=capped)
+    assert verdict.cause == "endpoint"
+    assert _check(verdict, "client_bound").passed
+    assert _check(verdict, "latency_bound").recommendation == "Reduce target QPS to improve latency"
+    assert any("waited for an in-flight slot" in n for n in verdict.notes)
 
 
 def test_no_bound_means_lag_only_warns() -> None:

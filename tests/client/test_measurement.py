@@ -56,11 +56,12 @@ def test_fixed_20ms_service_time_is_measured_as_20ms(sleep_server, tmp_path):
 
 def test_coordinated_omission_is_shown_and_handled(sleep_server, tmp_path):
     """A 1 s stall under a 1-request in-flight cap: the backlog it causes appears in intended→done,
-    while sent→done (what a closed-loop tool reports) hides it."""
+    while sent→done (what a closed-loop tool reports) hides it; the verdict blames the endpoint, not the client."""
     out = tmp_path / "run"
     run = tailmark(
         "run", "--target", sleep_server.target, "--model", "stall", "--scenario", "poisson", "--target-qps", "50",
-        "--duration", "6", "--warmup", "0", "--max-outstanding", "1", "--out", str(out), "--no-progress",
+        "--duration", "6", "--warmup", "0", "--max-outstanding", "1", "--latency-bound-ms", "100",
+        "--out", str(out), "--no-progress",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     doc = results(out)
@@ -73,5 +74,8 @@ def test_coordinated_omission_is_shown_and_handled(sleep_server, tmp_path):
     assert sent["max"] >= 950.0  # (the stalled request itself is there, once)
     assert lag["p99"] >= 400.0  # and the client says it could not send on time
     verdict = scenario(doc, "poisson")["classes"]["all"]["verdict"]
-    assert verdict["result"] == "INVALID"
-    assert any(c["name"] == "client_bound" and not c["passed"] for c in verdict["checks"])
+    assert verdict["result"] == "INVALID" and verdict["cause"] == "endpoint"
+    assert any(c["name"] == "latency_bound" and not c["passed"] for c in verdict["checks"])
+    assert all(c["passed"] for c in verdict["checks"] if c["name"] == "client_bound")
+    assert scenario(doc, "poisson")["evidence"]["held_by_cap"] > 0
+    assert any("waited for an in-flight slot" in w for w in scenario(doc, "poisson")["warnings"])
