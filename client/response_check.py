@@ -9,8 +9,9 @@ basic (the default), every response:
     of a batching model must equal the request's batch size); its data fits that shape exactly (raw:
     element count x element size bytes; BYTES: at least a 4-byte length prefix per element; typed
     ``contents``, as KServe answers: one value per element). Raw contents come one per output or not
-    at all. Outputs of variable size may be empty (a detector that found nothing); a response with no
-    outputs never is. When the metadata lists no outputs, each output must still be self-consistent.
+    at all. An output with a variable dim may hold zero elements (a detector that found nothing), but
+    an answer with no outputs is refused. When the metadata lists no outputs (KServe), each output must
+    still be self-consistent.
 full:
     the basic check, and then every output is decoded and compared with the **first answer to the
     same request** (byte-identical requests: the same sample(s), batch and payload). Integer, BOOL
@@ -23,12 +24,13 @@ full:
 none:
     no check (an OK status is a success).
 
-Cost: a response is checked from its wire bytes without copying its tensors. The header (the fields
-before the trailing ``raw_output_contents``) is parsed once per layout; the next response of the same
-length whose header bytes and raw-field lengths are the same, to a request with the same header, is
-accepted by comparing bytes (~0.3 µs; a full parse plus field reads costs 4-60 µs). ``full`` adds a
-decode and a comparison (tens of µs per response, more for large outputs): at high rates it can make
-the client the bottleneck.
+Cost: a response is checked from its wire bytes without copying its tensors. Its header (the fields
+before the trailing ``raw_output_contents``) is parsed once per layout (10-16 µs); the next answer of
+the same length whose header bytes and raw-field lengths are the same, to a request of the same length
+and header, is accepted by comparing bytes: ~1 µs per answer, whatever its size, against 4-60 µs for a
+protobuf parse plus field reads (measured on a shared 2-core VM, 4 KB to 600 KB answers). ``full`` adds
+a decode and a comparison: ~30 µs for small outputs, ~40 µs for ResNet's [1, 1000], ~1.3 ms for a
+600 KB output; at high rates it can make the client the bottleneck.
 """
 
 from __future__ import annotations
@@ -149,17 +151,23 @@ class ResponseCheck:
         self.model = model
         self._specs: dict[str, TensorInfo] = {t.name: t for t in model.outputs}
         self._batching = model.max_batch_size > 0
-        # (request length, response length) -> (request header, response header, raw-field prefixes with lengths)
+        # (request length, response length) -> (request header (b"" unless batching: the batch is in it),
+        # response header, raw-field prefixes with their lengths)
         self._layouts: dict[tuple[int, int], tuple[bytes, bytes, tuple[tuple[bytes, int], ...]]] = {}
         self.bad = 0
         self.first_problem = ""
 
     def __call__(self, payload: bytes, response: bytes) -> str | None:
-        problem = self._basic(payload, response)
-        if problem is not None:
-            self.bad += 1
-            self.first_problem = self.first_problem or problem
-        return problem
+        layout = self._layouts.get((len(payload), len(response)))
+        if layout is not None and response.startswith(layout[1]) and payload.startswith(layout[0]):
+            pos = len(layout[1])
+            for prefix, length in layout[2]:
+                if not response.startswith(prefix, pos):
+                    break
+                pos += len(prefix) + length
+            else:
+                return None  # the layout of an answer already checked, to a like request: only values differ
+        return self._refused(self._parsed(payload, response))
 
     def note(self) -> str:
         """One line for the results, or "" when every response passed."""
@@ -167,19 +175,14 @@ class ResponseCheck:
             return ""
         return f"{self.bad} responses failed the response check ({BAD_RESPONSE}); first: {self.first_problem}"
 
-    def _basic(self, payload: bytes, response: bytes) -> str | None:
-        key = (len(payload), len(response)) if self._batching else (0, len(response))
-        layout = self._layouts.get(key)
-        if layout is not None:
-            request_header, header, raws = layout
-            if response.startswith(header) and (not self._batching or payload.startswith(request_header)):
-                pos = len(header)
-                for prefix, length in raws:
-                    if not response.startswith(prefix, pos):
-                        break
-                    pos += len(prefix) + length
-                else:
-                    return None  # the layout of a response already checked; only tensor values differ
+    def _refused(self, problem: str | None) -> str | None:
+        if problem is not None:
+            self.bad += 1
+            self.first_problem = self.first_problem or problem
+        return problem
+
+    def _parsed(self, payload: bytes, response: bytes) -> str | None:
+        """The check from the parsed header; a layout that passes is remembered."""
         split = split_raw(response, _RESPONSE_RAW)
         try:
             if split is None:
@@ -196,7 +199,7 @@ class ResponseCheck:
             if len(self._layouts) >= LAYOUTS_KEPT:
                 self._layouts.clear()
             raws = tuple((bytes([_RESPONSE_RAW]) + _encode_varint(n), n) for n in lengths)
-            self._layouts[key] = (request_header, response[: split[0]], raws)
+            self._layouts[(len(payload), len(response))] = (request_header, response[: split[0]], raws)
         return problem
 
     @staticmethod
@@ -293,12 +296,9 @@ class ReferenceCheck(ResponseCheck):
         self.compared = 0  # answers compared with a reference
 
     def __call__(self, payload: bytes, response: bytes) -> str | None:
-        problem = self._basic(payload, response)
+        problem = super().__call__(payload, response)
         if problem is None:
-            problem = self._against_reference(bytes(payload), response)
-        if problem is not None:
-            self.bad += 1
-            self.first_problem = self.first_problem or problem
+            problem = self._refused(self._against_reference(bytes(payload), response))
         return problem
 
     def _against_reference(self, key: bytes, response: bytes) -> str | None:

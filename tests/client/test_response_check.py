@@ -169,6 +169,19 @@ def test_typed_answers_pass_the_check_and_accuracy_decodes_them(tmp_path):
     assert "top-1 1.0000 (12/12)" in accuracy.stdout
 
 
+def test_accuracy_counts_empty_answers_as_bad_responses(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((6, 4), np.float32))
+    np.save(tmp_path / "y.npy", np.zeros(6, np.int64))
+    with KServeLike(answer="empty") as endpoint:
+        accuracy = tailmark(
+            "accuracy", "--target", endpoint.target, "--model", "echo", "--input-data", str(tmp_path / "x.npy"),
+            "--labels", str(tmp_path / "y.npy"),
+        )  # fmt: skip
+    assert accuracy.returncode == 1, accuracy.stderr
+    assert "top-1 0.0000 (0/6), failed requests: {'BAD_RESPONSE': 6}" in accuracy.stdout
+    assert "first: the answer has no outputs" in accuracy.stderr and "Traceback" not in accuracy.stderr
+
+
 def test_full_validation_catches_an_endpoint_that_answers_differently(server, tmp_path):
     with KServeLike(answer="noisy") as endpoint:
         basic = tailmark("run", "--target", endpoint.target, "--model", "echo", *QUICK, "--out", str(tmp_path / "a"))
