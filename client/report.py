@@ -49,9 +49,29 @@ def console_table(doc: ResultsDoc) -> str:
     if not doc["complete"]:
         lines.append("")
         lines.append("PARTIAL RESULT" + (f": {doc['interrupted']}" if doc["interrupted"] else " (run still going)"))
+    notes = (doc["environment"].get("target") or {}).get("notes") or []
+    lines += [f"endpoint: {note}" for note in notes]
+    lines += _calibration_lines(doc)
     for scenario in doc["scenarios"]:
         lines += _notes(scenario)
     return "\n".join(lines) + "\n"
+
+
+def _calibration_lines(doc: ResultsDoc) -> list[str]:
+    cal = doc.get("calibration")
+    if not cal:
+        return []
+    parts = []
+    if cal["schedule_ceiling_qps"]:
+        parts.append(f"schedule ceiling {cal['schedule_ceiling_qps']:.0f}/s (null transport)")
+    if cal["cpu_us_per_request"] is not None:
+        parts.append(f"{cal['cpu_us_per_request']:.0f} us client CPU per request against this target")
+    if cal["ceiling_qps"]:
+        parts.append(f"so ~{cal['ceiling_qps']:.0f}/s per client process")
+    idle = cal.get("idle_probe")
+    if idle and idle["wakeups"]:
+        parts.append(f"host at rest: wake-ups late p99 {_num(idle['late_ms']['p99'])} ms")
+    return ["", "client calibration: " + "; ".join(parts)] if parts else []
 
 
 def _notes(scenario: ScenarioDoc) -> list[str]:
@@ -198,6 +218,32 @@ def percentile_plot_png(plt: Any, scenario: ScenarioDoc) -> str:
     return png
 
 
+def lateness_plot_png(plt: Any, scenario: ScenarioDoc) -> str | None:
+    """The client's send lag and the host probe's wake-up lateness, p99 of each second, on one time axis."""
+    evidence = scenario.get("evidence") or {}
+    lag = evidence.get("send_lag_p99_per_s_ms") or []
+    probe = (evidence.get("host_probe") or {}).get("late_p99_per_s_ms") or []
+    if not lag and not probe:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    if lag:
+        ax.plot(range(1, len(lag) + 1), lag, label="client send lag p99", drawstyle="steps-pre")
+    if probe:
+        ax.plot(range(1, len(probe) + 1), probe, label="host probe wake-up lateness p99", drawstyle="steps-pre")
+    bound = scenario["settings"]["effective"].get("send_lag_bound_ms")
+    if bound:
+        ax.axhline(bound, color="grey", linestyle=":", label=f"send-lag bound {bound:g} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("second of the measured window")
+    ax.set_ylabel("ms")
+    ax.set_title(f"{scenario['scenario']}: client lateness vs host lateness")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    png = _png(fig)
+    plt.close(fig)
+    return png
+
+
 def throughput_plot_png(plt: Any, scenario: ScenarioDoc) -> str:
     fig, ax = plt.subplots(figsize=(7, 2.6))
     ax.plot(range(len(scenario["throughput_per_s"])), scenario["throughput_per_s"], drawstyle="steps-post")
@@ -245,7 +291,8 @@ def html_report(doc: ResultsDoc, *, plots: bool = True) -> str:
                          + "".join(f"<td>{v}</td>" for v in cells)
                          + f"<td class='t {result}'>{result}</td></tr>")  # fmt: skip
     parts.append("</table>")
-    notes = [line for s in doc["scenarios"] for line in _notes(s)]
+    endpoint = [f"endpoint: {note}" for note in (env.get("target") or {}).get("notes") or []]
+    notes = endpoint + _calibration_lines(doc) + [line for s in doc["scenarios"] for line in _notes(s)]
     if notes:
         parts.append(f"<pre>{esc(chr(10).join(notes).strip())}</pre>")
     for scenario in doc["scenarios"]:
@@ -260,6 +307,9 @@ def html_report(doc: ResultsDoc, *, plots: bool = True) -> str:
             )
         if scenario["throughput_per_s"]:
             parts.append(f"<br><img alt='throughput' src='data:image/png;base64,{throughput_plot_png(plt, scenario)}'>")
+        lateness = lateness_plot_png(plt, scenario)
+        if lateness:
+            parts.append(f"<br><img alt='client and host lateness' src='data:image/png;base64,{lateness}'>")
     parts.append("</body></html>\n")
     return "".join(parts)
 

@@ -163,8 +163,12 @@ def test_typed_answers_pass_the_check_and_accuracy_decodes_them(tmp_path):
             "--labels", str(tmp_path / "y.npy"),
         )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    classes = scenario(results(tmp_path / "run"), "server")["classes"]["all"]
+    doc = results(tmp_path / "run")
+    classes = scenario(doc, "server")["classes"]["all"]
     assert classes["error_count"] == 0 and classes["ok_count"] >= 50
+    # the extensions KServe lacks are said once, in results.json and in the table
+    assert doc["environment"]["target"]["notes"] == [NO_MODEL_CONFIG, NO_MODEL_STATISTICS]
+    assert f"endpoint: {NO_MODEL_STATISTICS}" in run.stdout
     assert accuracy.returncode == 0, accuracy.stderr
     assert "top-1 1.0000 (12/12)" in accuracy.stdout
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 from hdrh.log import HistogramLogReader
@@ -25,6 +26,7 @@ def test_builtin_default_runs_every_scenario_and_writes_the_run_directory(tmp_pa
     assert doc["complete"] is True and doc["interrupted"] is None
     assert [s["scenario"] for s in doc["scenarios"]] == ALL_SIX
     assert doc["environment"]["target"]["embedded"] is True
+    _assert_blame_follows_the_evidence(doc)
     for entry in doc["scenarios"]:
         everything = entry["classes"]["all"]
         assert everything["ok_count"] > 0, entry["scenario"]
@@ -48,6 +50,30 @@ def test_builtin_default_runs_every_scenario_and_writes_the_run_directory(tmp_pa
             total += interval.get_total_count()
     assert "server/default/intended_to_done" in tags
     assert total == scenario(doc, "server")["classes"]["all"]["ok_count"]
+
+
+def _assert_blame_follows_the_evidence(doc: dict) -> None:
+    """The built-in default pins, probes and calibrates, and never blames an idle client for the host's lateness."""
+    pinning = doc["environment"]["pinning"]
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert pinning and pinning["client_cpus"] and set(pinning["server_cpus"]).isdisjoint(pinning["client_cpus"])
+    calibration = doc["calibration"]
+    assert calibration["null_transport"] and calibration["cpu_us_per_request"] > 0
+    for entry in doc["scenarios"]:
+        evidence = entry["evidence"]
+        probe = evidence["host_probe"]
+        assert probe["wakeups"] > 0 and probe["late_ms"]["count"] == probe["wakeups"]
+        if pinning:
+            assert probe["cpus"] == pinning["client_cpus"]  # the probe watches the client's own CPUs
+        verdict = entry["classes"]["all"]["verdict"]
+        lag_p99 = entry["classes"]["all"]["latency_ms"]["send_lag"]["p99"] or 0.0
+        idle = evidence["client_cpu_pct"] is not None and evidence["client_cpu_pct"] < 50
+        host_saw_it = (
+            probe["late_ms"]["p99"] >= 0.5 * lag_p99 or (probe["client_wait_ms"] or 0) >= 0.02e3 * probe["window_s"]
+        )
+        assert not (verdict["cause"] == "client" and idle and host_saw_it and not evidence["unsent_at_end"]), entry
+        if verdict["cause"] == "client":  # and a client blamed has the figures that blame it
+            assert any(c["name"] == "client_bound" and not c["passed"] for c in verdict["checks"])
 
 
 def test_report_and_merge_commands(tmp_path, server):
