@@ -222,6 +222,8 @@ def lateness_plot_png(plt: Any, scenario: ScenarioDoc) -> str | None:
     """The client's send lag and the host probe's wake-up lateness, p99 of each second, on one time axis."""
     evidence = scenario.get("evidence") or {}
     lag = evidence.get("send_lag_p99_per_s_ms") or []
+    if not any(lag):  # closed loop: intended = sent, nothing to show on a log axis
+        lag = []
     probe = (evidence.get("host_probe") or {}).get("late_p99_per_s_ms") or []
     if not lag and not probe:
         return None
@@ -259,7 +261,7 @@ def throughput_plot_png(plt: Any, scenario: ScenarioDoc) -> str:
 _CSS = (
     "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
     "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}td.t,th.t{text-align:left}"
-    ".VALID{color:#070}.INVALID{color:#b00;font-weight:bold}pre{background:#f6f6f6;padding:8px}"
+    ".VALID{color:#070}.INVALID{color:#b00;font-weight:bold}pre{background:#f6f6f6;padding:8px;white-space:pre-wrap}"
 )
 
 
