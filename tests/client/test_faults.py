@@ -29,12 +29,17 @@ def test_unreachable_endpoint(tmp_path):
     )  # fmt: skip
     assert run.returncode == 1
     assert "cannot connect to 127.0.0.1:1" in one_line(run.stderr)
+    assert not (tmp_path / "r").exists()  # a run that never started leaves no empty folder behind
 
 
 def test_unknown_model(server, tmp_path):
-    run = tailmark("run", "--target", server.target, "--model", "nope", "--scenario", "single-stream")
+    out = tmp_path / "r"
+    run = tailmark(
+        "run", "--target", server.target, "--model", "nope", "--scenario", "single-stream", "--out", str(out)
+    )
     assert run.returncode == 1
     assert "does not serve model 'nope'" in one_line(run.stderr)
+    assert not out.exists()
 
 
 def test_tls_against_a_plain_text_server(server, tmp_path):
@@ -133,6 +138,8 @@ def test_server_that_dies_mid_run(test_repository, tmp_path):
     measured = scenario(doc, "poisson")["classes"]["all"]
     assert measured["ok_count"] > 100
     assert measured["errors"].get("UNAVAILABLE", 0) >= 200
+    warnings = " ".join(scenario(doc, "poisson")["warnings"])
+    assert "fell behind" not in warnings and "the rest failed" in warnings  # a dead server is not a slow one
 
 
 def test_invalid_result_exits_zero_unless_asked(server, tmp_path):
