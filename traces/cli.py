@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tailmark.traces.format import UNITS, Record, TraceFormatError
+from tailmark.traces.format import UNITS, Record, TraceFormatError, check_class
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -102,8 +102,8 @@ def _write(args: argparse.Namespace, records: Iterator[Any], meta: dict[str, obj
 def _decorate(args: argparse.Namespace, records: Iterator[Any]) -> Iterator[Any]:
     from tailmark.traces import transforms
 
-    if getattr(args, "traffic_class", None):
-        records = transforms.relabel(records, args.traffic_class)
+    if getattr(args, "traffic_class", None) is not None:
+        records = transforms.relabel(records, check_class(args.traffic_class))
     if getattr(args, "deadline_ms", None):
         records = transforms.with_deadline(records, args.deadline_ms / 1000)
     return records
@@ -254,7 +254,7 @@ def _merge(args: argparse.Namespace) -> int:
     streams = []
     for spec in args.inputs:
         path, sep, cls = spec.partition("=")
-        streams.append((cls if sep else None, _open(path, args)))
+        streams.append((check_class(cls) if sep else None, _open(path, args)))
     return _write(args, merge(streams), {"merged": args.inputs})
 
 

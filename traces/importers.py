@@ -4,6 +4,11 @@ Each importer streams its file row by row (O(1) memory), except where the format
 Azure Functions counts are summed per minute before expansion (O(minutes)), perf_analyzer's fixed
 schedule is one JSON document, and ``sort=True`` buffers everything. Rows that share a timestamp keep
 one offset: they arrive together. Absolute timestamps are rebased so the first row is at offset 0.
+
+Traffic-class names taken from a data column (burstgpt ``--class-by model|log-type``, azure-functions
+``--class-by trigger``) all go through ``class_from_data``: trimmed, and every run of whitespace, ',' and '/'
+replaced by one '_' ("Conversation log" -> "Conversation_log"), since results key statistics by
+``scenario/class``. A value that is empty or "all" (the aggregate's name) even so is a malformed row.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ from typing import IO
 
 import numpy as np
 
-from tailmark.traces.format import Record, TraceFormatError, to_ns
+from tailmark.traces.format import Record, TraceFormatError, check_class, to_ns
 
 Row = tuple[int | None, int, Record]  # (line, time in ns on the file's own clock, record)
 Bad = Callable[[int | None, str], None]
 MS, US, S = 1_000_000, 1_000, 1_000_000_000
 _EPOCH = date(1970, 1, 1).toordinal()
+_CLASS_UNSAFE = re.compile(r"[\s,/]+")
 _DATETIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\s*(Z|[+-]\d{2}:?\d{2})?$")
 
 
@@ -46,6 +52,21 @@ def parse_datetime_ns(text: str) -> int:
         digits = zone[1:].replace(":", "")
         secs -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
     return secs * S + int((frac or "").ljust(9, "0"))
+
+
+def class_from_data(text: str) -> str:
+    """The traffic-class name for a data value: trimmed, each run of whitespace, ',' or '/' made one '_'.
+
+    Example::
+
+        >>> class_from_data(" Conversation log ")
+        'Conversation_log'
+        >>> class_from_data("a, b/c")
+        'a_b_c'
+
+    Raises ValueError (from ``format.check_class``) when the result is empty or the reserved "all".
+    """
+    return check_class(_CLASS_UNSAFE.sub("_", text.strip()))
 
 
 def _int(name: str, text: str) -> int:
@@ -180,7 +201,7 @@ def burstgpt(path: str | Path, *, class_by: str | None = None, sort: bool = Fals
                 if col:
                     if not row.get(col, "").strip():
                         raise ValueError(f"empty {col!r} for the traffic class")
-                    rec = rec._replace(traffic_class=row[col].strip())
+                    rec = rec._replace(traffic_class=class_from_data(row[col]))
             except (ValueError, KeyError) as exc:
                 bad(line, str(exc) if isinstance(exc, ValueError) else f"no column {exc}")
                 continue
@@ -349,10 +370,10 @@ def _minute_counts(
             continue
         try:
             row = np.array([_int(f"minute {i + 1} count", v) for i, v in enumerate(values[first:])], dtype=np.int64)
+            cls = class_from_data(values[i_trig]) if class_by == "trigger" else "default"
         except ValueError as exc:
             bad(line, str(exc))
             continue
-        cls = values[i_trig].strip() if class_by == "trigger" else "default"
         if cls not in counts:
             counts[cls] = np.zeros(len(names) - first, dtype=np.int64)
         counts[cls] += row

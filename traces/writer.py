@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from tailmark.traces.arrival import DEFAULT_CLASS, Arrival
-from tailmark.traces.format import FIELDS, Record, csv_columns, format_offset, header_dict, unit_ns
+from tailmark.traces.format import FIELDS, Record, check_class, csv_columns, format_offset, header_dict, unit_ns
 
 
 def _fields(rec: Arrival | Record, scale: int) -> dict[str, object]:
@@ -60,7 +60,8 @@ def write_trace(
     """Write ``records`` (sorted by offset) to ``path`` atomically; returns the number of rows.
 
     ``metadata`` goes into the JSONL header (or ``# key: value`` comment lines in CSV), e.g. source and
-    license. ``fmt`` is "jsonl" or "csv"; by default the suffix decides. Unsorted input raises ValueError.
+    license. ``fmt`` is "jsonl" or "csv"; by default the suffix decides. Unsorted input, or a traffic class the
+    reader would refuse (``format.check_class``), raises ValueError naming the row, and nothing is written.
     """
     path = Path(path)
     scale = unit_ns(time_unit)
@@ -91,10 +92,16 @@ def write_trace(
                     buf.truncate()
 
             prev = 0
+            classes = {DEFAULT_CLASS}  # names already checked: one set lookup per row
             for rec in records:
                 if rec.offset_ns < prev:
                     raise ValueError(f"row {count + 1}: offset {rec.offset_ns} ns is before the previous {prev} ns")
                 prev = rec.offset_ns
+                if rec.traffic_class not in classes:
+                    try:
+                        classes.add(check_class(rec.traffic_class))
+                    except ValueError as exc:
+                        raise ValueError(f"row {count + 1}: {exc}") from None
                 write_row(_fields(rec, scale))
                 count += 1
         os.replace(tmp_name, path)

@@ -62,3 +62,40 @@ def test_a_run_refuses_the_trace_in_one_line(server, write, tmp_path):
     assert run.returncode == 1, run.stderr
     assert f"{path}:7: class 'x/y' contains '/'" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(("name", "message"), BAD)
+def test_the_writer_refuses_a_class_the_reader_would_refuse(tmp_path, name, message):
+    from tailmark.traces.arrival import Arrival
+    from tailmark.traces.writer import write_trace
+
+    out = tmp_path / "t.jsonl"
+    rows = [Arrival(0, "chat"), Arrival(1, name)]
+    with pytest.raises(ValueError, match=r"^row 2: class ") as info:
+        write_trace(out, rows)
+    assert message in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # neither the trace nor its temporary file
+
+
+@pytest.mark.parametrize(("name", "message"), BAD)
+def test_trace_gen_refuses_a_bad_class_up_front(tmp_path, name, message):
+    out = tmp_path / "t.jsonl"
+    result = tailmark("trace", "gen", "poisson", "--rate", "10", "--count", "5", "--class", name, "-o", str(out))
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not out.exists()
+
+
+def test_trace_merge_refuses_a_bad_class(write, tmp_path):
+    path = write("a.jsonl", HEADER + '{"t": 0}\n')
+    result = tailmark("trace", "merge", f"{path}=a b", "-o", str(tmp_path / "m.jsonl"))
+    assert result.returncode != 0
+    assert "class 'a b' contains ' '" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_trace_gen_with_a_good_class_reads_back(tmp_path):
+    out = tmp_path / "t.jsonl"
+    result = tailmark("trace", "gen", "fixed", "--rate", "10", "--count", "3", "--class", "chat", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert [r.traffic_class for r in read_records(out)] == ["chat"] * 3

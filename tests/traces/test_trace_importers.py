@@ -138,8 +138,45 @@ def test_burstgpt_with_classes(write):
         (0, "GPT-4", 0),
         (1_250_000_000, "ChatGPT", 30),
     ]
-    assert [r.traffic_class for r in im.burstgpt(path, class_by="log-type")][1] == "API log"
+    # BurstGPT's log types carry a space, which results cannot key by: "API log" becomes "API_log"
+    assert [r.traffic_class for r in im.burstgpt(path, class_by="log-type")] == [
+        "Conversation_log",
+        "API_log",
+        "Conversation_log",
+    ]
     assert {r.traffic_class for r in im.burstgpt(path)} == {"default"}
+
+
+def test_burstgpt_log_type_import_reads_back(write, tmp_path):
+    """The imported trace must pass the reader's class check (before, "API log" was written and then refused)."""
+    from tailmark.traces.reader import read_records
+    from tailmark.traces.writer import write_trace
+
+    path = write(
+        "b.csv",
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "5,ChatGPT,472,18,490,Conversation log\n5,GPT-4,1087,0,1087,API log\n",
+    )
+    out = tmp_path / "b.jsonl"
+    write_trace(out, im.burstgpt(path, class_by="log-type"))
+    assert [r.traffic_class for r in read_records(out)] == ["Conversation_log", "API_log"]
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [("API log", "API_log"), ("  a ,\t/ b  ", "a_b"), ("x/y,z", "x_y_z"), ("GPT-4", "GPT-4"), ("größe", "größe")],
+)
+def test_class_from_data_makes_one_underscore_per_run(value, name):
+    assert im.class_from_data(value) == name
+
+
+def test_a_data_class_that_stays_invalid_is_a_malformed_row(write):
+    header = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+    path = write("b.csv", header + "5,ChatGPT,1,1,2,API log\n6,all,1,1,2,API log\n")
+    with pytest.raises(TraceFormatError, match=r"b\.csv:3: class 'all' is reserved"):
+        list(im.burstgpt(path, class_by="model"))
+    imported = im.burstgpt(path, class_by="model", skip_bad=True)
+    assert [r.traffic_class for r in imported] == ["ChatGPT"] and imported.skipped_lines == [3]
 
 
 def test_pa_intervals_follow_perf_analyzer_and_loop_seamlessly(write):
@@ -185,6 +222,11 @@ def test_azure_functions_expands_minute_counts_uniformly(write):
     assert secs[4:] == [127.5, 142.5, 157.5, 172.5]  # 4 in minute 3 (minute 2 is quiet)
     by_trigger = list(im.azure_functions(path, class_by="trigger"))
     assert sum(r.traffic_class == "timer" for r in by_trigger) == 1
+    spaced = write("g.csv", AZF.replace("timer", "event hub"))
+    assert {r.traffic_class for r in im.azure_functions(spaced, class_by="trigger")} == {"http", "event_hub"}
+    blank = write("e.csv", AZF.replace("timer", " "))
+    with pytest.raises(TraceFormatError, match=r"e\.csv:3: class '' is not a non-empty string"):
+        list(im.azure_functions(blank, class_by="trigger"))
     only_f3 = list(im.azure_functions(path, function="f3"))
     assert len(only_f3) == 4
 
