@@ -375,6 +375,11 @@ def accuracy_command(args: argparse.Namespace) -> int:
         transport = await _connect(args, args.target, args.timeout)
         try:
             info = await transport.model_info(args.model, args.model_version)
+            if not args.output and not info.outputs:  # legal: KServe-style endpoints may list none
+                raise ConfigError(
+                    f"model {args.model!r} lists no outputs in its metadata; pass --output NAME to say which "
+                    "output holds the scores"
+                )
             pool = file_pool(info, args.input_data, version=args.model_version)
             labels = load_labels(args.labels, pool.count)
             output = args.output or info.outputs[0].name

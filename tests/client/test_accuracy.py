@@ -62,3 +62,24 @@ def test_trained_model_served_reproduces_its_eval_accuracy(tmp_path):
     served = json.loads((tmp_path / "acc.json").read_text())
     assert served["samples"] == len(y_eval)
     assert served["top1"] == pytest.approx(harness, abs=0.01)
+
+
+def test_a_model_without_output_metadata_needs_output(tmp_path):
+    """Issue 10 item 8: metadata that lists no outputs (legal; KServe-style endpoints do it) crashed with an
+    IndexError on ``info.outputs[0]``; now ``--output`` is asked for in one line, and given, it works."""
+    from support.kserve_like import KServeLike
+
+    samples = np.zeros((8, 4), np.float32)  # echo answers each sample itself: top-1 is the index of its 1
+    samples[np.arange(8), np.arange(8) % 4] = 1.0
+    np.save(tmp_path / "x.npy", samples)
+    np.save(tmp_path / "y.npy", np.arange(8) % 4)
+    args = ("accuracy", "--model", "echo", "--input-data", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"))
+    with KServeLike(outputs=False) as endpoint:
+        refused = tailmark(*args, "--target", endpoint.target)
+        assert endpoint.calls == 0
+        given = tailmark(*args, "--target", endpoint.target, "--output", "OUTPUT0")
+    assert refused.returncode == 2, refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "lists no outputs" in refused.stderr and "--output" in refused.stderr
+    assert given.returncode == 0, given.stderr
+    assert "top-1 1.0000 (8/8)" in given.stdout

@@ -8,6 +8,9 @@ servers. ``answer`` picks how ModelInfer replies to a request (it echoes the req
     typed     typed ``contents`` (fp32_contents), as KServe's Python servers do
     empty     OK with no outputs at all (Triton with a python stub that failed quietly)
     noisy     raw, offset by 0.25 x the number of calls so far (an endpoint that answers each time differently)
+
+``inputs=False`` leaves inputs and outputs out of the metadata (KServe's default); ``outputs=False`` only the
+outputs (the answers still carry OUTPUT0).
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from tailmark.protos.service import RPCS
 class KServeLike:
     """``with KServeLike(answer="typed") as endpoint: endpoint.target``; model ``echo`` (FP32 [-1] -> [-1])."""
 
-    def __init__(self, answer: str = "raw", *, inputs: bool = True, model: str = "echo") -> None:
+    def __init__(self, answer: str = "raw", *, inputs: bool = True, outputs: bool = True, model: str = "echo") -> None:
         self.answer = answer
         self.model = model
         self.inputs = inputs
+        self.outputs = outputs
         self._calls = itertools.count(1)
         self.calls = 0
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -64,7 +68,8 @@ class KServeLike:
         response = pb.ModelMetadataResponse(name=self.model, versions=["1"], platform="kserve-like")
         if self.inputs:
             response.inputs.add(name="INPUT0", datatype="FP32", shape=[-1])
-            response.outputs.add(name="OUTPUT0", datatype="FP32", shape=[-1])
+            if self.outputs:
+                response.outputs.add(name="OUTPUT0", datatype="FP32", shape=[-1])
         return response
 
     def _infer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
