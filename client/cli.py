@@ -38,6 +38,12 @@ SETTING_FLAGS: dict[str, tuple[str, type, str]] = {
     "--offline-samples": ("offline_sample_count", int, "samples in the Offline query"),
     "--trace": ("trace_path", str, "trace file for the trace scenario"),
     "--speed": ("trace_speed", float, "replay the trace this many times faster"),
+    "--resize-inputs": (
+        "resize_inputs",
+        str,
+        "which inputs a trace's token counts resize: auto (default: inputs with a variable dim and an integer or "
+        "BYTES type, i.e. token ids or text), tokens (every variable-size input), none (keep the samples' shapes)",
+    ),
     "--send-lag-bound-ms": ("send_lag_bound_ms", float, "send-lag p99 above this: client-bound (default 1)"),
     "--seed": ("schedule_seed", int, "seed of the arrival schedule"),
     "--sample-seed": ("sample_seed", int, "seed of sample selection"),

@@ -40,6 +40,9 @@ class Scenario(enum.StrEnum):
 CLOSED_LOOP = frozenset({Scenario.SINGLE_STREAM, Scenario.MULTI_STREAM})
 OPEN_LOOP = frozenset({Scenario.SERVER, Scenario.POISSON, Scenario.FIXED_INTERVAL, Scenario.TRACE})
 
+# Which inputs a trace's payload size (token count) resizes; the rule is samples.resized_inputs.
+RESIZE_CHOICES = ("auto", "tokens", "none")
+
 # The official LoadGen seeds (mlperf.conf): schedule_rng_seed and sample_index_rng_seed.
 OFFICIAL_SCHEDULE_SEED = 16159082839903944936
 OFFICIAL_SAMPLE_SEED = 2747215439041700203
@@ -61,6 +64,11 @@ class ScenarioSettings:
     samples_per_query: int | None = None  # MultiStream 8, else 1
     batch_size: int | None = None  # samples in one request (leading dimension)
     offline_sample_count: int | None = None  # Offline: samples in the one query
+    # Which inputs a trace row's payload size (its token count) resizes. "auto" (default): the inputs
+    # that take tokens, i.e. that have a variable (-1) dimension and an integer or BYTES datatype (token
+    # ids, text); a model of images, audio or embeddings keeps its own shapes. "tokens": every input with a
+    # variable dimension. "none": payload sizes are ignored. Only trace arrivals carry payload sizes.
+    resize_inputs: str | None = None
 
     # --- latency target ---
     latency_bound_ms: float | None = None  # Server 10; 0: no bound (poisson, fixed-interval, trace)
@@ -153,6 +161,7 @@ def resolve(requested: ScenarioSettings, *, mlperf: bool) -> EffectiveSettings:
         samples_per_query=int(pick(r.samples_per_query, 8 if sc is Scenario.MULTI_STREAM else 1)),
         batch_size=int(pick(r.batch_size, 1)),
         offline_sample_count=offline_samples,
+        resize_inputs=pick(r.resize_inputs, "auto"),
         latency_bound_ms=float(pick(r.latency_bound_ms, 10.0 if sc is Scenario.SERVER else 0.0)),
         early_stopping_percentile=float(pick(r.early_stopping_percentile, _default_percentile(sc))),
         min_duration_s=min_duration_s,
@@ -211,6 +220,8 @@ def _check_ranges(r: ScenarioSettings) -> None:
         value = getattr(r, name)
         if value is not None and not value >= 0:
             _refuse(name, value, "must be >= 0")
+    if r.resize_inputs is not None and r.resize_inputs not in RESIZE_CHOICES:
+        _refuse("resize_inputs", r.resize_inputs, f"must be one of {', '.join(RESIZE_CHOICES)}")
     p = r.early_stopping_percentile
     if p is not None and not 0 < p < 100:
         _refuse("early_stopping_percentile", p, "must be > 0 and < 100")
