@@ -4,7 +4,8 @@ Open loop (Server, Poisson, fixed-interval, trace): each arrival's intended inst
 plus its offset; the loop sleeps to that absolute ``perf_counter_ns`` target (``Clock``: uvloop's
 timers tick in whole milliseconds, so the last stretch is timed by a waker thread) and hands the
 request to a task. A slow server never slows the schedule; if an in-flight cap holds a request back, the wait is
-charged to it (intended→done), and shows as send lag.
+charged to it (intended→done), and shows as send lag. Requests are built ahead of their instants, in the
+time the loop would otherwise sleep (``Lookahead``), so a send never waits on numpy or protobuf.
 
 Closed loop (SingleStream, MultiStream): the next query is issued when the previous one completes;
 intended = sent. Offline: every sample is intended at the start, issued as fast as the cap allows.
@@ -23,6 +24,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from tailmark.client.lookahead import DEPTH, HORIZON_NS, Lookahead
 from tailmark.client.recorder import Recorder
 from tailmark.client.samples import SamplePool
 from tailmark.client.transport import RequestFailed, Transport
@@ -146,10 +148,23 @@ class Dispatcher:
     """Issues one scenario's requests through ``transport`` and records them under ``scenario``."""
 
     def __init__(
-        self, *, transport: Transport, pool: SamplePool, recorder: Recorder, scenario: str, sample_seed: int
+        self,
+        *,
+        transport: Transport,
+        pool: SamplePool,
+        recorder: Recorder,
+        scenario: str,
+        sample_seed: int,
+        resize_inputs: str = "auto",
+        lookahead_depth: int = DEPTH,
     ) -> None:
+        """``resize_inputs``: which inputs an arrival's payload size resizes (settings.resize_inputs);
+        ``lookahead_depth``: requests built ahead of the open loop (0: each at its send, the old path)."""
         self.transport = transport
         self.pool = pool
+        self._resized = pool.resized_inputs(resize_inputs)
+        self.lookahead_depth = lookahead_depth
+        self.lookahead: Lookahead | None = None  # the last open loop's window (its build counts)
         self.recorder = recorder
         self.scenario = scenario
         self._rng = random.Random(sample_seed)
@@ -248,16 +263,21 @@ class Dispatcher:
     def _sample(self, arrival: Arrival) -> int:
         return arrival.sample_id if arrival.sample_id >= 0 else self._rng.randrange(self.pool.count)
 
+    def _request(self, arrival: Arrival) -> bytes:
+        return self.pool.payload(self._sample(arrival), arrival.batch_size, arrival.payload_size, self._resized)
+
     # --- open loop ---
 
     async def open_loop(
         self, schedule: Iterable[Arrival], *, warmup_ns: int, stop: Stop, max_outstanding: int
     ) -> Window:
+        ahead = self.lookahead = Lookahead(schedule, self._request, horizon_ns=HORIZON_NS, depth=self.lookahead_depth)
+        ahead.prime()  # the first requests, built before the clock starts
         start_ns = time.perf_counter_ns()
         window = self.window
         window.start_ns = window.end_ns = start_ns + warmup_ns
         cpu0 = None
-        for arrival in schedule:
+        while (arrival := ahead.head()) is not None:
             intended_ns = start_ns + arrival.offset_ns
             measured = arrival.offset_ns >= warmup_ns
             if measured:
@@ -268,10 +288,11 @@ class Dispatcher:
             if self.stop_reason:
                 break
             if intended_ns > time.perf_counter_ns():
+                await ahead.fill(start_ns, intended_ns)
                 await self._clock.sleep_until(intended_ns)
             if max_outstanding:
                 await self._wait_for_slot(max_outstanding)
-            payload = self.pool.payload(self._sample(arrival), arrival.batch_size, arrival.payload_size)
+            payload = ahead.take()
             self.outstanding += 1
             self._spawn(
                 self._send(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -20,21 +21,36 @@ AZURE = Path(__file__).resolve().parents[2] / "traces" / "samples" / "azure_conv
 SPEED = 10.0  # 300 s of trace in a 30 s window
 
 
-def replay(target: str):
+def replay(target: str, *, speed: float = SPEED, resize_inputs: str = "auto", max_duration_s: float = 0.0):
+    """The shipped Azure cut through the real dispatcher to the server's ``null`` model (FP32 [-1])."""
+    built_ns: list[int] = []
+
     async def main():
         transport = await GrpcTransport.connect(target)
         try:
-            pool = random_pool(await transport.model_info("null"), count=8, seed=1)
+            pool = random_pool(await transport.model_info("null"), count=64, seed=1)
+            payload = pool.payload
+
+            def timed_payload(*args):  # called once per arrival, in arrival order
+                built_ns.append(time.perf_counter_ns())
+                return payload(*args)
+
+            pool.payload = timed_payload
             dispatcher = Dispatcher(
-                transport=transport, pool=pool, recorder=Recorder(), scenario="trace", sample_seed=1
+                transport=transport,
+                pool=pool,
+                recorder=Recorder(),
+                scenario="trace",
+                sample_seed=1,
+                resize_inputs=resize_inputs,
             )
-            never = Stop(min_duration_ns=2**62, min_queries=2**62)
+            never = Stop(min_duration_ns=2**62, min_queries=2**62, max_duration_ns=int(max_duration_s * NS))
             window = await dispatcher.open_loop(
-                read_arrivals(AZURE, speed=SPEED), warmup_ns=0, stop=never, max_outstanding=0
+                read_arrivals(AZURE, speed=speed), warmup_ns=0, stop=never, max_outstanding=0
             )
             await dispatcher.drain(30)
             dispatcher.recorder.flush()
-            return window, dispatcher.recorder
+            return window, dispatcher.recorder, dispatcher, built_ns
         finally:
             await transport.aclose()
 
@@ -73,7 +89,7 @@ def test_azure_cut_at_10x_delivers_every_second_and_sends_on_time(server):
     offsets = np.array([a.offset_ns for a in read_arrivals(AZURE, speed=SPEED)])
     expected = np.bincount(offsets // NS)
     with WakeJitter() as jitter:
-        window, recorder = replay(server.target)
+        window, recorder, _, _ = replay(server.target)
     sent = np.array(window.sends_per_s[: len(expected)])
     assert sent.sum() == len(offsets) == window.offered["default"]
     assert len(expected) >= 29  # a 30-second window
@@ -89,3 +105,27 @@ def test_azure_cut_at_10x_delivers_every_second_and_sends_on_time(server):
         pytest.skip(f"host too noisy to judge send lag: plain threads woke {jitter.p99_ns() / 1e6:.2f} ms late at p99")
     assert lag.get_value_at_percentile(99) <= 2_000_000, lag.get_value_at_percentile(99)
     assert recorder.errors(("trace", "all")) == {}
+
+
+def test_token_driven_payloads_are_built_ahead_and_leave_on_time(server):
+    """The same cut at 30x with its token counts resizing the input (--resize-inputs tokens): about 1,250
+    requests, nearly all of new sizes, every one built before its intended instant (none on the send path), the
+    server answering them all, and send lag as low as a replay without token counts."""
+    with WakeJitter() as jitter:
+        window, recorder, dispatcher, built_ns = replay(server.target, speed=30.0, resize_inputs="tokens",
+                                                        max_duration_s=8.0)  # fmt: skip
+    sent = sum(window.sends_per_s)
+    arrivals = list(itertools.islice(read_arrivals(AZURE, speed=30.0), sent))
+    assert sent >= 1_000 and len({a.payload_size for a in arrivals}) >= 400
+    assert dispatcher.pool.builds >= 0.9 * sent  # nearly every request was new
+    assert recorder.errors(("trace", "all")) == {}
+    lag = recorder.histogram(("trace", "all"), "send_lag")
+    assert lag.get_total_count() == sent
+    if lag.get_max_value() > 50_000_000:
+        pytest.skip(f"the host stopped the client for {lag.get_max_value() / 1e6:.0f} ms")
+    assert dispatcher.lookahead.built_at_send == 0
+    late = [a for a, built in zip(arrivals, built_ns) if built >= window.start_ns + a.offset_ns]
+    assert not late, f"{len(late)} of {sent} requests built at or after their instant"
+    if lag.get_value_at_percentile(99) > 2_000_000 and jitter.p99_ns() > 1_000_000:
+        pytest.skip(f"host too noisy to judge send lag: plain threads woke {jitter.p99_ns() / 1e6:.2f} ms late at p99")
+    assert lag.get_value_at_percentile(99) <= 2_000_000, lag.get_value_at_percentile(99)
