@@ -3,11 +3,16 @@
 It holds the synthetic models (identity, null, sleep) and the reference ResNet, exported to
 TorchScript with seeded random weights. The folder is a plain Triton-layout repository, so it can be
 copied, edited and passed back with ``--model-repository``.
+
+Without torch (the client-only install) the synthetic models are built and ``resnet`` keeps its config and
+an empty version folder: the server lists it UNAVAILABLE, saying torch is needed. Whether torch is installed
+is part of the cache folder's name, so installing torch later builds a fresh folder, with the ResNet.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -50,17 +55,22 @@ instance_group [ { kind: KIND_CPU count: 1 } ]
 
 
 def default_repository_path() -> Path:
-    """Keyed by version and by the configs' content, so an edited default is rebuilt, never reused."""
+    """Keyed by version, by the configs' content and by whether torch is installed, so an edited default, or
+    one built before torch was installed, is rebuilt, never reused."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     content = "".join(SYNTHETIC_CONFIGS.values()) + RESNET_CONFIG + _resnet_source().read_text()
     digest = hashlib.sha256(content.encode()).hexdigest()[:10]
-    return cache / "tailmark" / f"default-repository-{__version__}-{digest}"
+    variant = "" if _torch_installed() else "-no-torch"
+    return cache / "tailmark" / f"default-repository-{__version__}-{digest}{variant}"
+
+
+def _torch_installed() -> bool:
+    """Whether torch can be found, without importing it (seconds; the server imports it only for the ResNet)."""
+    return importlib.util.find_spec("torch") is not None
 
 
 def _resnet_source():
     """models/resnet.py, located without importing torch (its source is part of the cache key)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("tailmark.models.resnet")
     assert spec is not None and spec.origin is not None
     return Path(spec.origin)
@@ -75,22 +85,32 @@ def write_model(repository: Path, name: str, config_text: str) -> Path:
 
 
 def build(repository: Path) -> Path:
-    """Write the default repository into ``repository`` (which must not exist yet)."""
-    import torch
-
-    from tailmark.models import export, resnet
-
+    """Write the default repository into ``repository`` (which must not exist yet); without torch the
+    ResNet's version folder stays empty, and the server says why it is UNAVAILABLE."""
     for name, text in SYNTHETIC_CONFIGS.items():
         write_model(repository, name, text)
     model_dir = write_model(repository, "resnet", RESNET_CONFIG)
+    try:
+        import torch
+    except ImportError:
+        return repository
+    from tailmark.models import export, resnet
+
     export.export_torchscript(resnet.build(seed=0), torch.zeros(1, *resnet.INPUT_SHAPE), model_dir / "1" / "model.pt")
     return repository
+
+
+def _is_built(target: Path) -> bool:
+    """The ResNet is written last: with torch its model file, without torch its (empty) version folder.
+    (A torch that is found but fails to import leaves no model file: rebuilt each time, cheaply, until fixed.)"""
+    version_dir = target / "resnet" / "1"
+    return (version_dir / "model.pt").is_file() if _torch_installed() else version_dir.is_dir()
 
 
 def ensure_default_repository() -> Path:
     """The default repository's path, building it atomically the first time."""
     target = default_repository_path()
-    if (target / "resnet" / "1" / "model.pt").is_file():
+    if _is_built(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".default-repository-", dir=target.parent))
@@ -101,7 +121,7 @@ def ensure_default_repository() -> Path:
         try:
             os.replace(staging / "repo", target)
         except OSError:  # another process finished first
-            if not (target / "resnet" / "1" / "model.pt").is_file():
+            if not _is_built(target):
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

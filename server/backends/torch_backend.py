@@ -35,7 +35,10 @@ class TorchBackend:
     runs_inline = False
 
     def __init__(self, config: mc.ModelConfig, version_dir: Path) -> None:
-        import torch
+        try:
+            import torch
+        except ImportError as exc:  # the client-only install (no extras): the model is UNAVAILABLE, saying why
+            raise ConfigError(f"the PyTorch backend needs torch ({exc}): pip install 'tailmark[torch]'") from None
 
         self._torch = torch
         # one intra-op thread per instance by default: on a few shared cores, OpenMP teams of
