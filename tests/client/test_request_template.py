@@ -108,3 +108,17 @@ def test_empty_samples_along_the_axis_are_refused() -> None:
 def test_varint_matches_protobuf(value: int) -> None:
     message = pb.ModelInferRequest.InferInputTensor(shape=[value])
     assert message.SerializeToString() == b"\x1a" + varint(len(varint(value))) + varint(value)
+
+
+def test_the_request_cache_is_bounded_in_bytes(monkeypatch) -> None:
+    """Token-sized requests are large and mostly new: the cache keeps at most CACHE_BYTES of them."""
+    from tailmark.client import samples
+
+    monkeypatch.setattr(samples, "CACHE_BYTES", 100_000)
+    pool = random_pool(MODELS["fp32 [-1]"], count=4, seed=1)
+    for size in range(1000, 1100):  # ~4 KB each
+        pool.payload(size % 4, 1, size, ("INPUT0",))
+    assert 0 < pool._cached_bytes <= 100_000
+    assert pool._cached_bytes == sum(map(len, pool._cache.values()))
+    huge = pool.payload(0, 1, 50_000, ("INPUT0",))  # one request over the bound is still kept
+    assert list(pool._cache.values()) == [huge]
