@@ -44,6 +44,7 @@ APPLIES_TO: dict[str, frozenset[Scenario]] = {
     "offline_sample_count": frozenset({Scenario.OFFLINE}),
     "trace_path": frozenset({Scenario.TRACE}),
     "trace_speed": frozenset({Scenario.TRACE}),
+    "resize_inputs": frozenset({Scenario.TRACE}),  # only trace arrivals carry payload sizes
 }
 RUN_KEYS = {"target", "model", "model_version", "defaults", "scenarios", "mlperf"}
 

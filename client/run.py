@@ -101,8 +101,9 @@ class Run:
 
     async def _run_scenario(self, name: str, s: EffectiveSettings) -> Window:
         dispatcher = Dispatcher(
-            transport=self.transport, pool=self.pool, recorder=self.recorder, scenario=name, sample_seed=s.sample_seed
-        )
+            transport=self.transport, pool=self.pool, recorder=self.recorder, scenario=name,
+            sample_seed=s.sample_seed, resize_inputs=s.resize_inputs,
+        )  # fmt: skip
         self._current = dispatcher
         if self.interrupted:
             dispatcher.request_stop(self.interrupted)

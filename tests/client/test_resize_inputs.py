@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import pytest
+import uvloop
 
 from support.runcli import tailmark
 from tailmark.client.errors import ConfigError
-from tailmark.client.samples import resized_inputs
+from tailmark.client.progress import Progress
+from tailmark.client.results import RunResult
+from tailmark.client.run import Run
+from tailmark.client.samples import random_pool, resized_inputs
 from tailmark.client.settings import Scenario, ScenarioSettings, resolve
-from tailmark.client.transport import ModelInfo, TensorInfo
+from tailmark.client.transport import MockTransport, ModelInfo, TensorInfo
+from tailmark.protos import inference_pb2 as pb
+from tailmark.traces.arrival import Arrival
+from tailmark.traces.writer import write_trace
 
 
 def model(*inputs: tuple[str, str, tuple[int, ...]], max_batch_size: int = 0) -> ModelInfo:
@@ -71,3 +78,32 @@ def test_flag_refuses_an_unknown_choice_before_connecting() -> None:
     assert run.returncode == 2, run.stderr
     assert "resize_inputs=always requested; must be one of auto, tokens, none" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(("choice", "resized"), [("tokens", True), ("none", False)])
+def test_a_run_sends_what_the_setting_chooses(tmp_path, choice: str, resized: bool) -> None:
+    """The setting reaches the dispatcher of a real Run: a float input is resized only when asked."""
+    trace = tmp_path / "t.jsonl"
+    write_trace(trace, [Arrival(offset_ns=i * 2_000_000, payload_size=100 + i) for i in range(50)])
+    model = ModelInfo("null", "1", "test", (TensorInfo("INPUT0", "FP32", (-1,)),), (), 0)
+    shapes: list[int] = []
+
+    async def answer(payload: bytes) -> bytes:
+        shapes.append(pb.ModelInferRequest.FromString(payload).inputs[0].shape[0])
+        return b""
+
+    settings = resolve(
+        ScenarioSettings(scenario=Scenario.TRACE, trace_path=str(trace), resize_inputs=choice, warmup_s=0.0,
+                         min_duration_s=0.05, min_query_count=1),
+        mlperf=False,
+    )  # fmt: skip
+    run = Run(
+        scenarios=[settings], transport=MockTransport(model, answer), pool=random_pool(model, count=4, seed=1),
+        out_dir=tmp_path, result=RunResult(environment={}), progress=Progress(enabled=False),
+    )  # fmt: skip
+    uvloop.run(run.execute())
+    assert len(shapes) == 50
+    if resized:
+        assert shapes == [100 + i for i in range(50)]
+    else:
+        assert set(shapes) == {16}  # the pool's default length for a variable dimension
