@@ -13,8 +13,13 @@ This module only decides whether the *client* may be blamed, and names the cause
   lateness is the host's (idle CPUs waking slowly, neighbours, steal), and the advice is about the host.
 - Lag that arrivals spent waiting for an in-flight slot (``--max-outstanding``) is the endpoint's delay queued in
   the client (coordinated omission made visible), never the client's fault.
-- Send lag that does not decide the verdict (the bound is met with the lag counted in, or there is no bound) is
-  a warning with its figures, never a failure: it only made the result harder.
+- When the bound fails from the actual send too but the host demonstrably delayed the client (the host test
+  above, with a send lag over its bound), the client's receive timestamps are as suspect as its sends: the result
+  is **host-noisy**, not the endpoint's.
+- An open-loop scenario without a bound reports only its latencies: when the host test explains a send lag over
+  its bound there, the numbers describe the host as much as the endpoint, and the result is **host-noisy**.
+- Send lag that does not decide the verdict (the bound is met with the lag counted in, or there is no bound and
+  the host did not cause it) is a warning with its figures, never a failure: it only made the result harder.
 
 Every rule here reads plain numbers, so it is unit-tested on synthetic evidence (tests/client/test_attribution.py).
 """
@@ -31,8 +36,9 @@ HOST_EXPLAINS_SHARE = 0.5  # the probe's p99 lateness is at least this share of 
 HOST_WAIT_PCT = 2.0  # the client's loop waited for a CPU (other work ran) at least this share of the window
 
 HOST_ADVICE = (
-    "The host, not the client, woke late: pin the client and the server to separate cores (taskset, or "
-    "the built-in default's pinning), use a quieter host or a dedicated VM, run longer, and repeat"
+    "The host, not the client, made it late (slow wake-ups, or other work on the client's CPUs): pin the client and "
+    "the server to separate cores (taskset, or the built-in default's pinning), use a quieter host or a dedicated VM, "
+    "run longer, and repeat"
 )
 CLIENT_LAG_ADVICE = (
     "The client's own event loop sent late while the host woke on time: look for work on the client's loop "
@@ -64,6 +70,8 @@ class LagFacts:
     decides: bool  # the latency checks fail on intended->done, pass on sent->done, and no in-flight cap queued them
     sent_p_ns: int | None = None  # the bound's percentile of sent->done, when there is a bound
     percentile: float = 99.0
+    bound_failed: bool = False  # the latency checks fail on intended->done
+    has_bound: bool = True  # False: an open-loop scenario that only reports its latencies
 
 
 def _ms(ns: float) -> str:
@@ -79,6 +87,12 @@ def _probe_text(e: Evidence) -> str:
     if e.client_wait_pct is not None:
         text += f"; client waited for a CPU {e.client_wait_pct:.1f} % of the window"
     return text
+
+
+def _host_cause(e: Evidence, lag_ns: int) -> str:
+    if e.probe_p99_ns is not None and e.probe_p99_ns >= HOST_EXPLAINS_SHARE * lag_ns:
+        return "the host woke late too"
+    return "other work held the client's CPU"
 
 
 def _host_explains(e: Evidence, lag_ns: int) -> bool:
@@ -147,9 +161,25 @@ def attribute(e: Evidence, cpu_bound_pct: float, lag: LagFacts | None) -> tuple[
                                 CLIENT_LAG_ADVICE))  # fmt: skip
         return checks, notes
 
+    late = lag.lag_p99_ns > lag.lag_bound_ns
+    if lag.bound_failed and late and host and not cap_explains(e):
+        # the host kept the client from running: its receive stamps are as late as its sends, so sent->done
+        # cannot clear or convict the endpoint either
+        what = "the host delayed the client's sends and so, very likely, its receive timestamps too"
+        checks.append(Check("client_bound", True, detail))
+        checks.append(Check("host_noise", False, f"host-noisy: {what}; {detail}", HOST_ADVICE))
+        return checks, notes
+
+    if not lag.has_bound and late and host and not cap_explains(e):
+        # nothing to pass or fail but the latencies themselves, and the host moved them
+        what = "the host delayed the client, so the latencies reported describe the host as much as the endpoint"
+        checks.append(Check("client_bound", True, detail))
+        checks.append(Check("host_noise", False, f"host-noisy: {what}; {detail}", HOST_ADVICE))
+        return checks, notes
+
     checks.append(Check("client_bound", True, detail))
-    if lag.lag_p99_ns > lag.lag_bound_ns:
-        cause = "the host woke late too" if host else "not explained by the host probe"
+    if late:
+        cause = _host_cause(e, lag.lag_p99_ns) if host else "not explained by the host probe"
         if cap_explains(e):
             cause = f"{e.held_by_cap} requests waited for an in-flight slot (--max-outstanding): the endpoint's delay"
         notes.append(
