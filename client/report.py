@@ -26,6 +26,12 @@ def _rows(scenario: ScenarioDoc) -> list[tuple[str, ClassDoc]]:
     return items[:1] if len(items) == 2 else items
 
 
+def _result(c: ClassDoc) -> str:
+    """VALID, or INVALID with whom it blames: "INVALID (host)"."""
+    cause = c["verdict"].get("cause")
+    return c["verdict"]["result"] + (f" ({cause})" if cause else "")
+
+
 def _num(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -39,7 +45,7 @@ def console_table(doc: ResultsDoc) -> str:
             rows.append((
                 scenario["scenario"], name, str(c["query_count"]), _num(c["achieved_rate_qps"], 1),
                 _num(lat["p50"]), _num(lat["p90"]), _num(lat["p99"]), _num(lat["p99_9"]),
-                _num(lag["p99"]), str(c["error_count"]), c["verdict"]["result"],
+                _num(lag["p99"]), str(c["error_count"]), _result(c),
             ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     left = {0, 1, len(widths) - 1}  # text columns
@@ -291,7 +297,7 @@ def html_report(doc: ResultsDoc, *, plots: bool = True) -> str:
             result = c["verdict"]["result"]
             parts.append(f"<tr><td class='t'>{esc(scenario['scenario'])}</td><td class='t'>{esc(name)}</td>"
                          + "".join(f"<td>{v}</td>" for v in cells)
-                         + f"<td class='t {result}'>{result}</td></tr>")  # fmt: skip
+                         + f"<td class='t {result}'>{esc(_result(c))}</td></tr>")  # fmt: skip
     parts.append("</table>")
     endpoint = [f"endpoint: {note}" for note in (env.get("target") or {}).get("notes") or []]
     notes = endpoint + _calibration_lines(doc) + [line for s in doc["scenarios"] for line in _notes(s)]

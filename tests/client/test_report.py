@@ -129,7 +129,7 @@ def test_html_report_is_self_contained_with_plots(tmp_path) -> None:
     assert [p.name for p in paths] == ["summary.csv", "report.html"]
     assert page.count("data:image/png;base64,") == 4  # 2 percentile plots, 1 throughput, 1 client/host lateness
     assert "client and host lateness" in page
-    assert "<td class='t INVALID'>INVALID</td>" in page and "partial result" in page
+    assert "<td class='t INVALID'>INVALID (client)</td>" in page and "partial result" in page
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched from elsewhere
 
 
