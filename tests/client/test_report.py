@@ -89,7 +89,7 @@ def test_console_table_content() -> None:
         ("server", "all", "VALID"),
         ("server", "batch", "VALID"),
         ("server", "chat", "VALID"),
-        ("single-stream", "all", "INVALID"),  # its lone "default" class is not repeated
+        ("single-stream", "all", "(client)"),  # "INVALID (client)"; its lone "default" class is not repeated
     ]
     assert rows[0][2] == "2100" and rows[0][3] == "100.0"  # 2100 queries over 21 s
     # p99 of "all" is LoadGen's sorted[floor(0.99 n)] of the merged values, to the bucket's upper edge
