@@ -1,0 +1,109 @@
+"""Percentile intervals from order statistics: coverage by simulation, ranks, histogram reading, queries needed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from support.histograms import histogram_of
+from support.runcli import tailmark
+from tailmark.client.intervals import (
+    interval_from_counts,
+    percentile_interval,
+    queries_needed,
+    rank_interval,
+    tail_shares,
+)
+from tailmark.client.verdict import percentile_ns
+
+TRIALS = 400
+
+
+def _binomial_sd(rate: float) -> float:
+    return math.sqrt(rate * (1 - rate) / TRIALS)
+
+
+@pytest.mark.parametrize(("percentile", "confidence", "n"), [(99.0, 0.95, 2000), (50.0, 0.95, 301), (99.9, 0.9, 5000)])
+def test_intervals_cover_the_true_percentile_at_their_stated_rate(percentile, confidence, n) -> None:
+    """Samples of a known distribution (exponential, 2 ms mean): the interval holds the true percentile about as
+    often as its exact coverage says, and that is at least the confidence asked for, and not much more."""
+    rng = np.random.default_rng(20261206)
+    mean_ns = 2_000_000
+    true = -mean_ns * math.log(1 - percentile / 100)
+    ranks = rank_interval(n, percentile, confidence)
+    assert confidence <= ranks.coverage <= confidence + 0.03
+    hits = 0
+    for _ in range(TRIALS):
+        values = np.sort(rng.exponential(mean_ns, n))
+        lo, hi = interval_from_counts(values, np.ones(n, dtype=np.int64), percentile, confidence)
+        hits += lo is not None and hi is not None and lo <= true <= hi
+    rate = hits / TRIALS
+    assert abs(rate - ranks.coverage) <= 3.5 * _binomial_sd(ranks.coverage), (rate, ranks)
+
+
+def test_the_simulation_rejects_too_narrow_intervals() -> None:
+    """The check can fail: intervals built for 60 % confidence, held to the 95 % coverage, are caught."""
+    rng = np.random.default_rng(1)
+    true = -2e6 * math.log(0.01)
+    hits = 0
+    for _ in range(TRIALS):
+        values = np.sort(rng.exponential(2e6, 2000))
+        lo, hi = interval_from_counts(values, np.ones(2000, dtype=np.int64), 99.0, 0.6)
+        hits += lo <= true <= hi
+    assert abs(hits / TRIALS - 0.95) > 3.5 * _binomial_sd(0.95)
+
+
+def test_ranks_are_exact_binomial_bounds() -> None:
+    """n = 1000, p99: the 983rd..997th values (hand-checked against the binomial cdf)."""
+    ranks = rank_interval(1000, 99.0, 0.95)
+    assert (ranks.lower, ranks.upper) == (983, 997)
+    # each tail holds at most 2.5 %: moving either end inward drops the coverage under 95 %
+    tighter = [rank_interval_coverage(1000, 0.99, ranks.lower + 1, ranks.upper),
+               rank_interval_coverage(1000, 0.99, ranks.lower, ranks.upper - 1)]  # fmt: skip
+    assert all(c < 0.95 + 0.025 for c in tighter) and min(tighter) < ranks.coverage
+    assert rank_interval_coverage(1000, 0.99, ranks.lower, ranks.upper) == pytest.approx(ranks.coverage, abs=1e-9)
+
+
+def rank_interval_coverage(n: int, p: float, lower: int, upper: int) -> float:
+    """P(lower <= B <= upper - 1), B ~ Binomial(n, p), summed exactly with integers."""
+    return sum(math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(lower, upper))
+
+
+def test_too_few_queries_leave_a_side_open() -> None:
+    assert rank_interval(100, 99.0, 0.95).upper == 101  # no rank above p99 of 100 queries at 95 %
+    hist = histogram_of([1_000_000 + i for i in range(100)])
+    lo, hi = percentile_interval(hist, 99.0)
+    assert lo is not None and hi is None
+    assert percentile_interval(histogram_of([]), 99.0) == (None, None)
+
+
+def test_histogram_interval_brackets_the_reported_percentile() -> None:
+    """Read with the project's rank rule on bucket upper edges: lo <= reported p99 <= hi."""
+    rng = np.random.default_rng(7)
+    hist = histogram_of(rng.exponential(2e6, 5000))
+    lo, hi = percentile_interval(hist, 99.0)
+    p99 = percentile_ns(hist, 99.0)
+    assert lo is not None and hi is not None and lo < p99 < hi
+    assert hist.get_highest_equivalent_value(lo) == lo  # an upper edge, as every reported value
+
+
+def test_queries_needed_meets_its_width() -> None:
+    n = queries_needed(99.0, confidence=0.95, tail_error=0.1)
+    low, high = tail_shares(n, 99.0, 0.95)
+    assert low >= 98.9 and high <= 99.1
+    assert 30_000 < n < 45_000  # normal approximation: 1.96^2 * 0.99 / (0.1^2 * 0.01) = 38,032
+    half = queries_needed(99.0, confidence=0.95, tail_error=0.2)
+    assert n / 5 < half < n / 3  # a twice wider interval needs about a quarter of the queries
+    assert queries_needed(99.9, confidence=0.95, tail_error=0.1) > 9 * n
+
+
+def test_queries_command() -> None:
+    run = tailmark("queries", "--percentile", "99", "--confidence", "0.95", "--tail-error", "0.1", "--rate", "150")
+    assert run.returncode == 0, run.stderr
+    n = queries_needed(99.0, confidence=0.95, tail_error=0.1)
+    assert f"{n:,}" in run.stdout and "p98.9" in run.stdout and "p99.1" in run.stdout
+    assert "at 150/s" in run.stdout
+    bad = tailmark("queries", "--percentile", "100")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
