@@ -19,6 +19,10 @@ Interval logs: call ``tick()`` often (e.g. from a background task every 100 ms);
 each key's interval histograms to the ``.hlog`` as ``Tag=scenario/class/metric`` lines and flushes the file, so
 a killed run keeps every finished interval. ``to_dict()``/``from_dict()`` carry cumulative histograms between
 processes; ``merge()`` adds them losslessly.
+
+Per-request log (opt-in, ``request_log_path``): each flush also hands the key's stamps, as the int64 array it
+already built, to a ``RequestLog`` sink, and ``record_error`` keeps the failure's instants for it; nothing is
+added to ``record()``. Format and measured cost: ``client/request_log.py``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from tailmark.client import hlog
+from tailmark.client.request_log import RequestLog
 from tailmark.client.verdict import percentile_ns
 
 Key = tuple[str, str]  # (scenario, traffic_class)
@@ -79,6 +84,8 @@ class _Series:
     errors: Counter[str] = field(default_factory=Counter)
     overflow: Counter[str] = field(default_factory=Counter)
     underflow: Counter[str] = field(default_factory=Counter)
+    key: Key = ("", "")
+    failed: list[tuple[int | None, int | None, int, str]] = field(default_factory=list)  # for the request log only
 
 
 class Recorder:
@@ -102,6 +109,7 @@ class Recorder:
         interval_s: float = 1.0,
         start_ns: int | None = None,
         start_time_s: float | None = None,
+        request_log_path: str | Path | None = None,
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"interval_s={interval_s:g} requested; must be > 0")
@@ -117,6 +125,7 @@ class Recorder:
             start_time_s = time.time() if start_time_s is None else start_time_s
             comment = "[tailmark interval histograms: values in ns, max column in ms, Tag=scenario/class/metric]"
             self._file, self._writer = hlog.open_log(hlog_path, start_time_s, comment)
+        self._request_log = RequestLog(request_log_path, start_ns=self._start_ns) if request_log_path else None
 
     # --- hot path ---
 
@@ -129,10 +138,16 @@ class Recorder:
         if len(buf) >= 3 * FLUSH_EVERY:
             self._flush_series(self._series[key])
 
-    def record_error(self, key: Key, status_name: str) -> None:
-        """Count one failed request under its gRPC status name (a timeout: ``DEADLINE_EXCEEDED``)."""
+    def record_error(
+        self, key: Key, status_name: str, intended_ns: int | None = None, sent_ns: int | None = None
+    ) -> None:
+        """Count one failed request under its gRPC status name (a timeout: ``DEADLINE_EXCEEDED``).
+
+        With a request log, the failure is logged with ``done_ns`` = now and the instants the caller gives."""
         series = self._series.get(key) or self._add_series(key)
         series.errors[status_name] += 1
+        if self._request_log is not None:
+            series.failed.append((intended_ns, sent_ns, time.perf_counter_ns(), status_name))
 
     # --- buffers to histograms ---
 
@@ -144,15 +159,20 @@ class Recorder:
             raise ValueError(f"scenario and traffic class names may not contain '/': {key!r}")
         if traffic_class == ALL_CLASSES:
             raise ValueError(f"traffic class {ALL_CLASSES!r} is reserved for the aggregate")
-        series = self._series[key] = _Series()
+        series = self._series[key] = _Series(key=key)
         self._pending[key] = series.pending
         return series
 
     def _flush_series(self, series: _Series) -> None:
+        if series.failed and self._request_log is not None:
+            self._request_log.write_errors(series.key, series.failed)
+            series.failed.clear()
         if not series.pending:
             return
         stamps = np.array(series.pending, dtype=np.int64).reshape(-1, 3)
         series.pending.clear()
+        if self._request_log is not None:
+            self._request_log.write_ok(series.key, stamps)
         intended, sent, done = stamps[:, 0], stamps[:, 1], stamps[:, 2]
         for metric, values in zip(METRICS, (done - intended, done - sent, sent - intended), strict=True):
             low = values < 0
@@ -194,6 +214,8 @@ class Recorder:
                 hlog.reset_fast(histogram)
         if self._file is not None:
             self._file.flush()  # a killed run keeps every finished interval
+        if self._request_log is not None:
+            self._request_log.flush()
         self._interval_start_ns = now_ns
 
     def _note_lag(self, now_ns: int) -> None:
@@ -214,10 +236,12 @@ class Recorder:
         """Write the last (partial) interval and close the log; the cumulative histograms stay readable."""
         if self._file is None:
             self.flush()
-            return
-        self.flush_interval(now_ns)
-        self._file.close()
-        self._file = self._writer = None
+        else:
+            self.flush_interval(now_ns)
+            self._file.close()
+            self._file = self._writer = None
+        if self._request_log is not None:
+            self._request_log.close()
 
     def __enter__(self) -> Recorder:
         return self
