@@ -97,6 +97,7 @@ def _notes(scenario: ScenarioDoc) -> list[str]:
             out.append(f"  - {check['name']}: {check['detail']}")
             if check["recommendation"]:
                 out.append(f"    -> {check['recommendation']}")
+    out += _interval_lines(scenario)
     out += _evidence_lines(scenario)
     stats = scenario.get("server_stats")
     if stats and stats["requests"]:
@@ -113,6 +114,22 @@ def _notes(scenario: ScenarioDoc) -> list[str]:
     if scenario["warnings"]:
         out += ["", f"{scenario['scenario']} warnings:"] + [f"  ! {w}" for w in scenario["warnings"]]
     return out
+
+
+def _interval_lines(scenario: ScenarioDoc) -> list[str]:
+    """Each class's p99 with its confidence interval (results from before intervals have none)."""
+    parts = []
+    for name, c in _rows(scenario):
+        intervals = c.get("intervals")
+        p99 = c["latency_ms"]["intended_to_done"]["p99"]
+        if not intervals or p99 is None:
+            continue
+        lo, hi = intervals["latency_ms"]["intended_to_done"]["p99"]
+        parts.append(f"{name} {_num(p99)} in {'?' if lo is None else _num(lo)}..{'?' if hi is None else _num(hi)}")
+        confidence = intervals["confidence"]
+    if not parts:
+        return []
+    return ["", f"{scenario['scenario']} p99 ms, {100 * confidence:g} % interval: " + "; ".join(parts)]
 
 
 def _evidence_lines(scenario: ScenarioDoc) -> list[str]:

@@ -26,12 +26,13 @@ from tailmark.client import hlog
 from tailmark.client.errors import TailmarkError
 from tailmark.client.evidence import ScenarioEvidence
 from tailmark.client.settings import CLOSED_LOOP, EffectiveSettings, Scenario
-from tailmark.client.verdict import Verdict, bucket_bounds, judge, percentile_rank
+from tailmark.client.verdict import Verdict, bucket_bounds, buckets, judge, percentile_rank
 
 SCHEMA_VERSION = 1
 PERCENTILES = (50.0, 90.0, 95.0, 97.0, 99.0, 99.9)  # LoadGen's reported set
 LATENCIES = ("intended_to_done", "sent_to_done", "send_lag")
 ALL = "all"  # the aggregate of every traffic class
+_PERCENTILE_KEYS = ("p50", "p90", "p95", "p97", "p99", "p99_9")
 
 
 class ResultsError(TailmarkError):
@@ -71,6 +72,11 @@ class VerdictDoc(TypedDict):
     cause: str | None  # whom a failure blames: client, host, endpoint, length; None when VALID
 
 
+class IntervalsDoc(TypedDict):
+    confidence: float
+    latency_ms: dict[str, dict[str, list[float | None]]]  # latency -> "p99" -> [lo, hi]; None: n cannot bound it
+
+
 class ClassDoc(TypedDict):
     traffic_class: str
     query_count: int  # completed: ok + failed
@@ -85,6 +91,7 @@ class ClassDoc(TypedDict):
     errors: dict[str, int]  # by gRPC status name
     overflow_count: int  # latencies above the histogram's range, clamped to its top
     verdict: VerdictDoc
+    intervals: IntervalsDoc | None  # each percentile's confidence interval (client/intervals.py); older files lack it
 
 
 class ScenarioDoc(TypedDict):
@@ -239,6 +246,20 @@ class ClassResult:
     def latency_ms(self) -> dict[str, LatencyDoc]:
         return {name: latency_summary(getattr(self, name)) for name in LATENCIES}
 
+    @cached_property
+    def intervals(self) -> IntervalsDoc:
+        """Every reported percentile's distribution-free interval, in ms (client/intervals.py)."""
+        from tailmark.client.intervals import DEFAULT_CONFIDENCE, interval_from_counts
+
+        out: dict[str, dict[str, list[float | None]]] = {}
+        for name in LATENCIES:
+            edges, counts = buckets(getattr(self, name))
+            out[name] = {}
+            for key, pct in zip(_PERCENTILE_KEYS, PERCENTILES, strict=True):
+                ends = interval_from_counts(edges, counts, pct, DEFAULT_CONFIDENCE)
+                out[name][key] = [None if v is None else _ms(v) for v in ends]
+        return IntervalsDoc(confidence=DEFAULT_CONFIDENCE, latency_ms=out)
+
 
 def _aggregate(classes: Sequence[ClassResult]) -> ClassResult:
     """The "all" class: histograms added bucket by bucket (lossless), counts summed."""
@@ -359,7 +380,7 @@ class ScenarioResult:
             offered_rate_qps=self.offered_rate_qps(c), achieved_rate_qps=self._rate(c.ok_count),
             sample_rate_per_s=self._rate(self._samples(c) * c.ok_count / max(c.ok_count + c.error_count, 1)),
             latency_ms=c.latency_ms, errors=dict(c.errors), overflow_count=c.overflow_count,
-            verdict=_verdict_doc(self.verdicts[name]),
+            verdict=_verdict_doc(self.verdicts[name]), intervals=c.intervals,
         )  # fmt: skip
 
     def to_dict(self) -> ScenarioDoc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -16,6 +17,9 @@ from tailmark.client.intervals import (
     rank_interval,
     tail_shares,
 )
+from tailmark.client.report import console_table
+from tailmark.client.results import LATENCIES, ClassResult, RunResult, ScenarioResult, load_results
+from tailmark.client.settings import Scenario, ScenarioSettings, resolve
 from tailmark.client.verdict import percentile_ns
 
 TRIALS = 400
@@ -107,3 +111,32 @@ def test_queries_command() -> None:
     assert "at 150/s" in run.stdout
     bad = tailmark("queries", "--percentile", "100")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_results_carry_every_percentile_interval_and_older_files_still_load(tmp_path) -> None:
+    """results.json: each class has [lo, hi] for every reported percentile of every latency; a file written before
+    intervals existed (no key) still validates."""
+    rng = np.random.default_rng(3)
+    ns = rng.exponential(2e6, 3000)
+    cls = ClassResult("default", histogram_of(ns), histogram_of(ns * 0.8), histogram_of([50_000] * len(ns)))
+    settings = resolve(ScenarioSettings(scenario=Scenario.SERVER, target_qps=100, min_duration_s=5), mlperf=False)
+    run = RunResult(environment={}, scenarios=[ScenarioResult(settings, {"default": cls}, 30.0)])
+    path = tmp_path / "results.json"
+    run.write(path)
+    doc = load_results(path)
+    total = doc["scenarios"][0]["classes"]["all"]
+    intervals = total["intervals"]
+    assert intervals is not None and intervals["confidence"] == 0.95
+    for latency in LATENCIES:
+        for key in ("p50", "p90", "p95", "p97", "p99", "p99_9"):
+            lo, hi = intervals["latency_ms"][latency][key]
+            value = total["latency_ms"][latency][key]
+            assert lo is not None and lo <= value, (latency, key)
+            assert hi is None or value <= hi, (latency, key)
+    lo, hi = intervals["latency_ms"]["intended_to_done"]["p99"]
+    assert (lo * 1e6, hi * 1e6) == pytest.approx(percentile_interval(cls.intended_to_done, 99.0), rel=1e-6)
+    for c in doc["scenarios"][0]["classes"].values():
+        del c["intervals"]
+    path.write_text(json.dumps(doc))
+    assert "intervals" not in load_results(path)["scenarios"][0]["classes"]["all"]
+    assert "interval" not in console_table(load_results(path))  # the report leaves the line out
