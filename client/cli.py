@@ -44,6 +44,9 @@ SETTING_FLAGS: dict[str, tuple[str, type, str]] = {
         "which inputs a trace's token counts resize: auto (default: inputs with a variable dim and an integer or "
         "BYTES type, i.e. token ids or text), tokens (every variable-size input), none (keep the samples' shapes)",
     ),
+    "--concurrency": ("concurrency", int, "concurrency scenario: requests in flight, each sent when one completes"),
+    "--think-time-ms": ("think_time_ms", float, "concurrency scenario: pause before a slot sends again (default 0)"),
+    "--rate-cap-qps": ("rate_cap_qps", float, "concurrency scenario: never send faster than this (0: no cap)"),
     "--send-lag-bound-ms": ("send_lag_bound_ms", float, "send-lag p99 above this: client-bound (default 1)"),
     "--seed": ("schedule_seed", int, "seed of the arrival schedule"),
     "--sample-seed": ("sample_seed", int, "seed of sample selection"),

@@ -7,8 +7,9 @@ request to a task. A slow server never slows the schedule; if an in-flight cap h
 charged to it (intended→done), and shows as send lag. Requests are built ahead of their instants, in the
 time the loop would otherwise sleep (``Lookahead``), so a send never waits on numpy or protobuf.
 
-Closed loop (SingleStream, MultiStream): the next query is issued when the previous one completes;
-intended = sent. Offline: every sample is intended at the start, issued as fast as the cap allows.
+Closed loop (SingleStream, MultiStream, and concurrency's N slots): the next query is issued when the previous
+one completes; intended = sent. A concurrency run's optional rate cap is a leaky bucket that only closed loops
+use. Offline: every sample is intended at the start, issued as fast as the cap allows.
 
 Arrivals intended before the warm-up ends are sent but not recorded.
 """
@@ -101,6 +102,25 @@ class Clock:
 def _resolve(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
+
+
+RATE_CAP_BURST_S = 0.01  # a rate cap lets at most this many seconds' worth of sends through at once
+
+
+def rate_limiter(rate_qps: float):
+    """A leaky bucket (``aiolimiter.AsyncLimiter``) that lets ``rate_qps`` sends a second through, in bursts of
+    at most 10 ms worth (at least one). Closed loops only: it sleeps on the event loop's timer, which ticks
+    in whole milliseconds under uvloop, fine for a cap but too coarse for an open-loop schedule.
+
+    Example::
+
+        limiter = rate_limiter(200.0)
+        await limiter.acquire()  # returns at once, or when the bucket has drained enough
+    """
+    from aiolimiter import AsyncLimiter
+
+    burst = max(1.0, rate_qps * RATE_CAP_BURST_S)
+    return AsyncLimiter(burst, burst / rate_qps)
 
 
 @dataclass
@@ -357,6 +377,81 @@ class Dispatcher:
                 if stop.satisfied(issued_ns - window.start_ns, self.issued):
                     break
         window.cpu_s = time.process_time() - (cpu0 if cpu0 is not None else time.process_time())
+        window.interrupted = self.stop_reason
+        return window
+
+    # --- closed loop of N in flight (the concurrency scenario) ---
+
+    async def concurrent_loop(
+        self,
+        *,
+        concurrency: int,
+        think_time_ns: int,
+        rate_cap_qps: float,
+        batch_size: int,
+        warmup_ns: int,
+        stop: Stop,
+        traffic_class: str,
+    ) -> Window:
+        """``concurrency`` slots, each sending its next request when its last one completes (after
+        ``think_time_ns``), so N requests are in flight; intended = sent, so latency is sent -> done.
+
+        ``rate_cap_qps`` (0: none) makes every send wait for a leaky bucket first (``rate_limiter``); the wait
+        comes before the send is stamped, so it throttles the client without counting as the server's latency.
+        The limiter is for this closed loop only: the open loop's schedule never goes through it."""
+        limiter = rate_limiter(rate_cap_qps) if rate_cap_qps > 0 else None
+        key = (self.scenario, traffic_class)
+        window = self.window
+        window.start_ns = window.end_ns = time.perf_counter_ns() + warmup_ns
+        cpu0: list[float] = []
+        finished = asyncio.Event()  # the stop rule has been met: no slot sends again
+
+        async def slot() -> None:
+            while not (self.stop_reason or finished.is_set()):
+                if limiter is not None:
+                    await limiter.acquire()
+                    if self.stop_reason or finished.is_set():
+                        return
+                payload = self.pool.payload(self._rng.randrange(self.pool.count), batch_size)
+                sent_ns = time.perf_counter_ns()
+                measured = sent_ns >= window.start_ns
+                if measured:
+                    if not cpu0:
+                        cpu0.append(time.process_time())
+                    if stop.exceeded(sent_ns - window.start_ns, self.issued):
+                        finished.set()
+                        return
+                    self.issued += 1
+                    window.offered[traffic_class] += 1
+                    window.end_ns = max(window.end_ns, sent_ns)
+                    _count_second(window.sends_per_s, (sent_ns - window.start_ns) // NS)
+                    if stop.satisfied(sent_ns - window.start_ns, self.issued):
+                        finished.set()  # this request still goes; the other slots stop after theirs
+                self.outstanding += 1
+                try:
+                    await self.transport.infer(payload)
+                except RequestFailed as exc:
+                    self._failure(exc.status, traffic_class, measured)
+                else:
+                    done_ns = time.perf_counter_ns()
+                    self._unavailable_streak = 0
+                    if measured:
+                        self.recorder.record(key, sent_ns, sent_ns, done_ns)
+                        self.completed += 1
+                        self.samples_completed += batch_size
+                        self._count_done(done_ns)
+                finally:
+                    self.outstanding -= 1
+                if think_time_ns and not finished.is_set():
+                    await self._clock.sleep_until(time.perf_counter_ns() + think_time_ns)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(concurrency):
+                    group.create_task(slot())
+        finally:
+            self._clock.close()
+        window.cpu_s = time.process_time() - (cpu0[0] if cpu0 else time.process_time())
         window.interrupted = self.stop_reason
         return window
 

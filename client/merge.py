@@ -212,7 +212,7 @@ def _coinciding(name: str, docs: Sequence[Mapping[str, Any]]) -> list[str]:
             same = ("target_qps",)
         case Scenario.TRACE:
             same = ("trace_path", "trace_speed")
-        case Scenario.SINGLE_STREAM | Scenario.MULTI_STREAM | Scenario.OFFLINE:
+        case Scenario.SINGLE_STREAM | Scenario.MULTI_STREAM | Scenario.OFFLINE | Scenario.CONCURRENCY:
             return []
     if len(docs) < 2 or any(tuple(e[k] for k in same) != tuple(effective[0][k] for k in same) for e in effective):
         return []

@@ -38,13 +38,16 @@ ALL = frozenset(Scenario)
 APPLIES_TO: dict[str, frozenset[Scenario]] = {
     "target_qps": (OPEN_LOOP - {Scenario.TRACE}) | {Scenario.OFFLINE},
     "max_outstanding": OPEN_LOOP | {Scenario.OFFLINE},
-    "latency_bound_ms": OPEN_LOOP,
+    "latency_bound_ms": OPEN_LOOP | {Scenario.CONCURRENCY},
     "early_stopping_percentile": ALL - {Scenario.OFFLINE},
     "samples_per_query": frozenset({Scenario.MULTI_STREAM}),
     "offline_sample_count": frozenset({Scenario.OFFLINE}),
     "trace_path": frozenset({Scenario.TRACE}),
     "trace_speed": frozenset({Scenario.TRACE}),
     "resize_inputs": frozenset({Scenario.TRACE}),  # only trace arrivals carry payload sizes
+    "concurrency": frozenset({Scenario.CONCURRENCY}),
+    "think_time_ms": frozenset({Scenario.CONCURRENCY}),
+    "rate_cap_qps": frozenset({Scenario.CONCURRENCY}),
 }
 RUN_KEYS = {"target", "model", "model_version", "defaults", "scenarios", "mlperf"}
 
@@ -84,7 +87,7 @@ def scenario_settings(
         raise ConfigError("no scenario given (use --scenario, or omit --target for the built-in run)")
     parsed = [check_mapping(entry, source="scenarios") for entry in entries]
     kinds = {entry["scenario"] for entry in parsed if "scenario" in entry}
-    if len(kinds) < len(parsed):
+    if any("scenario" not in entry for entry in parsed):  # a scenario may repeat with other settings
         raise ConfigError("every entry under 'scenarios' needs a 'scenario' name")
     for key, value in common.items():
         if not APPLIES_TO.get(key, ALL) & kinds:

@@ -130,6 +130,16 @@ class Run:
                         stop=stop,
                         traffic_class=DEFAULT_CLASS,
                     )
+                case Scenario.CONCURRENCY:
+                    window = await dispatcher.concurrent_loop(
+                        concurrency=s.concurrency,
+                        think_time_ns=round(s.think_time_ms * 1e6),
+                        rate_cap_qps=s.rate_cap_qps,
+                        batch_size=s.batch_size,
+                        warmup_ns=warmup_ns,
+                        stop=stop,
+                        traffic_class=DEFAULT_CLASS,
+                    )
                 case Scenario.OFFLINE:
                     await self._warm_up(s)
                     if self.probe is not None:

@@ -35,9 +35,11 @@ class Scenario(enum.StrEnum):
     POISSON = "poisson"  # open-loop Poisson without MLPerf's bound (a bound is optional)
     FIXED_INTERVAL = "fixed-interval"  # open loop, constant gaps
     TRACE = "trace"  # open loop, arrival times from a trace file
+    CONCURRENCY = "concurrency"  # closed loop, N requests in flight (perf_analyzer's concurrency mode)
 
 
-CLOSED_LOOP = frozenset({Scenario.SINGLE_STREAM, Scenario.MULTI_STREAM})
+# Closed loop: the next request leaves when one completes, so intended = sent and latency is sent -> done.
+CLOSED_LOOP = frozenset({Scenario.SINGLE_STREAM, Scenario.MULTI_STREAM, Scenario.CONCURRENCY})
 OPEN_LOOP = frozenset({Scenario.SERVER, Scenario.POISSON, Scenario.FIXED_INTERVAL, Scenario.TRACE})
 
 # Which inputs a trace's payload size (token count) resizes; the rule is samples.resized_inputs.
@@ -69,6 +71,11 @@ class ScenarioSettings:
     # ids, text); a model of images, audio or embeddings keeps its own shapes. "tokens": every input with a
     # variable dimension. "none": payload sizes are ignored. Only trace arrivals carry payload sizes.
     resize_inputs: str | None = None
+
+    # --- closed loop of N in flight (concurrency scenario only) ---
+    concurrency: int | None = None  # requests in flight; each is sent when one completes; default 1
+    think_time_ms: float | None = None  # pause after a completion before that slot sends again; 0: none
+    rate_cap_qps: float | None = None  # the loop never sends faster than this (a leaky bucket); 0: no cap
 
     # --- latency target ---
     latency_bound_ms: float | None = None  # Server 10; 0: no bound (poisson, fixed-interval, trace)
@@ -104,11 +111,19 @@ class EffectiveSettings(ScenarioSettings):
     def is_open_loop(self) -> bool:
         return self.scenario in OPEN_LOOP
 
+    @property
+    def latency_from(self) -> str:
+        """Where the headline latency starts: "sent" in a closed loop (intended = sent by definition),
+        "intended" in an open loop and Offline (every sample intended at the start)."""
+        return "sent" if self.scenario in CLOSED_LOOP else "intended"
+
     def to_dict(self) -> dict[str, Any]:
-        """Effective and requested values, JSON-ready (None in ``requested``: not given)."""
+        """Effective and requested values, JSON-ready (None in ``requested``: not given), and where the
+        scenario's latency starts (``latency_from``)."""
         names = [f.name for f in dataclasses.fields(ScenarioSettings)]
         return {
             "mlperf": self.mlperf,
+            "latency_from": self.latency_from,
             "effective": {n: _plain(getattr(self, n)) for n in names},
             "requested": {n: _plain(getattr(self.requested, n)) for n in names},
         }
@@ -129,6 +144,7 @@ _MIN_QUERIES = {  # (quick, mlperf); Offline counts samples
     Scenario.POISSON: (100, 100),
     Scenario.FIXED_INTERVAL: (100, 100),
     Scenario.TRACE: (100, 100),
+    Scenario.CONCURRENCY: (100, 100),
 }
 _OFFLINE_SLACK = 1.1  # LoadGen sizes the Offline query at 1.1 x min_duration x expected qps
 
@@ -162,6 +178,9 @@ def resolve(requested: ScenarioSettings, *, mlperf: bool) -> EffectiveSettings:
         batch_size=int(pick(r.batch_size, 1)),
         offline_sample_count=offline_samples,
         resize_inputs=pick(r.resize_inputs, "auto"),
+        concurrency=int(pick(r.concurrency, 1 if sc is Scenario.CONCURRENCY else 0)),
+        think_time_ms=float(pick(r.think_time_ms, 0.0)),
+        rate_cap_qps=float(pick(r.rate_cap_qps, 0.0)),
         latency_bound_ms=float(pick(r.latency_bound_ms, 10.0 if sc is Scenario.SERVER else 0.0)),
         early_stopping_percentile=float(pick(r.early_stopping_percentile, _default_percentile(sc))),
         min_duration_s=min_duration_s,
@@ -187,7 +206,14 @@ def _default_percentile(scenario: Scenario) -> float:
             return 90.0
         case Scenario.OFFLINE:
             return 0.0
-        case Scenario.MULTI_STREAM | Scenario.SERVER | Scenario.POISSON | Scenario.FIXED_INTERVAL | Scenario.TRACE:
+        case (
+            Scenario.MULTI_STREAM
+            | Scenario.SERVER
+            | Scenario.POISSON
+            | Scenario.FIXED_INTERVAL
+            | Scenario.TRACE
+            | Scenario.CONCURRENCY
+        ):
             return 99.0
         case _:
             typing.assert_never(scenario)
@@ -198,10 +224,11 @@ def _refuse(name: str, value: Any, rule: str) -> typing.NoReturn:
 
 
 _POSITIVE = ("target_qps", "trace_speed", "send_lag_bound_ms", "client_cpu_bound_pct")
-_AT_LEAST_ONE = ("samples_per_query", "batch_size", "offline_sample_count")
+_AT_LEAST_ONE = ("samples_per_query", "batch_size", "offline_sample_count", "concurrency")
 _NON_NEGATIVE = (
     "max_outstanding", "latency_bound_ms", "min_duration_s", "max_duration_s", "min_query_count",
-    "max_query_count", "warmup_s", "schedule_seed", "sample_seed", "request_timeout_s",
+    "max_query_count", "warmup_s", "schedule_seed", "sample_seed", "request_timeout_s", "think_time_ms",
+    "rate_cap_qps",
 )  # fmt: skip
 
 
@@ -234,7 +261,13 @@ def _check_scenario_fit(r: ScenarioSettings) -> None:
         for name in ("target_qps", "max_outstanding"):
             if getattr(r, name) is not None:
                 _refuse(name, getattr(r, name), f"scenario {sc} is closed loop; it has no offered rate or cap")
-    if (sc in CLOSED_LOOP or sc is Scenario.OFFLINE) and r.latency_bound_ms is not None:
+    if sc is not Scenario.CONCURRENCY:
+        for name in ("concurrency", "think_time_ms", "rate_cap_qps"):
+            if getattr(r, name) is not None:
+                _refuse(name, getattr(r, name), f"only used by the concurrency scenario, not {sc}")
+    # a concurrency run may take a bound (judged on sent -> done); single- and multi-stream report a percentile
+    bound_free = (CLOSED_LOOP - {Scenario.CONCURRENCY}) | {Scenario.OFFLINE}
+    if sc in bound_free and r.latency_bound_ms is not None:
         _refuse("latency_bound_ms", r.latency_bound_ms, f"scenario {sc} has no latency bound")
     if sc is Scenario.SERVER and r.latency_bound_ms is not None and r.latency_bound_ms == 0:
         _refuse("latency_bound_ms", 0, "the server scenario needs a latency bound > 0")

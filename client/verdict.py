@@ -306,6 +306,16 @@ def judge(
     match settings.scenario:
         case Scenario.SINGLE_STREAM | Scenario.MULTI_STREAM:
             checks += [min_queries(queries, settings.min_query_count), early_stopping_count(latency, pct)]
+        case Scenario.CONCURRENCY:  # closed loop: latency is sent -> done by definition, and send lag is 0
+            checks.append(min_queries(queries, settings.min_query_count))
+            if bound_ns:  # optional: the bound's percentile of sent -> done, with LoadGen's early stopping
+                bound = latency_bound(latency, bound_ns, pct)
+                if not bound.passed:
+                    advice = "Lower the concurrency (or add a think time or a rate cap) to improve latency"
+                    bound = dataclasses.replace(bound, recommendation=advice)
+                checks += [early_stopping(latency, pct, bound_ns, failed=failed), bound]
+            else:
+                checks.append(early_stopping_count(latency, pct))
         case Scenario.OFFLINE:  # everything is intended at t=0, so send lag says nothing here
             checks.append(min_queries(samples, settings.min_query_count, unit="samples"))
         case Scenario.SERVER | Scenario.POISSON | Scenario.FIXED_INTERVAL | Scenario.TRACE:

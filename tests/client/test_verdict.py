@@ -182,6 +182,7 @@ _EXPECTED_CHECKS = {
     Scenario.POISSON: ["min_duration", "min_queries", "client_bound", "errors"],
     Scenario.FIXED_INTERVAL: ["min_duration", "min_queries", "client_bound", "errors"],
     Scenario.TRACE: ["min_duration", "min_queries", "client_bound", "errors"],
+    Scenario.CONCURRENCY: ["min_duration", "min_queries", "early_stopping", "client_bound", "errors"],
 }
 
 
