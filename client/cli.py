@@ -86,6 +86,10 @@ def register(subparsers) -> None:
     _add_connection_args(run)
     run.add_argument("--out", type=Path, help="run directory (default runs/<time>-<model>)")
     run.add_argument("--fail-on-invalid", action="store_true", help=f"exit {EXIT_INVALID} if any result is INVALID")
+    run.add_argument(
+        "--repeat", type=int, default=1, help="run the scenario list K times, seeds + k-1 in repeat k; the summary "
+        "gives the median and min..max of each number (default 1)",
+    )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no live progress line")
     run.add_argument("--no-calibration", action="store_true", help="skip measuring this client's ceiling (~2 s)")
     run.add_argument(
@@ -129,6 +133,33 @@ def register(subparsers) -> None:
     merge.add_argument("inputs", type=Path, nargs="+", help="run directories or histograms.json files")
     merge.add_argument("-o", "--output", type=Path, required=True, help="merged histograms.json to write")
     merge.set_defaults(handler=merge_command)
+
+    queries = subparsers.add_parser(
+        "queries",
+        help="how many queries a percentile's confidence interval of a wanted width needs",
+        description="The fewest queries whose distribution-free interval on --percentile, at --confidence, lies "
+        "between the sample's own percentiles 100 - (100 - p)(1 +- tail error): for p99 and --tail-error 0.1, "
+        "between the p98.9 and the p99.1 of the run (client/intervals.py).",
+    )
+    queries.add_argument("--percentile", type=float, default=99.0, help="percentile (default 99)")
+    queries.add_argument("--confidence", type=float, default=0.95, help="confidence of the interval (default 0.95)")
+    queries.add_argument(
+        "--tail-error", type=float, default=0.1, help="relative error allowed on the tail share 100 - p (default 0.1)"
+    )
+    queries.add_argument("--rate", type=float, help="queries/s: also say how long a run that needs")
+    queries.set_defaults(handler=queries_command)
+
+    compare = subparsers.add_parser(
+        "compare",
+        help="differences between two runs (or two sets of repeats), each with whether it is significant",
+        description="Per scenario and class: throughput and each percentile of A and B, the difference, and "
+        "whether it is significant: for single runs, when the 95 %% intervals do not overlap; for runs made "
+        "with --repeat, by an exact Mann-Whitney rank test over the repeats at 5 %%.",
+    )
+    compare.add_argument("a", type=Path, help="run directory (or results.json) A, the baseline")
+    compare.add_argument("b", type=Path, help="run directory (or results.json) B")
+    compare.add_argument("--html", type=Path, help="also write the comparison as an HTML page here")
+    compare.set_defaults(handler=compare_command)
 
 
 def _add_connection_args(parser: argparse.ArgumentParser) -> None:
@@ -174,6 +205,10 @@ def run_command(args: argparse.Namespace) -> int:
         plan = build_plan(args)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    if args.repeat < 1:
+        raise UsageError(f"--repeat {args.repeat}: must be >= 1")
+    if args.repeat > 1 and plan.mlperf:
+        raise UsageError("--repeat with --mlperf: MLPerf runs use the official seeds; make separate runs instead")
     try:
         return _run_with_loop(plan, args)
     except ConfigError as exc:
@@ -298,6 +333,7 @@ async def _measure(
     from tailmark.client.environment import capture
     from tailmark.client.host_probe import HostProbe
     from tailmark.client.progress import Progress
+    from tailmark.client.repeat import repeat_plan
     from tailmark.client.report import console_table
     from tailmark.client.response_check import checked
     from tailmark.client.results import RunResult
@@ -321,6 +357,8 @@ async def _measure(
         environment["client_transport"] = {"kind": args.transport, "connections": args.connections}
         environment["pinning"] = pinning.to_dict() if pinning is not None else None
         result = RunResult(environment=environment)
+        if args.repeat > 1:
+            result.repeat_count, result.scenarios_per_repeat = args.repeat, len(plan.scenarios)
         progress = Progress(enabled=not args.no_progress)
         # everything built so far lives for the whole run: keep the cyclic GC from rescanning it mid-run
         gc.freeze()
@@ -338,7 +376,8 @@ async def _measure(
             for line in calibration.advice(list(plan.scenarios)):
                 print(f"tailmark run: warning: {line}", file=sys.stderr, flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that cannot start leaves no empty folder
-        run = Run(scenarios=plan.scenarios, transport=transport, pool=pool, out_dir=out_dir, result=result,
+        scenarios = repeat_plan(plan.scenarios, args.repeat)
+        run = Run(scenarios=scenarios, transport=transport, pool=pool, out_dir=out_dir, result=result,
                   progress=progress, probe=probe)  # fmt: skip
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by the user (SIGINT)")
@@ -445,4 +484,44 @@ def merge_command(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     merged.write_histograms(args.output)
     print(summary(merged))
+    return 0
+
+
+def queries_command(args: argparse.Namespace) -> int:
+    from tailmark.cli import UsageError
+    from tailmark.client.intervals import queries_needed, tail_shares
+
+    try:
+        n = queries_needed(args.percentile, confidence=args.confidence, tail_error=args.tail_error)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    low, high = tail_shares(n, args.percentile, args.confidence)
+    line = f"p{args.percentile:g} at {100 * args.confidence:g} % confidence within p{low:.4g}..p{high:.4g}: "
+    line += f"{n:,} queries"
+    if args.rate:
+        line += f" (at {args.rate:g}/s: {n / args.rate:,.0f} s measured)"
+    print(line)
+    return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from tailmark.cli import UsageError
+    from tailmark.client.compare import CompareError, compare_runs, compare_table, write_compare_html
+    from tailmark.client.results import ResultsError, load_results
+
+    docs = []
+    for path in (args.a, args.b):
+        file = path / "results.json" if path.is_dir() else path
+        try:
+            docs.append(load_results(file))
+        except ResultsError as exc:
+            raise UsageError(str(exc)) from None
+    try:
+        comparison = compare_runs(docs[0], docs[1], names=(str(args.a), str(args.b)))
+    except CompareError as exc:
+        raise UsageError(str(exc)) from None
+    print(compare_table(comparison))
+    if args.html:
+        write_compare_html(comparison, args.html)
+        print(f"wrote {args.html}", file=sys.stderr)
     return 0

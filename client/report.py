@@ -14,6 +14,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from tailmark.client.repeat import summary_lines
 from tailmark.client.results import ALL, LATENCIES, ClassDoc, ResultsDoc, ScenarioDoc, write_atomic
 
 _STATS = ("min", "mean", "p50", "p90", "p95", "p97", "p99", "p99_9", "max")
@@ -24,6 +25,12 @@ def _rows(scenario: ScenarioDoc) -> list[tuple[str, ClassDoc]]:
     """ "all" first; a lone named class is the same numbers as "all", so it is not repeated."""
     items = list(scenario["classes"].items())
     return items[:1] if len(items) == 2 else items
+
+
+def _label(scenario: ScenarioDoc) -> str:
+    """The scenario's name, with its repeat under --repeat: "server#2"."""
+    repeat = scenario.get("repeat")
+    return scenario["scenario"] + (f"#{repeat}" if repeat else "")
 
 
 def _result(c: ClassDoc) -> str:
@@ -43,7 +50,7 @@ def console_table(doc: ResultsDoc) -> str:
         for name, c in _rows(scenario):
             lat, lag = c["latency_ms"]["intended_to_done"], c["latency_ms"]["send_lag"]
             rows.append((
-                scenario["scenario"], name, str(c["query_count"]), _num(c["achieved_rate_qps"], 1),
+                _label(scenario), name, str(c["query_count"]), _num(c["achieved_rate_qps"], 1),
                 _num(lat["p50"]), _num(lat["p90"]), _num(lat["p99"]), _num(lat["p99_9"]),
                 _num(lag["p99"]), str(c["error_count"]), _result(c),
             ))  # fmt: skip
@@ -60,6 +67,8 @@ def console_table(doc: ResultsDoc) -> str:
     lines += _calibration_lines(doc)
     for scenario in doc["scenarios"]:
         lines += _notes(scenario)
+    if doc.get("repeats"):
+        lines += summary_lines(doc["repeats"])  # type: ignore[arg-type]
     return "\n".join(lines) + "\n"
 
 
@@ -89,7 +98,7 @@ def _notes(scenario: ScenarioDoc) -> list[str]:
         if not failed and estimate is None:
             continue
         cause = verdict.get("cause")
-        out += ["", f"{scenario['scenario']} / {name}: {verdict['result']}" + (f" (cause: {cause})" if cause else "")]
+        out += ["", f"{_label(scenario)} / {name}: {verdict['result']}" + (f" (cause: {cause})" if cause else "")]
         if estimate is not None:
             pct = f"{verdict['early_stopping_percentile']:g}"
             out.append(f"  early-stopping p{pct} estimate: {estimate:.3f} ms")
@@ -105,14 +114,14 @@ def _notes(scenario: ScenarioDoc) -> list[str]:
         sizes = " ".join(f"{size}x{count}" for size, count in stats["executions_by_batch_size"].items())
         out += [
             "",
-            f"{scenario['scenario']} server side, warm-up included: {stats['requests']} requests in "
+            f"{_label(scenario)} server side, warm-up included: {stats['requests']} requests in "
             f"{stats['executions']} executions" + (f" (batch size x count: {sizes})" if sizes else ""),
             f"  mean per request: {mean['request'] / 1e3:.3f} ms = queue {mean['queue'] / 1e3:.3f} + input "
             f"{mean['compute_input'] / 1e3:.3f} + infer {mean['compute_infer'] / 1e3:.3f} + output "
             f"{mean['compute_output'] / 1e3:.3f} ms (and the server's own overhead)",
         ]
     if scenario["warnings"]:
-        out += ["", f"{scenario['scenario']} warnings:"] + [f"  ! {w}" for w in scenario["warnings"]]
+        out += ["", f"{_label(scenario)} warnings:"] + [f"  ! {w}" for w in scenario["warnings"]]
     return out
 
 
@@ -129,7 +138,7 @@ def _interval_lines(scenario: ScenarioDoc) -> list[str]:
         confidence = intervals["confidence"]
     if not parts:
         return []
-    return ["", f"{scenario['scenario']} p99 ms, {100 * confidence:g} % interval: " + "; ".join(parts)]
+    return ["", f"{_label(scenario)} p99 ms, {100 * confidence:g} % interval: " + "; ".join(parts)]
 
 
 def _evidence_lines(scenario: ScenarioDoc) -> list[str]:
@@ -137,7 +146,7 @@ def _evidence_lines(scenario: ScenarioDoc) -> list[str]:
     evidence = scenario.get("evidence")
     if not evidence:
         return []
-    name = scenario["scenario"]
+    name = _label(scenario)
     client = [f"CPU {_num(evidence['client_cpu_pct'], 0)} %"]
     if evidence["issued_rate_qps"] is not None:
         client.append(f"issued {evidence['issued_rate_qps']:.1f}/s, {evidence['unsent_at_end']} of "
@@ -233,7 +242,7 @@ def percentile_plot_png(plt: Any, scenario: ScenarioDoc) -> str:
     ax.set_xticks(ticks, [f"{100 * (1 - 1 / t):g}%" for t in ticks])
     ax.set_xlabel("percentile")
     ax.set_ylabel("latency (ms)")
-    ax.set_title(f"{scenario['scenario']}: latency by percentile")
+    ax.set_title(f"{_label(scenario)}: latency by percentile")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     png = _png(fig)
@@ -261,7 +270,7 @@ def lateness_plot_png(plt: Any, scenario: ScenarioDoc) -> str | None:
     ax.set_yscale("log")
     ax.set_xlabel("second of the measured window")
     ax.set_ylabel("ms")
-    ax.set_title(f"{scenario['scenario']}: client lateness vs host lateness")
+    ax.set_title(f"{_label(scenario)}: client lateness vs host lateness")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     png = _png(fig)
@@ -274,7 +283,7 @@ def throughput_plot_png(plt: Any, scenario: ScenarioDoc) -> str:
     ax.plot(range(len(scenario["throughput_per_s"])), scenario["throughput_per_s"], drawstyle="steps-post")
     ax.set_xlabel("second of the measured window")
     ax.set_ylabel("completed / s")
-    ax.set_title(f"{scenario['scenario']}: throughput over time")
+    ax.set_title(f"{_label(scenario)}: throughput over time")
     ax.grid(True, alpha=0.3)
     png = _png(fig)
     plt.close(fig)
@@ -312,7 +321,7 @@ def html_report(doc: ResultsDoc, *, plots: bool = True) -> str:
             cells = [_num(c["achieved_rate_qps"], 1), *(_num(lat[k]) for k in ("p50", "p90", "p99", "p99_9"))]
             cells = [str(c["query_count"]), *cells, _num(lag["p99"]), str(c["error_count"])]
             result = c["verdict"]["result"]
-            parts.append(f"<tr><td class='t'>{esc(scenario['scenario'])}</td><td class='t'>{esc(name)}</td>"
+            parts.append(f"<tr><td class='t'>{esc(_label(scenario))}</td><td class='t'>{esc(name)}</td>"
                          + "".join(f"<td>{v}</td>" for v in cells)
                          + f"<td class='t {result}'>{esc(_result(c))}</td></tr>")  # fmt: skip
     parts.append("</table>")
@@ -321,7 +330,7 @@ def html_report(doc: ResultsDoc, *, plots: bool = True) -> str:
     if notes:
         parts.append(f"<pre>{esc(chr(10).join(notes).strip())}</pre>")
     for scenario in doc["scenarios"]:
-        parts.append(f"<h2>{esc(scenario['scenario'])}</h2>")
+        parts.append(f"<h2>{esc(_label(scenario))}</h2>")
         if plt is None:
             if plots:
                 parts.append("<p>(plots need matplotlib: pip install tailmark[plot])</p>")

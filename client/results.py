@@ -25,6 +25,7 @@ from hdrh.histogram import HdrHistogram
 from tailmark.client import hlog
 from tailmark.client.errors import TailmarkError
 from tailmark.client.evidence import ScenarioEvidence
+from tailmark.client.repeat import RepeatsDoc, repeat_number, summarize
 from tailmark.client.settings import CLOSED_LOOP, EffectiveSettings, Scenario
 from tailmark.client.verdict import Verdict, bucket_bounds, buckets, judge, percentile_rank
 
@@ -105,6 +106,7 @@ class ScenarioDoc(TypedDict):
     classes: dict[str, ClassDoc]  # "all" first
     server_stats: dict[str, Any] | None  # the server's ModelStatistics over the scenario; None: not offered
     evidence: dict[str, Any] | None  # the client's and the host's side of the window (ScenarioEvidence.to_dict)
+    repeat: int | None  # which repeat of --repeat this is (1-based); absent when the run was not repeated
 
 
 class ResultsDoc(TypedDict):
@@ -116,6 +118,7 @@ class ResultsDoc(TypedDict):
     environment: dict[str, Any]
     calibration: dict[str, Any] | None  # what this client can do on this host (client/calibration.py)
     scenarios: list[ScenarioDoc]
+    repeats: RepeatsDoc | None  # --repeat K: median and spread per scenario (client/repeat.py); None: not repeated
 
 
 def validate(value: Any, hint: Any = ResultsDoc, where: str = "results") -> None:
@@ -428,16 +431,24 @@ class RunResult:
     interrupted: str | None = None
     created_at: str = field(default_factory=_now)
     calibration: dict[str, Any] | None = None  # client/calibration.Calibration.to_dict(), before the first scenario
+    repeat_count: int | None = None  # --repeat K: scenarios hold K runs of the list, one after the other
+    scenarios_per_repeat: int = 0
 
     @property
     def valid(self) -> bool:
         return bool(self.scenarios) and all(s.verdict.valid for s in self.scenarios)
 
     def to_dict(self) -> ResultsDoc:
+        scenarios = [s.to_dict() for s in self.scenarios]
+        repeats = None
+        if self.repeat_count:
+            for i, doc in enumerate(scenarios):
+                doc["repeat"] = repeat_number(i, self.scenarios_per_repeat)
+            repeats = summarize(scenarios, count=self.repeat_count, scenarios_per_repeat=self.scenarios_per_repeat)
         return ResultsDoc(
             schema_version=SCHEMA_VERSION, created_at=self.created_at, updated_at=_now(), complete=self.complete,
             interrupted=self.interrupted, environment=self.environment, calibration=self.calibration,
-            scenarios=[s.to_dict() for s in self.scenarios],
+            scenarios=scenarios, repeats=repeats,
         )  # fmt: skip
 
     def write(self, path: str | Path) -> ResultsDoc:
