@@ -13,7 +13,7 @@ from typing import Any
 
 from tailmark.client.settings import Scenario
 
-TRANSPORTS = ("h2", "grpc")
+TRANSPORTS = ("h2", "grpc", "http")
 
 EMBEDDED_SCENARIOS = ("single-stream", "multi-stream", "server", "offline", "fixed-interval", "trace")
 ENDPOINT_SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
@@ -91,6 +91,9 @@ def register(subparsers) -> None:
         "gives the median and min..max of each number (default 1)",
     )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no live progress line")
+    run.add_argument(
+        "--per-request-log", action="store_true", help="also write requests.jsonl: one line per measured request"
+    )
     run.add_argument("--no-calibration", action="store_true", help="skip measuring this client's ceiling (~2 s)")
     run.add_argument(
         "--no-host-probe", action="store_true", help="no host-noise probe (then the host is never blamed for lateness)"
@@ -178,6 +181,7 @@ def _add_connection_args(parser: argparse.ArgumentParser) -> None:
         help="h2: tailmark's own HTTP/2 gRPC client (default; 3-4x less CPU per request); grpc: grpc.aio",
     )
     parser.add_argument("--connections", type=int, default=1, help="HTTP/2 connections of the h2 transport (default 1)")
+    parser.add_argument("--http-json", action="store_true", help="http transport: JSON tensors, not binary ones")
 
 
 async def _connect(args: argparse.Namespace, target: str, timeout_s: float):
@@ -194,6 +198,14 @@ async def _connect(args: argparse.Namespace, target: str, timeout_s: float):
         if args.connections < 1:
             raise UsageError(f"--connections {args.connections}: must be >= 1")
         return await H2Transport.connect(target, connections=args.connections, **common)
+    if args.transport == "http":
+        from tailmark.cli import UsageError
+        from tailmark.client.http_transport import HttpTransport
+
+        if args.connections < 1:
+            raise UsageError(f"--connections {args.connections}: must be >= 1")
+        json_tensors = getattr(args, "http_json", False)
+        return await HttpTransport.connect(target, connections=args.connections, json_tensors=json_tensors, **common)
     return await GrpcTransport.connect(target, **common)
 
 
@@ -378,7 +390,7 @@ async def _measure(
         out_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that cannot start leaves no empty folder
         scenarios = repeat_plan(plan.scenarios, args.repeat)
         run = Run(scenarios=scenarios, transport=transport, pool=pool, out_dir=out_dir, result=result,
-                  progress=progress, probe=probe)  # fmt: skip
+                  progress=progress, probe=probe, per_request_log=args.per_request_log)  # fmt: skip
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by the user (SIGINT)")
         loop.add_signal_handler(signal.SIGTERM, run.interrupt, "terminated (SIGTERM)")

@@ -353,8 +353,12 @@ def write_html(doc: ResultsDoc, path: str | Path) -> None:
 
 
 def write_reports(doc: ResultsDoc, out_dir: str | Path) -> list[Path]:
-    """summary.csv and report.html in ``out_dir`` (results.json is ``RunResult.write``'s job)."""
+    """summary.csv, report.html, perf_analyzer.csv and LoadGen's logs (``mlperf/<scenario>/``) in ``out_dir``
+    (results.json is ``RunResult.write``'s job)."""
+    from tailmark.client import outputs_mlperf, outputs_perf_analyzer
+
     out = Path(out_dir)
     write_csv(doc, out / "summary.csv")
     write_html(doc, out / "report.html")
-    return [out / "summary.csv", out / "report.html"]
+    familiar = outputs_perf_analyzer.write(doc, out) + outputs_mlperf.write(doc, out)
+    return [out / "summary.csv", out / "report.html", *familiar]

@@ -23,6 +23,7 @@ from tailmark.client.host_probe import HostProbe
 from tailmark.client.progress import Progress
 from tailmark.client.recorder import Recorder
 from tailmark.client.report import write_reports
+from tailmark.client.request_log import FILE_NAME as REQUEST_LOG
 from tailmark.client.results import ClassResult, RunResult, ScenarioResult, write_atomic
 from tailmark.client.samples import SamplePool
 from tailmark.client.schedule import fixed_interval, poisson
@@ -50,6 +51,7 @@ class Run:
         result: RunResult,
         progress: Progress,
         probe: HostProbe | None = None,
+        per_request_log: bool = False,  # requests.jsonl: one line per measured request (client/request_log.py)
     ) -> None:
         if not scenarios:
             raise ValueError("a run needs at least one scenario")
@@ -60,7 +62,8 @@ class Run:
         self.result = result
         self.progress = progress
         self.probe = probe  # the host-noise probe, reset at each window's start and read at its end
-        self.recorder = Recorder(hlog_path=out_dir / "latency.hlog")
+        request_log = out_dir / REQUEST_LOG if per_request_log else None
+        self.recorder = Recorder(hlog_path=out_dir / "latency.hlog", request_log_path=request_log)
         self._current: Dispatcher | None = None
         self._server_stats: dict | None = None  # of the scenario that just ran
         self._evidence: ScenarioEvidence | None = None  # of the scenario that just ran

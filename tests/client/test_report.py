@@ -126,7 +126,8 @@ def test_html_report_is_self_contained_with_plots(tmp_path) -> None:
     doc = _doc()
     paths = report.write_reports(doc, tmp_path)
     page = (tmp_path / "report.html").read_text()
-    assert [p.name for p in paths] == ["summary.csv", "report.html"]
+    assert [p.name for p in paths][:3] == ["summary.csv", "report.html", "perf_analyzer.csv"]  # then LoadGen's logs
+    assert "mlperf_log_summary.txt" in [p.name for p in paths]
     assert page.count("data:image/png;base64,") == 4  # 2 percentile plots, 1 throughput, 1 client/host lateness
     assert "client and host lateness" in page
     assert "<td class='t INVALID'>INVALID (client)</td>" in page and "partial result" in page
