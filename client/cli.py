@@ -13,7 +13,7 @@ from typing import Any
 
 from tailmark.client.settings import Scenario
 
-TRANSPORTS = ("h2", "grpc")
+TRANSPORTS = ("h2", "grpc", "http")
 
 EMBEDDED_SCENARIOS = ("single-stream", "multi-stream", "server", "offline", "fixed-interval", "trace")
 ENDPOINT_SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
@@ -181,6 +181,7 @@ def _add_connection_args(parser: argparse.ArgumentParser) -> None:
         help="h2: tailmark's own HTTP/2 gRPC client (default; 3-4x less CPU per request); grpc: grpc.aio",
     )
     parser.add_argument("--connections", type=int, default=1, help="HTTP/2 connections of the h2 transport (default 1)")
+    parser.add_argument("--http-json", action="store_true", help="http transport: JSON tensors, not binary ones")
 
 
 async def _connect(args: argparse.Namespace, target: str, timeout_s: float):
@@ -197,6 +198,14 @@ async def _connect(args: argparse.Namespace, target: str, timeout_s: float):
         if args.connections < 1:
             raise UsageError(f"--connections {args.connections}: must be >= 1")
         return await H2Transport.connect(target, connections=args.connections, **common)
+    if args.transport == "http":
+        from tailmark.cli import UsageError
+        from tailmark.client.http_transport import HttpTransport
+
+        if args.connections < 1:
+            raise UsageError(f"--connections {args.connections}: must be >= 1")
+        json_tensors = getattr(args, "http_json", False)
+        return await HttpTransport.connect(target, connections=args.connections, json_tensors=json_tensors, **common)
     return await GrpcTransport.connect(target, **common)
 
 
