@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -56,6 +57,7 @@ def _binomial_cdf(n: int, p: float) -> tuple[int, np.ndarray]:
     return k0, np.cumsum(np.exp(log_pmf))
 
 
+@functools.lru_cache(maxsize=1024)  # the same (n, p) comes back for each latency kind of a class
 def rank_interval(n: int, percentile: float, confidence: float = DEFAULT_CONFIDENCE) -> RankInterval:
     """The ranks l < u with P(B < l) <= alpha/2 and P(B >= u) <= alpha/2, B ~ Binomial(n, p), alpha = 1 - confidence.
 
