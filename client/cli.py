@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tailmark.client.settings import Scenario
+from tailmark.client.sweep import register as register_sweep
 
 TRANSPORTS = ("h2", "grpc", "http")
 
@@ -102,6 +103,7 @@ def register(subparsers) -> None:
         "--no-pin", action="store_true", help="built-in default: do not pin the server and the client to separate CPUs"
     )
     run.set_defaults(handler=run_command)
+    register_sweep(subparsers, run)  # tailmark sweep: every flag of run, one run per load level
 
     report = subparsers.add_parser("report", help="print a run's table again and rewrite its HTML report")
     report.add_argument("run", type=Path, help="run directory or its results.json")

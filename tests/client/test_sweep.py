@@ -1,0 +1,97 @@
+"""``tailmark sweep`` against a server of known capacity: throughput rises, then flattens at instances /
+service time, the knee is where queueing starts, and the curve's files parse."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import pytest
+
+from support.repository import sleep_config
+from support.runcli import tailmark
+from support.serve import ServerProcess
+from tailmark.client.sweep import CSV_COLUMNS, Step, knee, parse_values
+from tailmark.server.default_repository import write_model
+
+QUICK = ("--duration", "2", "--warmup", "0.5", "--min-queries", "20", "--no-progress")
+
+
+@pytest.fixture(scope="module")
+def two_instances(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sleep-repo")
+    write_model(root, "sleep", sleep_config(20, instances=2))  # capacity 2 / 20 ms = 100/s
+    with ServerProcess(root) as process:
+        yield process
+
+
+def test_concurrency_sweep_finds_the_capacity_and_the_knee(two_instances, tmp_path):
+    out = tmp_path / "sweep"
+    run = tailmark(
+        "sweep", "--target", two_instances.target, "--model", "sleep", "--concurrency", "1,2,4,8",
+        "--knee-factor", "1.5", *QUICK, "--out", str(out),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    with (out / "curve.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == CSV_COLUMNS
+        rows = list(reader)
+    assert [int(r["concurrency"]) for r in rows] == [1, 2, 4, 8]
+    rates = [float(r["achieved_qps"]) for r in rows]
+    assert 42.0 <= rates[0] <= 50.0 and rates[1] >= 1.7 * rates[0], rates  # rising while instances are free
+    assert all(88.0 <= rate <= 101.0 for rate in rates[2:]), rates  # flat at 2 instances / 20 ms
+    assert float(rows[3]["p50_ms"]) >= 75.0  # 8 in flight on 2 instances: each waits for 3 ahead of it
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["complete"] and doc["kind"] == "concurrency" and len(doc["steps"]) == 4
+    assert doc["knee"]["step"] in (3, 4), doc["knee"]  # queueing starts once 2 instances are busy
+    assert 85.0 <= doc["knee"]["usable_qps"] <= 101.0
+    for r in rows:  # every step is a real run with its own results and verdict
+        step = json.loads((out / r["run_dir"] / "results.json").read_text())
+        assert step["scenarios"][0]["settings"]["latency_from"] == "sent"
+        assert r["result"] == step["scenarios"][0]["classes"]["all"]["verdict"]["result"]
+    assert "knee: step" in run.stdout and "<- knee" in run.stdout
+    pytest.importorskip("matplotlib")
+    assert (out / "curve.png").stat().st_size > 1000
+
+
+def test_rate_sweep_offers_each_rate(two_instances, tmp_path):
+    out = tmp_path / "sweep"
+    run = tailmark(
+        "sweep", "--target", two_instances.target, "--model", "sleep", "--rates", "20:40:20", "--no-calibration",
+        *QUICK, "--out", str(out),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = json.loads((out / "sweep.json").read_text())
+    assert [s["target_qps"] for s in doc["steps"]] == [20.0, 40.0]
+    assert all(s["scenario"] == "poisson" and s["concurrency"] is None for s in doc["steps"])
+    for s in doc["steps"]:
+        assert 0.6 * s["target_qps"] <= s["achieved_qps"] <= 1.5 * s["target_qps"]  # Poisson over 2 s
+        assert 20.0 <= s["p50_ms"] <= 30.0  # far below capacity: the service time
+
+
+def test_sweep_refusals():
+    run = tailmark("sweep", "--target", "127.0.0.1:1", "--model", "m", "--rates", "10", "--target-qps", "5")
+    assert run.returncode == 2 and "--rates" in run.stderr
+    run = tailmark("sweep", "--target", "127.0.0.1:1", "--model", "m", "--rates", "0,10")
+    assert run.returncode == 2 and "values > 0" in run.stderr
+    run = tailmark("sweep", "--model", "m", "--concurrency", "1,2")
+    assert run.returncode == 2 and "needs --target" in run.stderr
+
+
+def test_parse_values_and_the_knee_rule():
+    assert parse_values("400,100,200,100", float) == [100.0, 200.0, 400.0]
+    assert parse_values("100:500:100", float) == [100.0, 200.0, 300.0, 400.0, 500.0]
+    assert parse_values("0.1:0.3:0.1", float) == pytest.approx([0.1, 0.2, 0.3])
+    assert parse_values("1:8:3", int) == [1, 4, 7]
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_values("5:1:1", int)
+
+    def step(n: int, qps: float, p99: float) -> Step:
+        return Step(n, "poisson", qps, None, qps, p99, p99, p99, p99, 100, 0, "VALID", None, "")
+
+    steps = [step(1, 100, 5.0), step(2, 200, 6.0), step(3, 300, 9.9), step(4, 400, 10.1), step(5, 410, 50.0)]
+    found = knee(steps, 2.0)
+    assert (found.step, found.baseline_p99_ms, found.usable_qps) == (4, 5.0, 300)
+    assert knee(steps[:3], 2.0).step is None and knee(steps[:3], 2.0).usable_qps == 300
+    assert knee([], 2.0).step is None
