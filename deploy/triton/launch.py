@@ -137,6 +137,11 @@ class TritonProcess:
     def target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
+    @property
+    def http_target(self) -> str:
+        """The REST endpoint (``--transport http``)."""
+        return f"http://127.0.0.1:{self.http_port}"
+
     def _wait_ready(self, timeout_s: float) -> None:
         import tritonclient.grpc as grpcclient
 

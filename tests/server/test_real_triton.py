@@ -8,6 +8,7 @@ Triton runs from its own cached venv (numpy < 2; see deploy/triton/launch.py). T
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import numpy as np
@@ -95,13 +96,15 @@ def test_concurrent_requests_are_batched_by_triton_and_routed(triton):
         np.testing.assert_allclose(together[i], alone[i], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("transport", ["grpc", "h2"])
+@pytest.mark.parametrize("transport", ["grpc", "h2", "http"])
 def test_the_tailmark_client_drives_real_triton(triton, tmp_path, transport):
     """``tailmark run`` against the real tritonserver, as a user would run it: a VALID, complete result
-    over grpc.aio and over tailmark's own HTTP/2 transport (Triton's C++ gRPC frontend as the peer)."""
+    over grpc.aio, over tailmark's own HTTP/2 transport (Triton's C++ gRPC frontend as the peer) and over
+    REST (Triton's HTTP frontend)."""
     out = tmp_path / "run"
+    target = triton.http_target if transport == "http" else triton.target
     run = tailmark(
-        "run", "--target", triton.target, "--model", "identity", "--scenario", "single-stream",
+        "run", "--target", target, "--model", "identity", "--scenario", "single-stream",
         "--shape", "INPUT0:16", "--duration", "1", "--warmup", "0.2", "--min-queries", "50",
         "--out", str(out), "--no-progress", "--transport", transport, timeout_s=300,
     )  # fmt: skip
@@ -112,3 +115,102 @@ def test_the_tailmark_client_drives_real_triton(triton, tmp_path, transport):
     assert everything["error_count"] == 0, everything["errors"]
     assert everything["ok_count"] >= 50
     assert everything["verdict"]["result"] == "VALID", everything["verdict"]
+
+
+@pytest.mark.parametrize("json_tensors", [False, True], ids=["binary", "json"])
+@pytest.mark.parametrize(("model", "shapes"), [("identity", {"INPUT0": (16,)}), ("resnet", {})])
+def test_rest_answers_equal_the_grpc_answers(triton, model, shapes, json_tensors):
+    """The same serialised requests through Triton's HTTP frontend (binary tensors and JSON) and its gRPC
+    frontend: the ModelInferResponse the REST transport rebuilds decodes to the same tensors, passes the
+    response check, and the REST metadata and batching equal gRPC's."""
+    from tailmark.client.h2_transport import H2Transport
+    from tailmark.client.http_transport import HttpTransport
+    from tailmark.client.response_check import checked, output_arrays
+    from tailmark.client.samples import random_pool
+    from tailmark.protos import inference_pb2 as pb
+
+    async def compare():
+        rest = await HttpTransport.connect(triton.http_target, json_tensors=json_tensors)
+        grpc = await H2Transport.connect(triton.target)
+        try:
+            info = await rest.model_info(model)
+            assert info == await grpc.model_info(model)
+            assert info.max_batch_size == (8 if model == "resnet" else 0)
+            pool = random_pool(info, count=3, seed=5, shapes=shapes)
+            checked_rest = checked(rest, info, "basic")
+            batches = (1, 3) if info.max_batch_size else (1,)
+            for sample in range(3):
+                for batch in batches:
+                    payload = pool.payload(sample, batch)
+                    theirs = output_arrays(pb.ModelInferResponse.FromString(await checked_rest.infer(payload)))
+                    ours = output_arrays(pb.ModelInferResponse.FromString(await grpc.infer(payload)))
+                    assert theirs.keys() == ours.keys() and theirs
+                    for name, array in ours.items():
+                        assert theirs[name].dtype == array.dtype and theirs[name].shape == array.shape
+                        np.testing.assert_array_equal(theirs[name], array)
+            assert checked_rest.check.note() == ""
+            stats = await rest.model_statistics(model)
+            assert stats.model_stats[0].inference_stats.success.count >= 3
+        finally:
+            await rest.aclose()
+            await grpc.aclose()
+
+    asyncio.run(compare())
+
+
+def test_rest_errors_map_to_grpc_status_names(triton):
+    """Triton's REST errors (HTTP status and ``{"error": ...}``) become the status names gRPC gives the same
+    mistakes; a control call on an unknown model is ModelNotFound; timeouts are DEADLINE_EXCEEDED."""
+    from tailmark.client.errors import ModelNotFound
+    from tailmark.client.http_transport import HttpTransport
+    from tailmark.client.samples import random_pool
+    from tailmark.client.transport import RequestFailed
+    from tailmark.protos import inference_pb2 as pb
+
+    async def mistakes():
+        rest = await HttpTransport.connect(triton.http_target)
+        try:
+            with pytest.raises(ModelNotFound):
+                await rest.model_info("no_such_model")
+            info = await rest.model_info("identity")
+            payload = random_pool(info, count=1, seed=1, shapes={"INPUT0": (4,)}).payload(0)
+            wrong_model = pb.ModelInferRequest.FromString(payload)
+            wrong_model.model_name = "no_such_model"
+            wrong_type = pb.ModelInferRequest.FromString(payload)
+            wrong_type.inputs[0].datatype = "INT32"
+            statuses = []
+            for request in (wrong_model, wrong_type):
+                with pytest.raises(RequestFailed) as failed:
+                    await rest.infer(request.SerializeToString())
+                statuses.append(failed.value.status)
+                assert failed.value.message  # Triton's {"error": ...} text, not the raw body
+            assert statuses == ["NOT_FOUND", "INVALID_ARGUMENT"]
+            big = random_pool(info, count=1, seed=1, shapes={"INPUT0": (1 << 22,)}).payload(0)
+            with pytest.raises(RequestFailed) as failed:
+                await rest.infer(big, timeout_s=1e-4)
+            assert failed.value.status == "DEADLINE_EXCEEDED"
+            assert len(pb.ModelInferResponse.FromString(await rest.infer(payload)).raw_output_contents) == 1
+        finally:
+            await rest.aclose()
+
+    asyncio.run(mistakes())
+
+
+def test_a_server_scenario_over_rest_is_valid(triton, tmp_path):
+    """An open-loop Server scenario over Triton's HTTP frontend, with a few keep-alive connections; the
+    server-side breakdown comes from Triton's REST statistics."""
+    out = tmp_path / "run"
+    run = tailmark(
+        "run", "--target", triton.http_target, "--model", "identity", "--scenario", "server",
+        "--target-qps", "200", "--shape", "INPUT0:16", "--duration", "3", "--warmup", "0.2",
+        "--min-queries", "500", "--out", str(out), "--no-progress", "--transport", "http", "--connections", "4",
+        timeout_s=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = results(out)
+    assert doc["environment"]["client_transport"]["kind"] == "http"
+    assert doc["environment"]["target"]["notes"] == []  # ModelConfig and ModelStatistics both offered
+    everything = scenario(doc, "server")["classes"]["all"]
+    assert everything["error_count"] == 0, everything["errors"]
+    assert everything["ok_count"] >= 500  # early stopping's p99 needs >= 459 under the bound
+    assert everything["verdict"]["result"] == "VALID", [c for c in everything["verdict"]["checks"] if not c["passed"]]
