@@ -5,7 +5,8 @@ requested seeds plus k - 1 (``schedule_seed`` and ``sample_seed``), so repeat 1 
 and every repeat's seeds are in its settings. Each repeat's scenarios are kept in results.json as they are
 (``scenarios``, in the order run, each with its ``repeat`` number), and ``repeats`` adds, per scenario of the
 list: how many repeats finished and how many were VALID, and the median, min and max of the achieved rate and of
-each percentile of intended → done over them.
+each percentile of intended → done over them, and perf_analyzer's stability check: whether the rate and p99 of
+each of the last 3 repeats lie within 10 % of their mean.
 
 One short run's p99 can move tenfold on a shared host (docs/verdicts.md); the spread over repeats says how far
 to trust one number, and ``tailmark compare`` tests two sets of repeats against each other.
@@ -30,12 +31,21 @@ if TYPE_CHECKING:
     from tailmark.client.settings import EffectiveSettings
 
 PERCENTILE_KEYS = ("p50", "p90", "p95", "p97", "p99", "p99_9")
+STABILITY_PCT = 10.0  # perf_analyzer's --stability-percentage default
+STABILITY_LAST = 3  # perf_analyzer judges the last 3 measurements
 
 
 class SpreadDoc(TypedDict):
     median: float | None
     min: float | None
     max: float | None
+
+
+class StabilityDoc(TypedDict):
+    tolerance_pct: float
+    last: int  # how many of the last repeats are judged
+    stable: bool | None  # None: fewer repeats than ``last``
+    detail: str
 
 
 class RepeatSummaryDoc(TypedDict):
@@ -45,6 +55,7 @@ class RepeatSummaryDoc(TypedDict):
     seeds: list[list[int]]  # [schedule_seed, sample_seed] of each repeat
     throughput_qps: SpreadDoc  # achieved rate of "all"
     latency_ms: dict[str, SpreadDoc]  # intended -> done of "all": p50 .. p99_9
+    stability: StabilityDoc | None  # perf_analyzer's check over the last repeats; older files lack it
 
 
 class RepeatsDoc(TypedDict):
@@ -95,9 +106,40 @@ def summarize(scenarios: Sequence[ScenarioDoc], *, count: int, scenarios_per_rep
                 seeds=seeds,
                 throughput_qps=spread([t["achieved_rate_qps"] for t in totals]),
                 latency_ms=latency,
+                stability=stability(
+                    [t["achieved_rate_qps"] for t in totals],
+                    [t["latency_ms"]["intended_to_done"]["p99"] for t in totals],
+                ),
             )
         )
     return RepeatsDoc(count=count, scenarios_per_repeat=scenarios_per_repeat, summary=summary)
+
+
+def stability(
+    rates: Sequence[float | None],
+    p99s: Sequence[float | None],
+    *,
+    tolerance_pct: float = STABILITY_PCT,
+    last: int = STABILITY_LAST,
+) -> StabilityDoc:
+    """perf_analyzer's stability rule over repeats: each of the last ``last`` values of the rate and of p99 lies
+    within ``tolerance_pct`` of their mean."""
+    if len(rates) < last:
+        detail = f"{len(rates)} repeats; stability needs {last}"
+        return StabilityDoc(tolerance_pct=tolerance_pct, last=last, stable=None, detail=detail)
+    moving = []
+    for label, values, unit in (("rate", rates[-last:], "/s"), ("p99", p99s[-last:], " ms")):
+        known = [v for v in values if v is not None]
+        mean = statistics.fmean(known) if len(known) == last else None
+        if not mean or any(abs(v - mean) > tolerance_pct / 100.0 * mean for v in known):
+            shown = "..".join(
+                "-" if v is None else f"{v:.3g}" for v in (min(known, default=None), max(known, default=None))
+            )
+            moving.append(f"{label} {shown}{unit}")
+    detail = f"stable: the rate and p99 of the last {last} repeats within {tolerance_pct:g} % of their mean"
+    if moving:
+        detail = f"not stable: over the last {last} repeats {', '.join(moving)}, beyond {tolerance_pct:g} % of the mean"
+    return StabilityDoc(tolerance_pct=tolerance_pct, last=last, stable=not moving, detail=detail)
 
 
 def _range(s: SpreadDoc, digits: int) -> str:
@@ -116,4 +158,6 @@ def summary_lines(repeats: RepeatsDoc) -> list[str]:
             f"rate/s {_range(entry['throughput_qps'], 1)}; p50 ms {_range(lat['p50'], 3)}; "
             f"p99 ms {_range(lat['p99'], 3)}; p99.9 ms {_range(lat['p99_9'], 3)}"
         )
+        if entry.get("stability") and entry["stability"]["stable"] is not None:  # type: ignore[union-attr]
+            lines.append(f"    {entry['stability']['detail']}")  # type: ignore[index]
     return lines

@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from support.runcli import results, tailmark
-from tailmark.client.repeat import repeat_plan, spread, summarize
+from tailmark.client.repeat import repeat_plan, spread, stability, summarize
 from tailmark.client.results import load_results
 from tailmark.client.settings import Scenario, ScenarioSettings, resolve
 
@@ -65,6 +65,8 @@ def test_run_repeat_keeps_every_repeat_and_summarizes(tmp_path, server) -> None:
         assert "poisson#3" in text and "fixed-interval#2" in text
         assert "over 3 repeats: median (min..max)" in text and "poisson: " in text
     assert load_results(out / "results.json")["repeats"] == repeats  # the schema validates it
+    assert poisson["stability"]["stable"] in (True, False) and poisson["stability"]["last"] == 3
+    assert poisson["stability"]["detail"] in run.stdout
 
 
 def test_summary_counts_a_partial_repeat() -> None:
@@ -85,3 +87,14 @@ def test_summary_counts_a_partial_repeat() -> None:
 def test_repeat_refuses_nonsense(tmp_path, server) -> None:
     bad = tailmark("run", "--target", server.target, "--model", "identity", "--repeat", "0", "--out", str(tmp_path))
     assert bad.returncode == 2 and "--repeat 0: must be >= 1" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_stability_is_perf_analyzers_rule_over_the_last_repeats() -> None:
+    """Each of the last 3 values of rate and p99 within 10 % of their mean; earlier repeats do not count."""
+    steady = stability([50.0, 100.0, 104.0, 97.0], [9.0, 2.0, 2.1, 1.9])
+    assert steady["stable"] is True and steady["detail"].startswith("stable:")
+    jumpy = stability([100.0, 100.0, 100.0], [2.0, 2.0, 2.6])  # p99 2.6 is 19 % over the mean 2.2
+    assert jumpy["stable"] is False and "p99 2..2.6 ms" in jumpy["detail"]
+    assert stability([100.0, 130.0, 100.0], [2.0, 2.0, 2.0])["stable"] is False
+    assert stability([100.0, 100.0], [2.0, 2.0])["stable"] is None  # too few repeats to judge
+    assert stability([100.0] * 3, [None, 2.0, 2.0])["stable"] is False  # a repeat without a p99 is not stable
