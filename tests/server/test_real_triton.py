@@ -202,8 +202,9 @@ def test_a_server_scenario_over_rest_is_valid(triton, tmp_path):
     out = tmp_path / "run"
     run = tailmark(
         "run", "--target", triton.http_target, "--model", "identity", "--scenario", "server",
-        "--target-qps", "200", "--shape", "INPUT0:16", "--duration", "3", "--warmup", "0.2",
-        "--min-queries", "500", "--out", str(out), "--no-progress", "--transport", "http", "--connections", "4",
+        "--target-qps", "250", "--shape", "INPUT0:16", "--duration", "3", "--warmup", "0.2",
+        "--min-queries", "600", "--latency-bound-ms", "50", "--out", str(out), "--no-progress",
+        "--transport", "http", "--connections", "4",
         timeout_s=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
@@ -212,5 +213,7 @@ def test_a_server_scenario_over_rest_is_valid(triton, tmp_path):
     assert doc["environment"]["target"]["notes"] == []  # ModelConfig and ModelStatistics both offered
     everything = scenario(doc, "server")["classes"]["all"]
     assert everything["error_count"] == 0, everything["errors"]
-    assert everything["ok_count"] >= 500  # early stopping's p99 needs >= 459 under the bound
+    # early stopping's p99 needs >= 459 under the bound; 50 ms (not 10) so that a busy shared host does not
+    # decide the verdict: this tests the transport, not Triton's tail
+    assert everything["ok_count"] >= 600
     assert everything["verdict"]["result"] == "VALID", [c for c in everything["verdict"]["checks"] if not c["passed"]]
