@@ -15,6 +15,8 @@ value, B's, the difference and whether it is **significant**:
 - one side repeated and the other not: no test ("-").
 
 The runs must have run the same scenarios in the same order; otherwise the comparison is refused in one line.
+Settings that differ between them (seeds aside) are listed under the table: a comparison at two loads is
+still shown, but it says so.
 """
 
 from __future__ import annotations
@@ -171,6 +173,9 @@ def compare_runs(a: ResultsDoc, b: ResultsDoc, *, names: tuple[str, str] = ("A",
             f"{reps[0]} vs {reps[1]} repeats: no rank test can reach {100 * ALPHA:g} %; repeat at least 4 times"
         )
     for name, runs_a, runs_b in zip(list_a, groups_a, groups_b, strict=True):
+        differ = _settings_differ(runs_a[0], runs_b[0])
+        if differ:
+            notes.append(f"{name}: settings differ ({differ}): the runs offered different loads or rules")
         classes_a, classes_b = runs_a[0]["classes"], runs_b[0]["classes"]
         common = [c for c in classes_a if c in classes_b]
         others = sorted(set(classes_a) ^ set(classes_b))
@@ -180,6 +185,16 @@ def compare_runs(a: ResultsDoc, b: ResultsDoc, *, names: tuple[str, str] = ("A",
             for metric in _METRICS:
                 rows.append(_row(name, traffic_class, metric, runs_a, runs_b))
     return Comparison(names=names, repeats=reps, rows=tuple(rows), notes=tuple(notes))
+
+
+_OWN_SEEDS = ("schedule_seed", "sample_seed")  # fresh in every repeat; not a difference between the runs
+
+
+def _settings_differ(a: ScenarioDoc, b: ScenarioDoc) -> str:
+    """``key A vs B`` for each effective setting that differs, seeds aside."""
+    ea, eb = a["settings"]["effective"], b["settings"]["effective"]
+    keys = [k for k in ea if k not in _OWN_SEEDS and ea.get(k) != eb.get(k)]
+    return ", ".join(f"{k} {ea.get(k)} vs {eb.get(k)}" for k in keys)
 
 
 def _row(name: str, traffic_class: str, metric: str, runs_a: list[ScenarioDoc], runs_b: list[ScenarioDoc]) -> Row:

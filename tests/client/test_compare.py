@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -62,6 +63,12 @@ def test_compare_single_runs_and_repeats(tmp_path, server) -> None:
     same = compare_runs(fast_doc, fast_doc)
     assert same.rows and not any(r.significant for r in same.rows)
     assert {r.metric for r in same.rows} == {"rate/s", "p50 ms", "p90 ms", "p95 ms", "p97 ms", "p99 ms", "p99.9 ms"}
+    assert not same.notes
+    other = copy.deepcopy(fast_doc)
+    other["scenarios"][0]["settings"]["effective"].update(target_qps=40.0, schedule_seed=99)
+    assert compare_runs(fast_doc, other).notes == (
+        "poisson: settings differ (target_qps 20.0 vs 40.0): the runs offered different loads or rules",
+    )
 
     # four repeats a side: the exact rank test can reach 5 % (p = 2/70 when the two sets do not interleave)
     _run(server, fast_again, "identity", "--repeat", "4")
