@@ -57,7 +57,8 @@ def test_one_instance_queues_the_n_in_flight(sleep_server, tmp_path):
 
 def test_littles_law_rate_cap_and_think_time(sleep_server, tmp_path):
     """Enough instances: throughput = N / latency; a rate cap holds the loop under it; a think time adds
-    to each slot's cycle (throughput = N / (latency + think)). Three scenarios of one run."""
+    to each slot's cycle (throughput = N / (latency + think)). Three scenarios of one run. The 15 % allows
+    for the client's own time between a completion and the next send, which grows on a crowded host."""
     config = tmp_path / "run.yaml"
     config.write_text(
         textwrap.dedent(
@@ -78,13 +79,13 @@ def test_littles_law_rate_cap_and_think_time(sleep_server, tmp_path):
     p50, mean = free["latency_ms"]["intended_to_done"]["p50"], free["latency_ms"]["intended_to_done"]["mean"]
     assert 20.0 <= p50 <= 25.0, p50  # no queueing: the service time and the loopback floor
     expected = 4 / (mean / 1000)
-    assert abs(free["achieved_rate_qps"] - expected) <= 0.1 * expected, (free["achieved_rate_qps"], expected)
+    assert abs(free["achieved_rate_qps"] - expected) <= 0.15 * expected, (free["achieved_rate_qps"], expected)
     assert free["achieved_rate_qps"] > 150.0  # well above the cap below: the cap is what holds it
     assert 54.0 <= capped["achieved_rate_qps"] <= 61.0, capped["achieved_rate_qps"]
     assert capped["latency_ms"]["intended_to_done"]["p50"] <= 25.0  # the cap's wait is before the send
     mean = thinking["latency_ms"]["intended_to_done"]["mean"]
     expected = 2 / ((mean + 30.0) / 1000)
-    assert abs(thinking["achieved_rate_qps"] - expected) <= 0.1 * expected, (thinking["achieved_rate_qps"], expected)
+    assert abs(thinking["achieved_rate_qps"] - expected) <= 0.15 * expected, (thinking["achieved_rate_qps"], expected)
     assert thinking["achieved_rate_qps"] < 45.0  # without the think time it would be ~90/s
     assert thinking["latency_ms"]["intended_to_done"]["p50"] <= 25.0  # the think time is not latency either
 
