@@ -45,6 +45,7 @@ def register(subparsers) -> None:
     )
     overload.add_argument("--workers", type=int, default=1, help="server processes sharing the port (SO_REUSEPORT)")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any free one)")
+    parser.add_argument("--http-port", type=int, help="also serve KServe-v2 REST on this port (0: any free one)")
     secure = parser.add_argument_group("security")
     secure.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS")
     secure.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
@@ -84,6 +85,7 @@ def serve_command(args: argparse.Namespace) -> int:
             max_queue_size=args.max_queue_size,
             workers=args.workers,
             metrics_port=args.metrics_port,
+            http_port=args.http_port,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_ca=args.tls_ca,
@@ -163,6 +165,14 @@ async def _serve_aio(core, settings: ServerSettings) -> int:
 
     server = Server(core, settings)
     port = await server.start()
+    rest = None
+    if settings.http_port is not None:
+        from tailmark.server.http.server import HttpServer
+
+        rest = HttpServer(core, settings, settings.http_port)
+        http_port = await rest.start()
+        if core.on_ready is None:
+            print(f"tailmark serve: REST on http://{settings.host}:{http_port}", flush=True)
     core.ready = True
     _announce(settings, port, core)
     stop = asyncio.Event()
@@ -173,6 +183,8 @@ async def _serve_aio(core, settings: ServerSettings) -> int:
     log.warning("draining (grace %.1f s)", settings.grace_s)
     core.ready = False
     await server.stop(settings.grace_s)
+    if rest is not None:
+        await rest.stop(settings.grace_s)
     print("tailmark serve: stopped", flush=True)
     return 0
 

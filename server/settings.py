@@ -29,6 +29,8 @@ class ServerSettings:
     workers: int = 1  # processes sharing the port (SO_REUSEPORT), each with its own models and batchers
     # --- metrics ---
     metrics_port: int | None = None  # None: off; 0: any free port (printed)
+    # --- REST ---
+    http_port: int | None = None  # None: off; 0: any free port (printed); the h2 and aio stacks only
     # --- security ---
     tls_cert: Path | None = None  # PEM server certificate chain; with tls_key, serve TLS
     tls_key: Path | None = None
@@ -52,6 +54,8 @@ class ServerSettings:
             raise ValueError("max_concurrent_rpcs and max_queue_size must be >= 0 (0: unlimited)")
         if self.workers < 1:
             raise ValueError(f"workers={self.workers} requested; must be >= 1")
+        if self.http_port is not None and (not 0 <= self.http_port <= 65535 or self.stack == "sync"):
+            raise ValueError(f"--http-port {self.http_port}: must be 0-65535, with the h2 or aio stack")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port={self.metrics_port} requested; must be in 0..65535")
         if (self.tls_cert is None) != (self.tls_key is None):

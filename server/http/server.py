@@ -1,0 +1,265 @@
+"""The KServe-v2 REST frontend (``tailmark serve --http-port N``): HTTP/1.1 keep-alive on asyncio with h11,
+the same core as the gRPC stacks.
+
+Routes: ``/v2/health/{live,ready}``, ``/v2`` (server metadata), ``/v2/models/{m}[/versions/{v}]`` (metadata),
+``.../ready``, ``.../config``, ``.../stats``, ``POST .../infer``. Errors answer ``{"error": "..."}`` with the
+status the table below gives each core error; the connection stays up after them. TLS (and client
+certificates with ``--tls-ca``) and the bearer token apply as on gRPC; so does the request-size limit
+(``--max-message-bytes``: 413 before the body is read). A slow client holds only its own connection: the
+body is read as it arrives, and an idle or half-sent request is closed after ``IDLE_TIMEOUT_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from urllib.parse import unquote
+
+import h11
+from google.protobuf import json_format
+
+from tailmark.server import errors
+from tailmark.server.core import InferenceCore
+from tailmark.server.http.rest import infer_answer, parse_infer
+from tailmark.server.settings import ServerSettings
+
+STATUS_BY_ERROR: dict[type[errors.ServerError], int] = {
+    errors.ModelNotFound: 404,
+    errors.ModelUnavailable: 503,
+    errors.InvalidInput: 400,
+    errors.Unsupported: 400,
+    errors.Overloaded: 429,
+    errors.RequestTimedOut: 503,
+    errors.ModelFailed: 500,
+}
+IDLE_TIMEOUT_S = 60.0
+MAX_HEAD_BYTES = 64 << 10
+
+
+class RouteNotFound(errors.ServerError):
+    """No REST route matches the method and path."""
+
+
+def tls_context(settings: ServerSettings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    context.set_alpn_protocols(["http/1.1"])
+    if settings.tls_ca is not None:
+        context.load_verify_locations(settings.tls_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _json(message) -> bytes:
+    document = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return json.dumps(document).encode()
+
+
+def _metadata(message) -> bytes:
+    """Model metadata as Triton writes it (shapes as numbers, not protobuf JSON's int64 strings)."""
+
+    def tensors(items):
+        return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]
+
+    document = {"name": message.name, "versions": list(message.versions), "platform": message.platform}
+    return json.dumps({**document, "inputs": tensors(message.inputs), "outputs": tensors(message.outputs)}).encode()
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.transport: asyncio.Transport | None = None
+        self.request: h11.Request | None = None
+        self.chunks: list[bytes] = []
+        self.received = 0
+        self.busy = False  # an answer is being computed: further bytes wait in h11's buffer
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server.connections.add(self)
+        self._arm()
+
+    def connection_lost(self, exc) -> None:
+        self.server.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S, self.close)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.h11.receive_data(data)
+        self._arm()
+        if not self.busy:
+            self._next()
+
+    def eof_received(self):
+        self.h11.receive_data(b"")
+        if not self.busy:
+            self._next()
+
+    def _next(self) -> None:
+        while not self.busy:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._reply_error(exc.error_status_hint, f"malformed HTTP request: {exc}", close=True)
+                return
+            kind = type(event)
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if kind is h11.Request:
+                self.request, self.chunks, self.received = event, [], 0
+                length = dict(event.headers).get(b"content-length")
+                if length is not None and int(length) > self.server.settings.max_message_bytes:
+                    limit = self.server.settings.max_message_bytes
+                    self._reply_error(413, f"request body of {int(length)} bytes exceeds {limit}", close=True)
+                    return
+            elif kind is h11.Data:
+                self.chunks.append(event.data)
+                self.received += len(event.data)
+                if self.received > self.server.settings.max_message_bytes:
+                    self._reply_error(413, "request body too large", close=True)
+                    return
+            elif kind is h11.EndOfMessage:
+                self.busy = True
+                asyncio.get_running_loop().create_task(self._handle(self.request, b"".join(self.chunks)))
+                return
+            elif kind is h11.ConnectionClosed:
+                self.close()
+                return
+
+    async def _handle(self, request: h11.Request, body: bytes) -> None:
+        headers = dict(request.headers)
+        try:
+            status, extra, answer = await self.server.route(request, headers, body)
+        except errors.ServerError as exc:
+            status = 404 if isinstance(exc, RouteNotFound) else STATUS_BY_ERROR.get(type(exc), 500)
+            status, extra, answer = status, [], json.dumps({"error": str(exc)}).encode()
+        except Exception as exc:  # a bug must not take the connection's other requests down
+            status, extra, answer = 500, [], json.dumps({"error": f"internal error: {exc!r}"}).encode()
+        self._send(status, extra, answer)
+        self.busy = False
+        if self.transport is not None and not self.transport.is_closing():
+            self._next()
+
+    def _send(self, status: int, extra: list, body: bytes, close: bool = False) -> None:
+        content_type = b"application/octet-stream" if extra else b"application/json"
+        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *extra]
+        if close:
+            headers.append((b"connection", b"close"))
+        try:
+            out = self.h11.send(h11.Response(status_code=status, headers=headers))
+            out += self.h11.send(h11.Data(data=body)) + self.h11.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            self.close()
+            return
+        self.transport.write(out)
+        if self.h11.our_state is h11.MUST_CLOSE or close:
+            self.close()
+            return
+        try:
+            self.h11.start_next_cycle()
+        except h11.LocalProtocolError:  # the client has not finished sending its request: close after it
+            self.close()
+
+    def _reply_error(self, status: int, message: str, close: bool = False) -> None:
+        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            self._send(status, [], json.dumps({"error": message}).encode(), close=close)
+        self.close()
+
+
+class HttpServer:
+    """``await start()`` -> port, ``await stop(grace_s)``; the same interface as the gRPC frontends."""
+
+    def __init__(self, core: InferenceCore, settings: ServerSettings, port: int) -> None:
+        self.core = core
+        self.settings = settings
+        self.requested_port = port
+        self.auth_header = f"Bearer {settings.auth_token}".encode() if settings.auth_token else None
+        self.connections: set[_Connection] = set()
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Connection(self),
+            self.settings.host,
+            self.requested_port,
+            ssl=tls_context(self.settings),
+            reuse_port=self.settings.workers > 1 or None,
+            backlog=1024,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self, grace_s: float) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while any(c.busy for c in self.connections) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self.connections):
+            connection.close()
+        await self._server.wait_closed()
+
+    async def route(self, request: h11.Request, headers: dict, body: bytes) -> tuple[int, list, bytes]:
+        if self.auth_header is not None and headers.get(b"authorization") != self.auth_header:
+            return 401, [], json.dumps({"error": "missing or wrong bearer token"}).encode()
+        core = self.core
+        method = request.method
+        path = unquote(request.target.decode("latin-1").split("?", 1)[0])
+        parts = [p for p in path.split("/") if p]
+        if parts[:2] == ["v2", "health"] and len(parts) == 3 and method == b"GET":
+            ok = parts[2] == "live" or (parts[2] == "ready" and core.ready)
+            if parts[2] not in ("live", "ready"):
+                raise RouteNotFound(f"no route {path}")
+            return (200 if ok else 503), [], b""
+        if parts == ["v2"] and method == b"GET":
+            return 200, [], _json(core.server_metadata())
+        if parts[:2] != ["v2", "models"] or len(parts) < 3:
+            raise RouteNotFound(f"no route {method.decode()} {path}")
+        if parts == ["v2", "models", "stats"]:
+            return 200, [], _json(core.model_statistics("", ""))
+        name, rest, version = parts[2], parts[3:], ""
+        if rest[:1] == ["versions"] and len(rest) >= 2:
+            version, rest = rest[1], rest[2:]
+        action = rest[0] if rest else ""
+        if len(rest) > 1 or action not in ("", "ready", "config", "stats", "infer"):
+            raise RouteNotFound(f"no route {method.decode()} {path}")
+        if action == "infer":
+            if method != b"POST":
+                raise RouteNotFound(f"{path} takes POST")
+            length = headers.get(b"inference-header-content-length")
+            try:
+                header_length = int(length) if length is not None else None
+            except ValueError:
+                raise errors.InvalidInput(f"Inference-Header-Content-Length {length!r} is not a number") from None
+            message, binary = parse_infer(body, header_length, name, version)
+            answer, head_length = infer_answer(await core.infer(message), binary)
+            extra = [] if head_length is None else [(b"inference-header-content-length", b"%d" % head_length)]
+            return 200, extra, answer
+        if method != b"GET":
+            raise RouteNotFound(f"{path} takes GET")
+        if action == "ready":
+            return (200 if core.model_ready(name, version) else 400), [], b""
+        if action == "config":
+            return 200, [], _json(core.model_config(name, version).config)
+        if action == "stats":
+            return 200, [], _json(core.model_statistics(name, version))
+        return 200, [], _metadata(core.model_metadata(name, version))
