@@ -161,8 +161,8 @@ def register(subparsers) -> None:
         "whether it is significant: for single runs, when the 95 %% intervals do not overlap; for runs made "
         "with --repeat, by an exact Mann-Whitney rank test over the repeats at 5 %%.",
     )
-    compare.add_argument("a", type=Path, help="run directory (or results.json) A, the baseline")
-    compare.add_argument("b", type=Path, help="run directory (or results.json) B")
+    compare.add_argument("a", help="run directory (or results.json) A, the baseline; DIR,DIR,...: runs as repeats")
+    compare.add_argument("b", help="run directory (or results.json) B; DIR,DIR,...: runs as repeats")
     compare.add_argument("--html", type=Path, help="also write the comparison as an HTML page here")
     compare.set_defaults(handler=compare_command)
 
@@ -520,19 +520,17 @@ def queries_command(args: argparse.Namespace) -> int:
 
 def compare_command(args: argparse.Namespace) -> int:
     from tailmark.cli import UsageError
-    from tailmark.client.compare import CompareError, compare_runs, compare_table, write_compare_html
+    from tailmark.client.compare import CompareError, as_repeats, compare_runs, compare_table, write_compare_html
     from tailmark.client.results import ResultsError, load_results
 
-    docs = []
-    for path in (args.a, args.b):
-        file = path / "results.json" if path.is_dir() else path
-        try:
-            docs.append(load_results(file))
-        except ResultsError as exc:
-            raise UsageError(str(exc)) from None
     try:
-        comparison = compare_runs(docs[0], docs[1], names=(str(args.a), str(args.b)))
-    except CompareError as exc:
+        sides = []
+        for side in (args.a, args.b):
+            paths = [Path(p) for p in side.split(",") if p]
+            docs = [load_results(p / "results.json" if p.is_dir() else p) for p in paths]
+            sides.append(as_repeats(docs, [str(p) for p in paths]))
+        comparison = compare_runs(sides[0], sides[1], names=(args.a, args.b))
+    except (ResultsError, CompareError) as exc:
         raise UsageError(str(exc)) from None
     print(compare_table(comparison))
     if args.html:

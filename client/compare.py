@@ -14,6 +14,9 @@ value, B's, the difference and whether it is **significant**:
   is judged against; the intervals of single runs know nothing of it.
 - one side repeated and the other not: no test ("-").
 
+Separate runs of the same scenarios count as one set of repeats when given as a comma-separated list
+(``tailmark compare a1,a2,a3,a4 b1,b2,b3,b4``).
+
 The runs must have run the same scenarios in the same order; otherwise the comparison is refused in one line.
 Settings that differ between them (seeds aside) are listed under the table: a comparison at two loads is
 still shown, but it says so.
@@ -25,6 +28,7 @@ import html
 import itertools
 import math
 import statistics
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +159,22 @@ def _apart(x: tuple[float | None, float | None], y: tuple[float | None, float | 
     )
 
 
+def as_repeats(docs: Sequence[ResultsDoc], names: Sequence[str]) -> ResultsDoc:
+    """Several separate runs of the same scenarios as one set of repeats (``tailmark compare a1,a2,a3 b1,b2,b3``)."""
+    if len(docs) == 1:
+        return docs[0]
+    lists = [[s["scenario"] for s in doc["scenarios"]] for doc in docs]
+    for doc, name, scenarios in zip(docs, names, lists, strict=True):
+        if doc.get("repeats"):
+            raise CompareError(f"{name} was made with --repeat; give it on its own, not in a list of runs")
+        if scenarios != lists[0]:
+            raise CompareError(f"{names[0]} ran {', '.join(lists[0])}; {name} ran {', '.join(scenarios)}: "
+                               "a set of repeats needs the same scenarios")  # fmt: skip
+    scenarios = [s for doc in docs for s in doc["scenarios"]]
+    repeats = {"count": len(docs), "scenarios_per_repeat": len(lists[0]), "summary": []}
+    return typing.cast(ResultsDoc, {**docs[0], "scenarios": scenarios, "repeats": repeats})
+
+
 def compare_runs(a: ResultsDoc, b: ResultsDoc, *, names: tuple[str, str] = ("A", "B")) -> Comparison:
     """Every (scenario, class, metric) of both runs with its difference and significance."""
     list_a, groups_a = _groups(a)
@@ -178,6 +198,8 @@ def compare_runs(a: ResultsDoc, b: ResultsDoc, *, names: tuple[str, str] = ("A",
             notes.append(f"{name}: settings differ ({differ}): the runs offered different loads or rules")
         classes_a, classes_b = runs_a[0]["classes"], runs_b[0]["classes"]
         common = [c for c in classes_a if c in classes_b]
+        if len(common) == 2 and len(classes_a) == len(classes_b) == 2:
+            common = common[:1]  # a lone named class is "all" again, as in the report
         others = sorted(set(classes_a) ^ set(classes_b))
         if others:
             notes.append(f"{name}: classes in one run only, not compared: {', '.join(others)}")

@@ -80,6 +80,14 @@ def test_compare_single_runs_and_repeats(tmp_path, server) -> None:
     medians = load_results(fast_again / "results.json")["repeats"]["summary"][0]["latency_ms"]["p50"]
     assert float(a) == pytest.approx(medians["median"], abs=1e-3)
     assert "A: " in repeated.stdout and "(4 repeats)" in repeated.stdout
+    # separate runs given as lists count as repeats (the same run four times: fully separated sets)
+    listed = tailmark("compare", ",".join([str(fast)] * 4), ",".join([str(slow)] * 4))
+    assert listed.returncode == 0, listed.stderr
+    assert _rows(listed.stdout)[("poisson", "all", "p50 ms")][4:] == ["YES", "mann-whitney p=0.0286"]
+    assert ("poisson", "default", "p50 ms") not in _rows(listed.stdout)  # a lone class is "all" again
+    nested = tailmark("compare", f"{fast},{fast_again}", str(slow))
+    assert nested.returncode == 2 and len(nested.stderr.strip().splitlines()) == 1
+    assert "was made with --repeat" in nested.stderr
     # one side repeated, the other not: shown, but not tested
     mixed = tailmark("compare", str(fast), str(slow / "r"))
     assert mixed.returncode == 0 and "one side not repeated" in mixed.stdout
