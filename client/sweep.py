@@ -29,6 +29,7 @@ import copy
 import csv
 import io
 import json
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -39,7 +40,7 @@ KNEE_FACTOR = 2.0
 RATE_SCENARIOS = ("poisson", "server", "fixed-interval")
 CSV_COLUMNS = (
     "step", "scenario", "target_qps", "concurrency", "achieved_qps", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms",
-    "queries", "errors", "result", "cause", "run_dir",
+    "queries", "errors", "result", "cause", "run_dir", "repeats",
 )  # fmt: skip
 
 
@@ -61,6 +62,7 @@ class Step:
     result: str  # VALID | INVALID
     cause: str | None  # whom an INVALID result blames (docs/verdicts.md)
     run_dir: str  # the step's run directory, relative to the sweep's
+    repeats: int = 1  # runs of the step (--repeat K): its figures are their medians
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,19 +107,30 @@ def knee(steps: list[Step], factor: float = KNEE_FACTOR) -> Knee:
 
 
 def step_of(doc: dict[str, Any], number: int, run_dir: Path) -> Step:
-    """A curve point from one step's results.json (its only scenario, class "all")."""
-    entry = doc["scenarios"][0]
-    c = entry["classes"]["all"]
-    lat = c["latency_ms"]["intended_to_done"]  # in a closed loop intended = sent: this is sent -> done
-    eff = entry["settings"]["effective"]
-    closed = entry["scenario"] == "concurrency"
+    """A curve point from one step's results.json (class "all"). With ``--repeat K`` the step holds K runs
+    of its scenario: the point is the median of each figure over them, counts are summed, and the result is
+    VALID only when every repeat was (the cause: the most common among the INVALID ones)."""
+    entries = doc["scenarios"]
+    classes = [e["classes"]["all"] for e in entries]
+    lats = [c["latency_ms"]["intended_to_done"] for c in classes]  # closed loop: intended = sent, so sent -> done
+    eff = entries[0]["settings"]["effective"]
+    closed = entries[0]["scenario"] == "concurrency"
+    causes = [c["verdict"].get("cause") for c in classes if c["verdict"]["result"] != "VALID"]
     return Step(
-        step=number, scenario=entry["scenario"], target_qps=None if closed else eff["target_qps"],
-        concurrency=eff["concurrency"] if closed else None, achieved_qps=c["achieved_rate_qps"],
-        p50_ms=lat["p50"], p90_ms=lat["p90"], p99_ms=lat["p99"], p99_9_ms=lat["p99_9"],
-        queries=c["query_count"], errors=c["error_count"], result=c["verdict"]["result"],
-        cause=c["verdict"].get("cause"), run_dir=str(run_dir),
+        step=number, scenario=entries[0]["scenario"], target_qps=None if closed else eff["target_qps"],
+        concurrency=eff["concurrency"] if closed else None,
+        achieved_qps=_median([c["achieved_rate_qps"] for c in classes]),
+        p50_ms=_median([x["p50"] for x in lats]), p90_ms=_median([x["p90"] for x in lats]),
+        p99_ms=_median([x["p99"] for x in lats]), p99_9_ms=_median([x["p99_9"] for x in lats]),
+        queries=sum(c["query_count"] for c in classes), errors=sum(c["error_count"] for c in classes),
+        result="INVALID" if causes else "VALID", cause=max(set(causes), key=causes.count) if causes else None,
+        run_dir=str(run_dir), repeats=len(entries),
     )  # fmt: skip
+
+
+def _median(values: list) -> Any:
+    known = sorted(v for v in values if v is not None)
+    return statistics.median(known) if known else None
 
 
 # --- outputs ---
@@ -255,6 +268,8 @@ def sweep_command(args: argparse.Namespace) -> int:
 
     if args.target is None:
         raise UsageError("tailmark sweep needs --target (start `tailmark serve` first for the built-in server)")
+    if getattr(args, "repeat", 1) < 1:
+        raise UsageError(f"--repeat {args.repeat}: must be >= 1")
     if args.knee_factor <= 1:
         raise UsageError(f"--knee-factor {args.knee_factor:g}: must be > 1")
     if args.concurrency_levels:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
 from support.repository import sleep_config
 from support.runcli import tailmark
 from support.serve import ServerProcess
-from tailmark.client.sweep import CSV_COLUMNS, Step, knee, parse_values
+from tailmark.client.sweep import CSV_COLUMNS, Step, knee, parse_values, step_of
 from tailmark.server.default_repository import write_model
 
 QUICK = ("--duration", "2", "--warmup", "0.5", "--min-queries", "20", "--no-progress")
@@ -108,3 +109,20 @@ def test_sweep_copies_runs_flags_and_leaves_run_as_it_was():
     sweep = parser.parse_args(["sweep", "--target", "h:1", "--model", "m", "--concurrency", "8,1,2", "--seed", "3"])
     assert sweep.concurrency_levels == [1, 2, 8]  # parsed by the sweep's own type
     assert sweep.concurrency is None and sweep.seed == 3 and sweep.handler.__name__ == "sweep_command"
+
+
+def test_a_repeated_step_is_the_median_of_its_repeats():
+    def entry(rate: float, p99: float, result: str, cause: str | None) -> dict:
+        lat = {"p50": p99 / 2, "p90": p99 / 1.5, "p99": p99, "p99_9": p99 * 2}
+        verdict = {"result": result, "cause": cause}
+        return {
+            "scenario": "concurrency",
+            "settings": {"effective": {"target_qps": 0.0, "concurrency": 4}},
+            "classes": {"all": {"achieved_rate_qps": rate, "latency_ms": {"intended_to_done": lat},
+                                "query_count": 100, "error_count": 0, "verdict": verdict}},
+        }  # fmt: skip
+
+    doc = {"scenarios": [entry(100, 10, "VALID", None), entry(90, 30, "INVALID", "host"), entry(95, 12, "VALID", None)]}
+    step = step_of(doc, 2, Path("step-02"))
+    assert (step.achieved_qps, step.p99_ms, step.p99_9_ms, step.queries, step.repeats) == (95, 12, 24, 300, 3)
+    assert (step.result, step.cause, step.concurrency, step.target_qps) == ("INVALID", "host", 4, None)
