@@ -16,6 +16,9 @@ p99 of the lowest-load step: where queueing starts to dominate the latency. The 
 achieved rate of the steps before it (the usable throughput at a p99 within that factor). The factor is a
 choice, not a law: a tight SLO wants a lower one (``--knee-factor 1.5``).
 
+A step whose verdict blames the client (cause "client") ends the sweep: higher loads would measure the
+client. Other INVALID steps stay in the curve with their verdict and cause.
+
 Example::
 
     tailmark sweep --target 127.0.0.1:8001 --model resnet --concurrency 1,2,4,8 --duration 10
@@ -176,13 +179,27 @@ def csv_text(steps: list[Step]) -> str:
     return out.getvalue()
 
 
-def write_outputs(out_dir: Path, steps: list[Step], found: Knee, kind: str, complete: bool) -> list[Path]:
+def stop_reason(step: Step) -> str:
+    """Why the sweep should stop after ``step`` ("" to go on): a step the client limited says that every
+    higher load would measure the client, not the endpoint (docs/verdicts.md, cause "client")."""
+    if step.cause == "client":
+        return (
+            f"step {step.step}: the client limited the result (cause: client); higher loads would measure the "
+            "client, not the endpoint: pin it to its own core or split the load over client processes"
+        )
+    return ""
+
+
+def write_outputs(
+    out_dir: Path, steps: list[Step], found: Knee, kind: str, complete: bool, stopped: str = ""
+) -> list[Path]:
     from tailmark.client.results import write_atomic
 
     doc = {
         "format": "tailmark.sweep/1",
         "kind": kind,  # "rate" or "concurrency"
         "complete": complete,
+        "stopped": stopped or None,  # why the sweep ended before its last value
         "latency": "intended_to_done (concurrency steps: intended = sent, so sent_to_done)",
         "knee_rule": f"first step whose p99 exceeds {found.factor:g} x the lowest-load step's p99",
         "knee": asdict(found),
@@ -311,9 +328,13 @@ def sweep_command(args: argparse.Namespace) -> int:
                 steps.append(step_of(doc, number, Path(step_dir.name)))  # relative: the sweep folder can move
         found = knee(steps, args.knee_factor)
         complete = number == len(values) and code in (0, run_cli.EXIT_INVALID)
+        stopped = stop_reason(steps[-1]) if steps and number < len(values) else ""
         if steps:
-            write_outputs(out_dir, steps, found, kind, complete)
+            write_outputs(out_dir, steps, found, kind, complete, stopped)
         if code not in (0, run_cli.EXIT_INVALID):
+            break
+        if stopped:
+            print(f"tailmark sweep: stopped after {stopped}", file=sys.stderr)
             break
     found = knee(steps, args.knee_factor)
     if steps:

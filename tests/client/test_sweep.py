@@ -13,7 +13,7 @@ import pytest
 from support.repository import sleep_config
 from support.runcli import tailmark
 from support.serve import ServerProcess
-from tailmark.client.sweep import CSV_COLUMNS, Step, knee, parse_values, step_of
+from tailmark.client.sweep import CSV_COLUMNS, Step, knee, parse_values, step_of, stop_reason
 from tailmark.server.default_repository import write_model
 
 QUICK = ("--duration", "2", "--warmup", "0.5", "--min-queries", "20", "--no-progress")
@@ -46,7 +46,7 @@ def test_concurrency_sweep_finds_the_capacity_and_the_knee(two_instances, tmp_pa
     assert all(88.0 <= rate <= 101.0 for rate in rates[2:]), rates  # flat at 2 instances / 20 ms
     assert float(rows[3]["p50_ms"]) >= 75.0  # 8 in flight on 2 instances: each waits for 3 ahead of it
     doc = json.loads((out / "sweep.json").read_text())
-    assert doc["complete"] and doc["kind"] == "concurrency" and len(doc["steps"]) == 4
+    assert doc["complete"] and doc["stopped"] is None and doc["kind"] == "concurrency" and len(doc["steps"]) == 4
     assert doc["knee"]["step"] in (3, 4), doc["knee"]  # queueing starts once 2 instances are busy
     assert 85.0 <= doc["knee"]["usable_qps"] <= 101.0
     for r in rows:  # every step is a real run with its own results and verdict
@@ -126,3 +126,12 @@ def test_a_repeated_step_is_the_median_of_its_repeats():
     step = step_of(doc, 2, Path("step-02"))
     assert (step.achieved_qps, step.p99_ms, step.p99_9_ms, step.queries, step.repeats) == (95, 12, 24, 300, 3)
     assert (step.result, step.cause, step.concurrency, step.target_qps) == ("INVALID", "host", 4, None)
+
+
+def test_a_client_bound_step_stops_the_sweep():
+    def step(cause: str | None) -> Step:
+        result = "INVALID" if cause else "VALID"
+        return Step(3, "poisson", 900.0, None, 700.0, 1.0, 2.0, 3.0, 4.0, 100, 0, result, cause, "step-03")
+
+    assert stop_reason(step(None)) == "" and stop_reason(step("host")) == "" and stop_reason(step("endpoint")) == ""
+    assert "step 3: the client limited the result" in stop_reason(step("client"))
