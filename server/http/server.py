@@ -34,6 +34,7 @@ STATUS_BY_ERROR: dict[type[errors.ServerError], int] = {
     errors.ModelFailed: 500,
 }
 IDLE_TIMEOUT_S = 60.0
+LINGER_S = 2.0
 MAX_HEAD_BYTES = 64 << 10
 
 
@@ -81,6 +82,7 @@ class _Connection(asyncio.Protocol):
         self.received = 0
         self.busy = False  # an answer is being computed: further bytes wait in h11's buffer
         self.timer: asyncio.TimerHandle | None = None
+        self.lingering = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -102,12 +104,16 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:  # the answer went out; the rest of a refused body is read and dropped
+            return
         self.h11.receive_data(data)
         self._arm()
         if not self.busy:
             self._next()
 
     def eof_received(self):
+        if self.lingering:
+            return None  # asyncio then closes the transport
         self.h11.receive_data(b"")
         if not self.busy:
             self._next()
@@ -117,7 +123,7 @@ class _Connection(asyncio.Protocol):
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
-                self._reply_error(exc.error_status_hint, f"malformed HTTP request: {exc}", close=True)
+                self._reply_error(exc.error_status_hint, f"malformed HTTP request: {exc}")
                 return
             kind = type(event)
             if event is h11.NEED_DATA or event is h11.PAUSED:
@@ -127,13 +133,13 @@ class _Connection(asyncio.Protocol):
                 length = dict(event.headers).get(b"content-length")
                 if length is not None and int(length) > self.server.settings.max_message_bytes:
                     limit = self.server.settings.max_message_bytes
-                    self._reply_error(413, f"request body of {int(length)} bytes exceeds {limit}", close=True)
+                    self._reply_error(413, f"request body of {int(length)} bytes exceeds {limit}")
                     return
             elif kind is h11.Data:
                 self.chunks.append(event.data)
                 self.received += len(event.data)
                 if self.received > self.server.settings.max_message_bytes:
-                    self._reply_error(413, "request body too large", close=True)
+                    self._reply_error(413, "request body too large")
                     return
             elif kind is h11.EndOfMessage:
                 self.busy = True
@@ -157,10 +163,11 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self._next()
 
-    def _send(self, status: int, extra: list, body: bytes, close: bool = False) -> None:
+    def _send(self, status: int, extra: list, body: bytes, last: bool = False) -> None:
+        """Write one answer; ``last``: say ``connection: close`` and leave closing to the caller."""
         content_type = b"application/octet-stream" if extra else b"application/json"
         headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *extra]
-        if close:
+        if last:
             headers.append((b"connection", b"close"))
         try:
             out = self.h11.send(h11.Response(status_code=status, headers=headers))
@@ -169,7 +176,9 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.transport.write(out)
-        if self.h11.our_state is h11.MUST_CLOSE or close:
+        if last:
+            return
+        if self.h11.our_state is h11.MUST_CLOSE:
             self.close()
             return
         try:
@@ -177,10 +186,17 @@ class _Connection(asyncio.Protocol):
         except h11.LocalProtocolError:  # the client has not finished sending its request: close after it
             self.close()
 
-    def _reply_error(self, status: int, message: str, close: bool = False) -> None:
+    def _reply_error(self, status: int, message: str) -> None:
+        """Answer and close; the client's unsent body is read and dropped for up to LINGER_S first, so that it
+        reads the answer instead of a reset (closing with unread bytes makes the kernel send RST)."""
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            self._send(status, [], json.dumps({"error": message}).encode(), close=close)
-        self.close()
+            self._send(status, [], json.dumps({"error": message}).encode(), last=True)
+        self.lingering = True
+        if self.transport is not None and self.transport.can_write_eof():
+            self.transport.write_eof()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(LINGER_S, self.close)
 
 
 class HttpServer:
@@ -231,7 +247,9 @@ class HttpServer:
                 raise RouteNotFound(f"no route {path}")
             return (200 if ok else 503), [], b""
         if parts == ["v2"] and method == b"GET":
-            return 200, [], _json(core.server_metadata())
+            metadata = core.server_metadata()
+            metadata.extensions.append("binary_tensor_data")  # REST only: gRPC has raw contents instead
+            return 200, [], _json(metadata)
         if parts[:2] != ["v2", "models"] or len(parts) < 3:
             raise RouteNotFound(f"no route {method.decode()} {path}")
         if parts == ["v2", "models", "stats"]:

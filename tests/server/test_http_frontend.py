@@ -53,7 +53,8 @@ def test_tritonclient_http_sync_every_datatype(rest, binary):
     client = tritonhttp.InferenceServerClient(rest.http_url)
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("identity_fp32")
-    assert client.get_server_metadata()["name"] == "tailmark"
+    server_metadata = client.get_server_metadata()
+    assert server_metadata["name"] == "tailmark" and "binary_tensor_data" in server_metadata["extensions"]
     metadata = client.get_model_metadata("identity_int32")
     assert metadata["inputs"] == [{"name": "INPUT0", "datatype": "INT32", "shape": [-1]}]
     assert int(client.get_model_config("identity_fp32").get("max_batch_size", 0)) == 0
@@ -189,3 +190,41 @@ def test_the_tailmark_client_over_rest_equals_grpc_and_runs_valid(rest, tmp_path
     everything = scenario(doc, "server")["classes"]["all"]
     assert everything["error_count"] == 0, everything["errors"]
     assert everything["verdict"]["result"] == "VALID", [c for c in everything["verdict"]["checks"] if not c["passed"]]
+
+
+def test_tls_mutual_tls_and_the_bearer_token(test_repository, tmp_path):
+    """The REST port takes the gRPC port's TLS files and token: tailmark's client over https with a client
+    certificate and the token gets answers; without the token, 401 (UNAUTHENTICATED); plain http fails."""
+    from support.pki import make_pki
+    from tailmark.client.http_transport import HttpTransport
+    from tailmark.client.transport import RequestFailed, TlsSettings
+
+    pki = make_pki(tmp_path)
+    tls = ("--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"), "--tls-ca", str(pki / "ca.pem"))
+    with ServerProcess(test_repository, "--http-port", "0", *tls, "--auth-token", "s3cret") as process:
+        line = next(line for line in process.lines if "REST on http://" in line)
+        address = line.split("REST on http://", 1)[1].split()[0]
+        mutual = TlsSettings(pki / "ca.pem", pki / "client.pem", pki / "client.key")
+
+        async def go():
+            token = [("authorization", "Bearer s3cret")]
+            client = await HttpTransport.connect(f"https://{address}", tls=mutual, metadata=token)
+            try:
+                info = await client.model_info("identity_fp32")
+                assert info.name == "identity_fp32"
+            finally:
+                await client.aclose()
+            client = await HttpTransport.connect(f"https://{address}", tls=mutual)
+            try:
+                from tailmark.client.samples import random_pool
+
+                payload = random_pool(info, count=1, seed=1, shapes={"INPUT0": (2,)}).payload(0)
+                with pytest.raises(RequestFailed) as failed:
+                    await client.infer(payload)
+                assert failed.value.status == "UNAUTHENTICATED"
+            finally:
+                await client.aclose()
+
+        asyncio.run(go())
+        with pytest.raises((ConnectionError, http.client.HTTPException)):
+            _post(address, "/v2/models/identity_fp32/infer", b"{}", {})
