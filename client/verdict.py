@@ -59,6 +59,8 @@ class Verdict:
     def cause(self) -> str | None:
         """Whom the evidence blames: None (VALID), "client", "host", "endpoint" or "length" (too short a run)."""
         failed = {c.name for c in self.failed}
+        if "latency_bound" not in {c.name for c in self.checks}:
+            failed = {"min_queries" if name == "early_stopping" else name for name in failed}  # a count, no bound
         for cause, names in _CAUSES:
             if failed & names:
                 return cause

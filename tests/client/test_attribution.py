@@ -172,3 +172,10 @@ def test_without_a_probe_the_host_is_never_blamed() -> None:
     verdict = _judge(service_ms=8, lag_ms=5, late_share=0.02, evidence=Evidence(client_cpu_pct=5))
     assert verdict.cause == "client"
     assert "no host probe" in _check(verdict, "client_bound").detail
+
+
+def test_too_few_queries_for_a_closed_loop_estimate_is_the_runs_length() -> None:
+    settings = resolve(ScenarioSettings(scenario=Scenario.SINGLE_STREAM, min_duration_s=1.0), mlperf=False)
+    verdict = judge(settings, duration_s=2.0, latency=histogram_of([MS] * 40), client_cpu_pct=10)
+    assert [c.name for c in verdict.failed] == ["min_queries", "early_stopping"]
+    assert verdict.cause == "length"
