@@ -54,6 +54,7 @@ STATUS_BY_HTTP = {
     408: "DEADLINE_EXCEEDED",
     409: "ALREADY_EXISTS",
     413: "RESOURCE_EXHAUSTED",
+    422: "INVALID_ARGUMENT",  # FastAPI's validation error (MLServer, KServe)
     429: "RESOURCE_EXHAUSTED",
     499: "CANCELLED",
     500: "INTERNAL",
@@ -273,10 +274,12 @@ class _Connection(asyncio.Protocol):
     def send(self, request: h11.Request, body: bytes) -> asyncio.Future:
         self.future = asyncio.get_running_loop().create_future()
         self._chunks = []
-        self.transport.write(self.h11.send(request))
+        send = self.h11.send
+        # one writev for head, body and end: three writes cost three syscalls (~30 µs per request)
         if body:
-            self.transport.write(self.h11.send(h11.Data(data=body)))
-        self.transport.write(self.h11.send(h11.EndOfMessage()))
+            self.transport.writelines((send(request), send(h11.Data(data=body)), send(h11.EndOfMessage())))
+        else:
+            self.transport.write(send(request) + send(h11.EndOfMessage()))
         return self.future
 
     def data_received(self, data: bytes) -> None:
@@ -531,6 +534,8 @@ def _error_message(body: bytes) -> str:
         document = json.loads(body)
         if isinstance(document, dict) and "error" in document:
             return str(document["error"])
+        if isinstance(document, dict) and "detail" in document:  # FastAPI (MLServer, KServe)
+            return str(document["detail"])
     except ValueError:
         pass
     return body[:500].decode("utf-8", errors="replace")
