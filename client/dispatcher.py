@@ -237,12 +237,12 @@ class Dispatcher:
                 raise RequestFailed("DEADLINE_EXCEEDED", "the deadline passed before the request could be sent")
             await self.transport.infer(payload, timeout_s)
         except RequestFailed as exc:
-            self._failure(exc.status, traffic_class, measured)
+            self._failure(exc.status, traffic_class, measured, intended_ns, sent_ns, len(payload))
         else:
             done_ns = time.perf_counter_ns()
             self._unavailable_streak = 0
             if measured:
-                self.recorder.record((self.scenario, traffic_class), intended_ns, sent_ns, done_ns)
+                self.recorder.record((self.scenario, traffic_class), intended_ns, sent_ns, done_ns, len(payload))
                 self.completed += 1
                 self.samples_completed += samples
                 self._count_done(done_ns)
@@ -250,9 +250,12 @@ class Dispatcher:
             self.outstanding -= 1
             self._slot_freed.set()
 
-    def _failure(self, status: str, traffic_class: str, measured: bool) -> None:
+    def _failure(
+        self, status: str, traffic_class: str, measured: bool, intended_ns: int, sent_ns: int, request_bytes: int
+    ) -> None:
+        """Count a failed request (with its instants and size, for the request log) and watch for a lost target."""
         if measured:
-            self.recorder.record_error((self.scenario, traffic_class), status)
+            self.recorder.record_error((self.scenario, traffic_class), status, intended_ns, sent_ns, request_bytes)
             self.failed += 1
         if status == "UNAVAILABLE":
             self._unavailable_streak += 1
@@ -361,12 +364,13 @@ class Dispatcher:
             for failure in failures:
                 if not isinstance(failure, RequestFailed):
                     raise failure
+            request_bytes = sum(len(p) for p in payloads)
             if failures:
-                self._failure(failures[0].status, traffic_class, measured)
+                self._failure(failures[0].status, traffic_class, measured, issued_ns, issued_ns, request_bytes)
             else:
                 self._unavailable_streak = 0
                 if measured:
-                    self.recorder.record(key, issued_ns, issued_ns, done_ns)
+                    self.recorder.record(key, issued_ns, issued_ns, done_ns, request_bytes)
                     self.completed += 1
                     self.samples_completed += samples_per_query
                     self._count_done(done_ns)
@@ -431,12 +435,12 @@ class Dispatcher:
                 try:
                     await self.transport.infer(payload)
                 except RequestFailed as exc:
-                    self._failure(exc.status, traffic_class, measured)
+                    self._failure(exc.status, traffic_class, measured, sent_ns, sent_ns, len(payload))
                 else:
                     done_ns = time.perf_counter_ns()
                     self._unavailable_streak = 0
                     if measured:
-                        self.recorder.record(key, sent_ns, sent_ns, done_ns)
+                        self.recorder.record(key, sent_ns, sent_ns, done_ns, len(payload))
                         self.completed += 1
                         self.samples_completed += batch_size
                         self._count_done(done_ns)

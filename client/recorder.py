@@ -20,9 +20,11 @@ each key's interval histograms to the ``.hlog`` as ``Tag=scenario/class/metric``
 a killed run keeps every finished interval. ``to_dict()``/``from_dict()`` carry cumulative histograms between
 processes; ``merge()`` adds them losslessly.
 
-Per-request log (opt-in, ``request_log_path``): each flush also hands the key's stamps, as the int64 array it
-already built, to a ``RequestLog`` sink, and ``record_error`` keeps the failure's instants for it; nothing is
-added to ``record()``. Format and measured cost: ``client/request_log.py``.
+Per-request log (opt-in, ``request_log_path``): ``record()`` then also buffers the request's size in bytes (a 4th
+integer; without a log the size is dropped: buffering it anyway measured up to ~10 % of ``record``), each flush
+hands the key's stamps and sizes, as the int64 array it already built, to a ``RequestLog`` sink, and
+``record_error`` keeps the failure's instants and size for it. Format and measured cost:
+``client/request_log.py``.
 """
 
 from __future__ import annotations
@@ -78,14 +80,14 @@ class RecorderDict(TypedDict):
 class _Series:
     """Everything recorded for one key."""
 
-    pending: list[int] = field(default_factory=list)  # intended, sent, done, intended, sent, done, ...
+    pending: list[int] = field(default_factory=list)  # intended, sent, done[, bytes] per request
     total: dict[str, HdrHistogram] = field(default_factory=lambda: {m: hlog.new_histogram() for m in METRICS})
     interval: dict[str, HdrHistogram] = field(default_factory=lambda: {m: hlog.new_histogram() for m in METRICS})
     errors: Counter[str] = field(default_factory=Counter)
     overflow: Counter[str] = field(default_factory=Counter)
     underflow: Counter[str] = field(default_factory=Counter)
     key: Key = ("", "")
-    failed: list[tuple[int | None, int | None, int, str]] = field(default_factory=list)  # for the request log only
+    failed: list[tuple[int | None, int | None, int, str, int]] = field(default_factory=list)  # for the request log only
 
 
 class Recorder:
@@ -126,11 +128,17 @@ class Recorder:
             comment = "[tailmark interval histograms: values in ns, max column in ms, Tag=scenario/class/metric]"
             self._file, self._writer = hlog.open_log(hlog_path, start_time_s, comment)
         self._request_log = RequestLog(request_log_path, start_ns=self._start_ns) if request_log_path else None
+        self._width = 3  # integers buffered per request: intended, sent, done (and the request's bytes if logged)
+        if self._request_log is not None:
+            self._width = 4
+            self.record = self._record_sized  # type: ignore[method-assign]
 
     # --- hot path ---
 
-    def record(self, key: Key, intended_ns: int, sent_ns: int, done_ns: int) -> None:
-        """Buffer one completed request (perf_counter_ns stamps); checked and histogrammed at the next flush."""
+    def record(self, key: Key, intended_ns: int, sent_ns: int, done_ns: int, request_bytes: int = 0) -> None:
+        """Buffer one completed request (perf_counter_ns stamps); checked and histogrammed at the next flush.
+
+        ``request_bytes`` is kept only with a request log (``__init__`` then binds ``_record_sized`` here)."""
         buf = self._pending.get(key)
         if buf is None:
             buf = self._add_series(key).pending
@@ -138,16 +146,30 @@ class Recorder:
         if len(buf) >= 3 * FLUSH_EVERY:
             self._flush_series(self._series[key])
 
+    def _record_sized(self, key: Key, intended_ns: int, sent_ns: int, done_ns: int, request_bytes: int = 0) -> None:
+        buf = self._pending.get(key)
+        if buf is None:
+            buf = self._add_series(key).pending
+        buf += (intended_ns, sent_ns, done_ns, request_bytes)
+        if len(buf) >= 4 * FLUSH_EVERY:
+            self._flush_series(self._series[key])
+
     def record_error(
-        self, key: Key, status_name: str, intended_ns: int | None = None, sent_ns: int | None = None
+        self,
+        key: Key,
+        status_name: str,
+        intended_ns: int | None = None,
+        sent_ns: int | None = None,
+        request_bytes: int = 0,
     ) -> None:
         """Count one failed request under its gRPC status name (a timeout: ``DEADLINE_EXCEEDED``).
 
-        With a request log, the failure is logged with ``done_ns`` = now and the instants the caller gives."""
+        With a request log, the failure is logged with ``done_ns`` = now and the instants and size the caller
+        gives."""
         series = self._series.get(key) or self._add_series(key)
         series.errors[status_name] += 1
         if self._request_log is not None:
-            series.failed.append((intended_ns, sent_ns, time.perf_counter_ns(), status_name))
+            series.failed.append((intended_ns, sent_ns, time.perf_counter_ns(), status_name, request_bytes))
 
     # --- buffers to histograms ---
 
@@ -169,7 +191,7 @@ class Recorder:
             series.failed.clear()
         if not series.pending:
             return
-        stamps = np.array(series.pending, dtype=np.int64).reshape(-1, 3)
+        stamps = np.array(series.pending, dtype=np.int64).reshape(-1, self._width)
         series.pending.clear()
         if self._request_log is not None:
             self._request_log.write_ok(series.key, stamps)
