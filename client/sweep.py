@@ -23,6 +23,7 @@ Example::
 
     tailmark sweep --target 127.0.0.1:8001 --model resnet --concurrency 1,2,4,8 --duration 10
     tailmark sweep --target 127.0.0.1:8001 --model resnet --rates 100:500:100 --out runs/sweep
+    tailmark sweep --concurrency 1,2,4   # no target: the built-in server, started once, and its default model
 """
 
 from __future__ import annotations
@@ -283,8 +284,8 @@ def sweep_command(args: argparse.Namespace) -> int:
     from tailmark.client import cli as run_cli
     from tailmark.client.errors import ConfigError, TailmarkError
 
-    if args.target is None:
-        raise UsageError("tailmark sweep needs --target (start `tailmark serve` first for the built-in server)")
+    if not _has_target(args):
+        return _sweep_embedded(args)
     if getattr(args, "repeat", 1) < 1:
         raise UsageError(f"--repeat {args.repeat}: must be >= 1")
     if args.knee_factor <= 1:
@@ -346,3 +347,30 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.fail_on_invalid and any(s.result != "VALID" for s in steps):
         return run_cli.EXIT_INVALID
     return 0
+
+
+def _has_target(args: argparse.Namespace) -> bool:
+    """--target, or a target in the --config file (as tailmark run reads it)."""
+    from tailmark.client.plan import load_plan_file
+
+    return args.target is not None or bool(args.config and load_plan_file(args.config).get("target"))
+
+
+def _sweep_embedded(args: argparse.Namespace) -> int:
+    """No target: one built-in server (``tailmark serve``, as ``tailmark run`` starts it, pinned the same way)
+    for every step, so the steps measure one server process and the pinning is split once, not re-split from
+    the client's own CPUs at each step; its default model unless ``--model`` names another."""
+    from tailmark.client.cli import EMBEDDED_MODEL
+    from tailmark.client.embedded import EmbeddedServer
+    from tailmark.client.pinning import split_cpus
+
+    pinning = None if args.no_pin else split_cpus()
+    print("starting the built-in server (tailmark serve) ...", file=sys.stderr, flush=True)
+    with EmbeddedServer(None, "--metrics-port", "0", cpus=pinning.server if pinning else None) as server:
+        if pinning is not None:
+            pinning.pin_this_process()  # the client, and the host probe it starts, on the other CPUs
+        endpoint = argparse.Namespace(**vars(args))
+        endpoint.target, endpoint.model = server.target, args.model or EMBEDDED_MODEL
+        if hasattr(args, "metrics_url") and not args.metrics_url:
+            endpoint.metrics_url = server.metrics_url or None  # its own metrics, scraped as tailmark run does
+        return sweep_command(endpoint)

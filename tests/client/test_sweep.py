@@ -78,8 +78,20 @@ def test_sweep_refusals():
     assert run.returncode == 2 and "--rates" in run.stderr
     run = tailmark("sweep", "--target", "127.0.0.1:1", "--model", "m", "--rates", "0,10")
     assert run.returncode == 2 and "values > 0" in run.stderr
-    run = tailmark("sweep", "--model", "m", "--concurrency", "1,2")
-    assert run.returncode == 2 and "needs --target" in run.stderr
+
+
+def test_without_a_target_the_sweep_starts_the_built_in_server_once(tmp_path):
+    out = tmp_path / "sweep"
+    run = tailmark("sweep", "--concurrency", "1,2", "--no-calibration", *QUICK, "--duration", "1", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("starting the built-in server") == 1
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["complete"] and [s["concurrency"] for s in doc["steps"]] == [1, 2]
+    targets = [
+        json.loads((out / s["run_dir"] / "results.json").read_text())["environment"]["target"] for s in doc["steps"]
+    ]
+    assert {t["model"] for t in targets} == {"resnet"}  # the built-in server's default model
+    assert len({t["address"] for t in targets}) == 1  # one server for every step
 
 
 def test_parse_values_and_the_knee_rule():
