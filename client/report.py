@@ -19,6 +19,8 @@ from tailmark.client.results import ALL, LATENCIES, ClassDoc, ResultsDoc, Scenar
 
 _STATS = ("min", "mean", "p50", "p90", "p95", "p97", "p99", "p99_9", "max")
 _HEADER = ("scenario", "class", "queries", "rate/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "lag p99", "errors")
+SENT_MARK = "*"
+SENT_LEGEND = f"{SENT_MARK} latency sent -> done: a closed loop sends each query when a slot frees (intended = sent)"
 
 
 def _rows(scenario: ScenarioDoc) -> list[tuple[str, ClassDoc]]:
@@ -31,6 +33,17 @@ def _label(scenario: ScenarioDoc) -> str:
     """The scenario's name, with its repeat under --repeat: "server#2"."""
     repeat = scenario.get("repeat")
     return scenario["scenario"] + (f"#{repeat}" if repeat else "")
+
+
+def _row_label(scenario: ScenarioDoc) -> str:
+    """The table's scenario cell: the label, marked when the scenario's latency is sent -> done (``SENT_LEGEND``)."""
+    return _label(scenario) + (SENT_MARK if scenario["settings"].get("latency_from") == "sent" else "")
+
+
+def _sent_legend(doc: ResultsDoc) -> list[str]:
+    """The legend line under a table with a marked row, else nothing."""
+    marked = any(s["settings"].get("latency_from") == "sent" for s in doc["scenarios"])
+    return [SENT_LEGEND] if marked else []
 
 
 def _result(c: ClassDoc) -> str:
@@ -50,7 +63,7 @@ def console_table(doc: ResultsDoc) -> str:
         for name, c in _rows(scenario):
             lat, lag = c["latency_ms"]["intended_to_done"], c["latency_ms"]["send_lag"]
             rows.append((
-                _label(scenario), name, str(c["query_count"]), _num(c["achieved_rate_qps"], 1),
+                _row_label(scenario), name, str(c["query_count"]), _num(c["achieved_rate_qps"], 1),
                 _num(lat["p50"]), _num(lat["p90"]), _num(lat["p99"]), _num(lat["p99_9"]),
                 _num(lag["p99"]), str(c["error_count"]), _result(c),
             ))  # fmt: skip
@@ -59,6 +72,7 @@ def console_table(doc: ResultsDoc) -> str:
     lines = ["  ".join(v.ljust(w) if i in left else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
              .rstrip() for r in rows]  # fmt: skip
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += _sent_legend(doc)
     if not doc["complete"]:
         lines.append("")
         lines.append("PARTIAL RESULT" + (f": {doc['interrupted']}" if doc["interrupted"] else " (run still going)"))
@@ -321,10 +335,11 @@ def html_report(doc: ResultsDoc, *, plots: bool = True) -> str:
             cells = [_num(c["achieved_rate_qps"], 1), *(_num(lat[k]) for k in ("p50", "p90", "p99", "p99_9"))]
             cells = [str(c["query_count"]), *cells, _num(lag["p99"]), str(c["error_count"])]
             result = c["verdict"]["result"]
-            parts.append(f"<tr><td class='t'>{esc(_label(scenario))}</td><td class='t'>{esc(name)}</td>"
+            parts.append(f"<tr><td class='t'>{esc(_row_label(scenario))}</td><td class='t'>{esc(name)}</td>"
                          + "".join(f"<td>{v}</td>" for v in cells)
                          + f"<td class='t {result}'>{esc(_result(c))}</td></tr>")  # fmt: skip
     parts.append("</table>")
+    parts += [f"<p class='legend'>{esc(line)}</p>" for line in _sent_legend(doc)]
     endpoint = [f"endpoint: {note}" for note in (env.get("target") or {}).get("notes") or []]
     notes = endpoint + _calibration_lines(doc) + [line for s in doc["scenarios"] for line in _notes(s)]
     if notes:

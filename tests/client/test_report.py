@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
@@ -89,7 +90,7 @@ def test_console_table_content() -> None:
         ("server", "all", "VALID"),
         ("server", "batch", "VALID"),
         ("server", "chat", "VALID"),
-        ("single-stream", "all", "(client)"),  # "INVALID (client)"; its lone "default" class is not repeated
+        ("single-stream*", "all", "(client)"),  # "INVALID (client)"; its lone "default" class is not repeated
     ]
     assert rows[0][2] == "2100" and rows[0][3] == "100.0"  # 2100 queries over 21 s
     # p99 of "all" is LoadGen's sorted[floor(0.99 n)] of the merged values, to the bucket's upper edge
@@ -145,3 +146,21 @@ def test_reports_render_from_a_written_results_file(tmp_path) -> None:
     doc = _doc()
     (tmp_path / "results.json").write_text(json.dumps(doc))
     assert report.console_table(load_results(tmp_path / "results.json")) == report.console_table(doc)
+
+
+def test_a_sent_to_done_scenario_is_marked_in_both_tables() -> None:
+    doc = _doc()
+    concurrency = resolve(ScenarioSettings(scenario=Scenario.CONCURRENCY, concurrency=4), mlperf=False)
+    result = ScenarioResult(concurrency, {"default": _class("default", [3.0] * 40, 0.0)}, 2.0)
+    doc["scenarios"].append(json.loads(json.dumps(result.to_dict())))
+    assert doc["scenarios"][-1]["settings"]["latency_from"] == "sent"
+    lines = report.console_table(doc).splitlines()
+    marked = [line.split()[0] for line in lines[2:7] if line.split()[0].endswith("*")]  # the 5 rows
+    assert marked == ["single-stream*", "concurrency*"]  # closed loops; the open-loop server rows are not marked
+    assert lines[7] == report.SENT_LEGEND and "sent -> done" in report.SENT_LEGEND
+    page = report.html_report(doc, plots=False)
+    assert "<td class='t'>concurrency*</td>" in page and "<td class='t'>server</td>" in page
+    assert page.count(html.escape(report.SENT_LEGEND)) == 1
+    doc["scenarios"] = doc["scenarios"][:1]  # the server scenario alone: no mark, no legend
+    assert report.SENT_LEGEND not in report.console_table(doc)
+    assert html.escape(report.SENT_LEGEND) not in report.html_report(doc, plots=False)
