@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
+import re
 import signal
 import sys
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tailmark.client.settings import Scenario
+from tailmark.client.search import register as register_search
 from tailmark.client.sweep import register as register_sweep
 
 TRANSPORTS = ("h2", "grpc", "http")
@@ -95,6 +98,15 @@ def register(subparsers) -> None:
     run.add_argument(
         "--per-request-log", action="store_true", help="also write requests.jsonl: one line per measured request"
     )
+    run.add_argument(
+        "--metrics-url", help="scrape this Prometheus text endpoint (http://HOST:PORT/metrics) during each scenario "
+        "(built-in default: the built-in server's); series in metrics.json, summary in results.json, plot in report",
+    )  # fmt: skip
+    run.add_argument("--metrics-interval", type=float, default=1.0, help="seconds between scrapes (default 1)")
+    run.add_argument(
+        "--metrics-series", metavar="REGEX", help="also keep the series whose whole name matches REGEX (default: "
+        "Triton's queue time, successes, pending requests and GPU utilisation)",
+    )  # fmt: skip
     run.add_argument("--no-calibration", action="store_true", help="skip measuring this client's ceiling (~2 s)")
     run.add_argument(
         "--no-host-probe", action="store_true", help="no host-noise probe (then the host is never blamed for lateness)"
@@ -104,6 +116,7 @@ def register(subparsers) -> None:
     )
     run.set_defaults(handler=run_command)
     register_sweep(subparsers, run)  # tailmark sweep: every flag of run, one run per load level
+    register_search(subparsers, run)  # tailmark search: the highest rate under an SLO, over sweep's step runner
 
     report = subparsers.add_parser("report", help="print a run's table again and rewrite its HTML report")
     report.add_argument("run", type=Path, help="run directory or its results.json")
@@ -329,18 +342,48 @@ def _run_with_loop(plan, args: argparse.Namespace) -> int:
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
+    scrape = _scrape_settings(args, embedded=plan.target is None)
     if plan.target is not None:
-        return runner(_measure(plan, args, plan.target, out_dir))
+        return runner(_measure(plan, args, plan.target, out_dir, scrape=scrape))
     pinning = None if args.no_pin else split_cpus()
     print("starting the built-in server (tailmark serve) ...", file=sys.stderr, flush=True)
-    with EmbeddedServer(cpus=pinning.server if pinning else None) as server:
+    with EmbeddedServer(None, "--metrics-port", "0", cpus=pinning.server if pinning else None) as server:
         if pinning is not None:
             pinning.pin_this_process()  # the client, and the host probe it starts, on the other CPUs
-        return runner(_measure(plan, args, server.target, out_dir, embedded=True, pinning=pinning))
+        if scrape is not None and not scrape.url:  # the built-in server's own metrics, scraped by default
+            scrape = dataclasses.replace(scrape, url=server.metrics_url, unreachable=None if server.metrics_url
+                                         else "the built-in server printed no metrics address")  # fmt: skip
+        return runner(_measure(plan, args, server.target, out_dir, embedded=True, pinning=pinning, scrape=scrape))
+
+
+def _scrape_settings(args: argparse.Namespace, embedded: bool):
+    """--metrics-*: the scrape's settings (url "" until the built-in server prints its own), or None."""
+    from tailmark.cli import UsageError
+    from tailmark.client.metrics_scrape import MetricsUnavailable, ScrapeSettings, parser
+
+    url, interval, series = (getattr(args, k, None) for k in ("metrics_url", "metrics_interval", "metrics_series"))
+    if not url and not embedded:
+        return None
+    if url and not url.startswith(("http://", "https://")):
+        raise UsageError(f"--metrics-url {url!r}: expected http://HOST:PORT/metrics")
+    if interval is not None and not interval > 0:
+        raise UsageError(f"--metrics-interval {interval:g}: must be > 0")
+    try:
+        re.compile(series or "")
+    except re.error as exc:
+        raise UsageError(f"--metrics-series {series!r}: not a regular expression ({exc})") from None
+    try:
+        parser()
+    except MetricsUnavailable as exc:
+        if url:
+            raise UsageError(str(exc)) from None
+        print(f"tailmark run: warning: {exc}; the run goes on without server metrics", file=sys.stderr, flush=True)
+        return None
+    return ScrapeSettings(url or "", interval_s=interval or 1.0, extra_series=series)
 
 
 async def _measure(
-    plan, args: argparse.Namespace, target: str, out_dir: Path, embedded: bool = False, pinning=None
+    plan, args: argparse.Namespace, target: str, out_dir: Path, embedded: bool = False, pinning=None, scrape=None
 ) -> int:
     from tailmark.client.calibration import calibrate
     from tailmark.client.control import endpoint_notes
@@ -374,6 +417,13 @@ async def _measure(
         if args.repeat > 1:
             result.repeat_count, result.scenarios_per_repeat = args.repeat, len(plan.scenarios)
         progress = Progress(enabled=not args.no_progress)
+        if scrape is not None and scrape.unreachable is None:
+            from tailmark.client.metrics_scrape import check
+
+            if (why := await asyncio.to_thread(check, scrape.url)) is not None:
+                print(f"tailmark run: warning: server metrics at {scrape.url}: {why}; the run goes on without them",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                scrape = dataclasses.replace(scrape, unreachable=f"unreachable: {why}")
         # everything built so far lives for the whole run: keep the cyclic GC from rescanning it mid-run
         gc.freeze()
         # the dispatcher's waker thread must get the GIL within its sub-millisecond budget (default 5 ms)
@@ -392,7 +442,7 @@ async def _measure(
         out_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that cannot start leaves no empty folder
         scenarios = repeat_plan(plan.scenarios, args.repeat)
         run = Run(scenarios=scenarios, transport=transport, pool=pool, out_dir=out_dir, result=result,
-                  progress=progress, probe=probe, per_request_log=args.per_request_log)  # fmt: skip
+                  progress=progress, probe=probe, per_request_log=args.per_request_log, metrics=scrape)  # fmt: skip
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by the user (SIGINT)")
         loop.add_signal_handler(signal.SIGTERM, run.interrupt, "terminated (SIGTERM)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from tailmark.client.errors import Unreachable
 
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
+METRICS = re.compile(r"metrics on (http://\S+/metrics)")  # printed before "listening on" with --metrics-port
 
 
 class EmbeddedServer:
@@ -36,6 +37,7 @@ class EmbeddedServer:
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
         self.target = ""
+        self.metrics_url = ""  # with --metrics-port among the extra args: where its Prometheus text is
         self.tail: deque[str] = deque(maxlen=500)  # last lines of its output, for error messages and tests
 
     def __enter__(self) -> EmbeddedServer:
@@ -60,6 +62,8 @@ class EmbeddedServer:
             if not line:
                 break
             self.tail.append(line.rstrip())
+            if metrics := METRICS.search(line):
+                self.metrics_url = metrics.group(1)
             match = LISTENING.search(line)
             if match:
                 self.target = f"{match.group(1)}:{match.group(2)}"

@@ -8,9 +8,11 @@ nothing that measures prints.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import html
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,7 @@ def _notes(scenario: ScenarioDoc) -> list[str]:
                 out.append(f"    -> {check['recommendation']}")
     out += _interval_lines(scenario)
     out += _evidence_lines(scenario)
+    out += _server_metrics_lines(scenario)
     stats = scenario.get("server_stats")
     if stats and stats["requests"]:
         mean = stats["mean_us"]
@@ -183,6 +186,29 @@ def _evidence_lines(scenario: ScenarioDoc) -> list[str]:
             host += f", client waited {probe['client_wait_ms']:.0f} ms for a CPU"
         lines.append(host)
     return lines
+
+
+def _server_metrics_lines(scenario: ScenarioDoc) -> list[str]:
+    """What the endpoint's scraped /metrics said over the scenario, in one line."""
+    scraped = scenario.get("server_metrics")
+    if not scraped:
+        return []
+    head = f"{_label(scenario)} server metrics"
+    if not scraped["scrapes"]:
+        return ["", f"{head}: none ({scraped['error']})"]
+    totals: dict[str, list[float]] = {}
+    for series in scraped["series"]:
+        value = series["increase"] if series["kind"] == "counter" else series["max"]
+        if value is not None:
+            totals.setdefault(series["name"], []).append(value)
+    parts = [f"{scraped['scrapes']} scrapes every {scraped['interval_s']:g} s"]
+    if scraped["failed_scrapes"]:
+        parts.append(f"{scraped['failed_scrapes']} failed ({scraped['error']})")
+    named = (("nv_inference_request_success", "successes +{:.0f}", sum),
+             ("nv_inference_pending_request_count", "pending max {:.0f}", max),
+             ("nv_gpu_utilization", "GPU utilisation max {:.0%}", max))  # fmt: skip
+    parts += [text.format(pick(totals[name])) for name, text, pick in named if name in totals]
+    return ["", f"{head}: " + ", ".join(parts)]
 
 
 # --- CSV ---
@@ -292,6 +318,69 @@ def lateness_plot_png(plt: Any, scenario: ScenarioDoc) -> str | None:
     return png
 
 
+SERVER_SERIES = (
+    "nv_inference_request_success",
+    "nv_inference_pending_request_count",
+    "nv_inference_queue_duration_us",
+    "nv_gpu_utilization",
+)
+
+
+def _summed(entries: list[dict[str, Any]], name: str, key: str, model: str | None) -> list[float | None] | None:
+    """``key`` ("values" or "rate_per_s") of the series named ``name`` of ``model`` (or without a model label),
+    added point by point; None when there is none."""
+    picked = [e[key] for e in entries if e["name"] == name and e["labels"].get("model", model) == model and key in e]
+    if not picked:
+        return None
+    return [None if any(v is None for v in col) else sum(col) for col in zip(*picked, strict=True)]
+
+
+def server_metrics_plot_png(plt: Any, scenario: ScenarioDoc, series: dict[str, Any], model: str | None) -> str | None:
+    """The scraped server metrics over the scenario, in seconds from the window's start, one small panel each:
+    successes/s, pending requests, mean queue time per request, GPU utilisation, any other kept series."""
+    t, entries = series["t_s"], series["series"]
+    if len(t) < 2 or not entries:
+        return None
+    panels: list[tuple[str, list[tuple[str, list[float | None]]]]] = []
+    success = _summed(entries, "nv_inference_request_success", "rate_per_s", model)
+    if success:
+        panels.append(("successes / s", [("server", success)]))
+    pending = _summed(entries, "nv_inference_pending_request_count", "values", model)
+    if pending:
+        panels.append(("pending requests", [("server", pending)]))
+    queue = _summed(entries, "nv_inference_queue_duration_us", "rate_per_s", model)
+    if queue and success:
+        per = [None if q is None or not s else q / s / 1e3 for q, s in zip(queue, success, strict=True)]
+        panels.append(("queue ms / request", [("mean", per)]))
+    gpus = [e for e in entries if e["name"] == "nv_gpu_utilization"]
+    if gpus:
+        lines = [(e["labels"].get("gpu_uuid", "")[:12], [None if v is None else 100 * v for v in e["values"]])
+                 for e in gpus]  # fmt: skip
+        panels.append(("GPU utilisation %", lines))
+    others = [e for e in entries if e["name"] not in SERVER_SERIES][:8]
+    if others:
+        lines = [(e["name"] + ("/s" if e["kind"] == "counter" else ""), e.get("rate_per_s") or e["values"])
+                 for e in others]  # fmt: skip
+        panels.append(("other kept series", lines))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 1.5 * len(panels) + 0.6), sharex=True, squeeze=False)
+    for ax, (title, lines) in zip(axes[:, 0], panels, strict=True):
+        for label, values in lines:
+            ax.plot(t, [float("nan") if v is None else v for v in values], label=label, drawstyle="steps-pre")
+        for edge in series["window_s"]:
+            ax.axvline(edge, color="grey", linestyle=":")
+        ax.set_ylabel(title, fontsize="small")
+        ax.grid(True, alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize="x-small")
+    axes[-1, 0].set_xlabel("seconds from the measured window's start (dotted: the window)")
+    axes[0, 0].set_title(f"{_label(scenario)}: server metrics scraped from {series.get('url')}", fontsize="small")
+    png = _png(fig)
+    plt.close(fig)
+    return png
+
+
 def throughput_plot_png(plt: Any, scenario: ScenarioDoc) -> str:
     fig, ax = plt.subplots(figsize=(7, 2.6))
     ax.plot(range(len(scenario["throughput_per_s"])), scenario["throughput_per_s"], drawstyle="steps-post")
@@ -311,8 +400,9 @@ _CSS = (
 )
 
 
-def html_report(doc: ResultsDoc, *, plots: bool = True) -> str:
-    """A self-contained page: the summary table, reasons and warnings, and inline PNG plots if possible."""
+def html_report(doc: ResultsDoc, *, plots: bool = True, metrics: dict[str, Any] | None = None) -> str:
+    """A self-contained page: the summary table, reasons and warnings, and inline PNG plots if possible
+    (``metrics``: the run's metrics.json, whose server metrics are plotted beside each scenario's latency)."""
     esc = html.escape
     plt = _pyplot() if plots else None
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>tailmark report</title>"]
@@ -344,7 +434,9 @@ def html_report(doc: ResultsDoc, *, plots: bool = True) -> str:
     notes = endpoint + _calibration_lines(doc) + [line for s in doc["scenarios"] for line in _notes(s)]
     if notes:
         parts.append(f"<pre>{esc(chr(10).join(notes).strip())}</pre>")
-    for scenario in doc["scenarios"]:
+    scraped = (metrics or {}).get("scenarios") or []  # one entry per scenario, in the same order
+    model = (env.get("target") or {}).get("model")
+    for i, scenario in enumerate(doc["scenarios"]):
         parts.append(f"<h2>{esc(_label(scenario))}</h2>")
         if plt is None:
             if plots:
@@ -359,12 +451,19 @@ def html_report(doc: ResultsDoc, *, plots: bool = True) -> str:
         lateness = lateness_plot_png(plt, scenario)
         if lateness:
             parts.append(f"<br><img alt='client and host lateness' src='data:image/png;base64,{lateness}'>")
+        if i < len(scraped):
+            server = server_metrics_plot_png(plt, scenario, {"url": metrics.get("url"), **scraped[i]}, model)  # type: ignore[union-attr]
+            if server:
+                parts.append(f"<br><img alt='server metrics' src='data:image/png;base64,{server}'>")
     parts.append("</body></html>\n")
     return "".join(parts)
 
 
 def write_html(doc: ResultsDoc, path: str | Path) -> None:
-    write_atomic(path, html_report(doc))
+    metrics = None
+    with contextlib.suppress(OSError, ValueError):  # the server metrics the run scraped (client/metrics_scrape.py)
+        metrics = json.loads((Path(path).parent / "metrics.json").read_text(encoding="utf-8"))
+    write_atomic(path, html_report(doc, metrics=metrics))
 
 
 def write_reports(doc: ResultsDoc, out_dir: str | Path) -> list[Path]:
@@ -377,3 +476,58 @@ def write_reports(doc: ResultsDoc, out_dir: str | Path) -> list[Path]:
     write_html(doc, out / "report.html")
     familiar = outputs_perf_analyzer.write(doc, out) + outputs_mlperf.write(doc, out)
     return [out / "summary.csv", out / "report.html", *familiar]
+
+
+# --- a sweep's curve ---
+
+
+def sweep_html(doc: dict[str, Any], curve_png: bytes | None = None) -> str:
+    """A sweep's page from its sweep.json: the latency-throughput curve (the sweep's curve.png, inlined), the
+    per-step table with a link to each step's own report, and the knee. Self-contained like ``html_report``."""
+    from tailmark.client.sweep import Knee, knee_text
+
+    esc = html.escape
+    steps, found = doc["steps"], Knee(**doc["knee"])
+    closed = doc["kind"] == "concurrency"
+    title = f"tailmark sweep: latency vs throughput over {'concurrency' if closed else 'request rate'}"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"]
+    parts.append(f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1><p>")
+    state = "complete" if doc["complete"] else "<b>partial</b>" + (f": {esc(doc['stopped'])}" if doc["stopped"] else "")
+    parts.append(f"{len(steps)} steps, {state}. {esc(knee_text(found))}</p>")
+    if curve_png:
+        png = base64.b64encode(curve_png).decode("ascii")
+        parts.append(f"<img alt='latency vs throughput' src='data:image/png;base64,{png}'>")
+    else:
+        parts.append("<p>(the curve's plot needs matplotlib: pip install tailmark[plot])</p>")
+    head = ("step", "scenario", "concurrency" if closed else "target/s", "achieved/s", "p50 ms", "p90 ms", "p99 ms",
+            "p99.9 ms", "queries", "errors", "result", "run")  # fmt: skip
+    parts.append("<table><tr>" + "".join(f"<th class='{'t' if h in ('scenario', 'result', 'run') else ''}'>"
+                                         f"{esc(h)}</th>" for h in head) + "</tr>")  # fmt: skip
+    for s in steps:
+        load = s["concurrency"] if closed else s["target_qps"]
+        mark = SENT_MARK if s["scenario"] == "concurrency" else ""
+        latencies = (_num(s[k]) for k in ("p50_ms", "p90_ms", "p99_ms", "p99_9_ms"))
+        cells = [f"{load:g}", _num(s["achieved_qps"], 1), *latencies, str(s["queries"]), str(s["errors"])]
+        result = s["result"] + (f" ({s['cause']})" if s["cause"] else "")
+        result += " ← knee" if s["step"] == found.step else ""
+        link = f"{s['run_dir']}/report.html"
+        parts.append(f"<tr><td>{s['step']}</td><td class='t'>{esc(s['scenario'] + mark)}</td>"
+                     + "".join(f"<td>{v}</td>" for v in cells)
+                     + f"<td class='t {esc(s['result'])}'>{esc(result)}</td>"
+                     + f"<td class='t'><a href='{esc(link)}'>{esc(s['run_dir'])}</a></td></tr>")  # fmt: skip
+    parts.append("</table>")
+    if closed:
+        parts.append(f"<p class='legend'>{esc(SENT_LEGEND)}</p>")
+    parts.append(f"<p>{esc(doc['knee_rule'])}; latency: {esc(doc['latency'])}. The curve's numbers: curve.csv, "
+                 "sweep.json.</p></body></html>\n")  # fmt: skip
+    return "".join(parts)
+
+
+def write_sweep_html(sweep_dir: str | Path) -> Path:
+    """report.html in a sweep's directory, from its sweep.json and curve.png (when the sweep drew one)."""
+    folder = Path(sweep_dir)
+    doc = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
+    curve = folder / "curve.png"
+    path = folder / "report.html"
+    write_atomic(path, sweep_html(doc, curve.read_bytes() if curve.exists() else None))
+    return path

@@ -95,6 +95,28 @@ class ClassDoc(TypedDict):
     intervals: IntervalsDoc | None  # each percentile's confidence interval (client/intervals.py); older files lack it
 
 
+class MetricSeriesDoc(TypedDict):
+    name: str
+    labels: dict[str, str]
+    kind: str  # counter | gauge
+    first: float | None  # at the scenario's first scrape (before its first request)
+    last: float | None  # at its last scrape (after its last answer)
+    min: float | None  # min, max and mean over the scrapes inside the measured window
+    max: float | None
+    mean: float | None
+    increase: float | None  # counters: last - first, the whole scenario (warm-up included)
+    rate_per_s: float | None  # counters: the mean rate over the window's scrapes
+
+
+class ServerMetricsDoc(TypedDict):
+    url: str
+    interval_s: float
+    scrapes: int
+    failed_scrapes: int
+    error: str | None  # the last failure (or why the run went without metrics)
+    series: list[MetricSeriesDoc]
+
+
 class ScenarioDoc(TypedDict):
     scenario: str
     result: str
@@ -107,6 +129,7 @@ class ScenarioDoc(TypedDict):
     server_stats: dict[str, Any] | None  # the server's ModelStatistics over the scenario; None: not offered
     evidence: dict[str, Any] | None  # the client's and the host's side of the window (ScenarioEvidence.to_dict)
     repeat: int | None  # which repeat of --repeat this is (1-based); absent when the run was not repeated
+    server_metrics: ServerMetricsDoc | None  # the endpoint's scraped /metrics (client/metrics_scrape.py); optional
 
 
 class ResultsDoc(TypedDict):
@@ -307,6 +330,7 @@ class ScenarioResult:
     throughput_per_s: Sequence[int] = ()  # completions in each second, for the throughput plot
     server_stats: Mapping[str, Any] | None = None  # client/server_stats.difference over the scenario
     evidence: ScenarioEvidence | None = None  # the client's and the host's side of the window
+    server_metrics: Mapping[str, Any] | None = None  # metrics_scrape.series_doc's summary; None: not scraped
 
     @cached_property
     def by_class(self) -> dict[str, ClassResult]:
@@ -398,6 +422,7 @@ class ScenarioResult:
             classes={name: self._class_doc(name, c) for name, c in self.by_class.items()},
             server_stats=dict(self.server_stats) if self.server_stats is not None else None,
             evidence=self.evidence.to_dict() if self.evidence is not None else None,
+            server_metrics=dict(self.server_metrics) if self.server_metrics is not None else None,
         )
 
     def __repr__(self) -> str:

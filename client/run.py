@@ -20,6 +20,9 @@ from tailmark.client.dispatcher import NS, Dispatcher, Stop, Window
 from tailmark.client.errors import TailmarkError, TraceError
 from tailmark.client.evidence import ScenarioEvidence
 from tailmark.client.host_probe import HostProbe
+from tailmark.client.metrics_scrape import FILE_NAME as METRICS_FILE
+from tailmark.client.metrics_scrape import FORMAT as METRICS_FORMAT
+from tailmark.client.metrics_scrape import Scraper, ScrapeSettings, series_doc
 from tailmark.client.progress import Progress
 from tailmark.client.recorder import Recorder
 from tailmark.client.report import write_reports
@@ -52,6 +55,7 @@ class Run:
         progress: Progress,
         probe: HostProbe | None = None,
         per_request_log: bool = False,  # requests.jsonl: one line per measured request (client/request_log.py)
+        metrics: ScrapeSettings | None = None,  # scrape the endpoint's Prometheus /metrics (client/metrics_scrape.py)
     ) -> None:
         if not scenarios:
             raise ValueError("a run needs at least one scenario")
@@ -67,6 +71,9 @@ class Run:
         self._current: Dispatcher | None = None
         self._server_stats: dict | None = None  # of the scenario that just ran
         self._evidence: ScenarioEvidence | None = None  # of the scenario that just ran
+        self.metrics = metrics
+        self._server_metrics: dict | None = None  # of the scenario that just ran: its summary for results.json
+        self._metrics_series: list[dict] = []  # every scenario's time series, for metrics.json
         self.interrupted = ""
 
     def interrupt(self, reason: str) -> None:
@@ -119,6 +126,9 @@ class Run:
         )
         planned = s.warmup_s + (s.max_duration_s or s.min_duration_s)
         stats_before = await server_stats.snapshot(self.transport, self.pool.model.name)
+        scraper = Scraper(self.metrics) if self.metrics is not None else None
+        if scraper is not None:
+            await scraper.start()  # one scrape before the first request, then a thread every interval
         loop = asyncio.get_running_loop()
         watcher = loop.create_task(self.progress.watch(dispatcher, name, planned))
         window_opens = None
@@ -163,6 +173,8 @@ class Run:
                     typing.assert_never(s.scenario)
             await dispatcher.drain(timeout_s=(s.request_timeout_s or 60.0) + 5.0)
         finally:
+            if scraper is not None:
+                await scraper.stop()  # and one scrape after the last answer
             if window_opens is not None:
                 window_opens.cancel()
             watcher.cancel()
@@ -172,6 +184,9 @@ class Run:
         self.recorder.flush()
         window.samples = dispatcher.samples_completed
         self._evidence = self._gather_evidence(name, s, dispatcher, window)
+        if scraper is not None:
+            series, self._server_metrics = series_doc(scraper, window.start_ns, window.duration_s)
+            self._metrics_series.append({"scenario": name, **series})
         self._server_stats = server_stats.difference(
             stats_before, await server_stats.snapshot(self.transport, self.pool.model.name)
         )
@@ -226,10 +241,13 @@ class Run:
         return ScenarioResult(
             settings=s, classes=classes, duration_s=duration, client_cpu_pct=cpu_pct,
             throughput_per_s=tuple(window.completions_per_s), server_stats=self._server_stats,
-            evidence=self._evidence,
+            evidence=self._evidence, server_metrics=self._server_metrics,
         )  # fmt: skip
 
     def _write(self) -> None:
+        if self.metrics is not None:  # before the report, which plots it
+            series = {"format": METRICS_FORMAT, "url": self.metrics.url, "scenarios": self._metrics_series}
+            write_atomic(self.out_dir / METRICS_FILE, json.dumps(series, allow_nan=False) + "\n")
         doc = self.result.write(self.out_dir / "results.json")
         write_reports(doc, self.out_dir)
         write_atomic(self.out_dir / "histograms.json", json.dumps(self.recorder.to_dict()) + "\n")

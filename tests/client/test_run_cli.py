@@ -32,6 +32,11 @@ def test_builtin_default_runs_every_scenario_and_writes_the_run_directory(tmp_pa
         assert everything["ok_count"] > 0, entry["scenario"]
         assert everything["error_count"] == 0, (entry["scenario"], everything["errors"])
         assert everything["verdict"]["result"] in ("VALID", "INVALID")
+        scraped = entry["server_metrics"]  # the built-in server's /metrics, scraped without being asked
+        success = [f for f in scraped["series"] if f["name"] == "nv_inference_request_success"]
+        assert scraped["scrapes"] >= 2 and not scraped["failed_scrapes"], scraped
+        assert sum(f["increase"] for f in success) >= everything["ok_count"]  # warm-up requests counted too
+    assert (out / "metrics.json").exists()
     assert (
         scenario(doc, "multi-stream")["classes"]["all"]["sample_count"]
         == 8 * scenario(doc, "multi-stream")["classes"]["all"]["query_count"]
