@@ -65,7 +65,11 @@ def register(subparsers) -> None:
         description="Open-loop load generation against a KServe-v2 gRPC endpoint, with LoadGen's scenarios and "
         "validity rules. With no --target, starts `tailmark serve` on a free port and runs every scenario.",
     )
-    run.add_argument("--target", help="HOST:PORT of a KServe-v2 gRPC endpoint (default: start the built-in server)")
+    run.add_argument(
+        "--target",
+        help="HOST:PORT of a KServe-v2 gRPC endpoint, or http(s)://HOST:PORT with --transport http "
+        "(default: start the built-in server)",
+    )
     run.add_argument("--model", help=f"model name (built-in default: {EMBEDDED_MODEL})")
     run.add_argument("--model-version", default="", help="model version (default: the newest)")
     run.add_argument(
@@ -193,7 +197,8 @@ def _add_connection_args(parser: argparse.ArgumentParser) -> None:
         "--transport",
         choices=TRANSPORTS,
         default="h2",
-        help="h2: tailmark's own HTTP/2 gRPC client (default; 3-4x less CPU per request); grpc: grpc.aio",
+        help="h2: tailmark's own HTTP/2 gRPC client (default; 3-4x less CPU per request); grpc: grpc.aio; "
+        "http: KServe-v2 REST over HTTP/1.1 (--target http://HOST:PORT)",
     )
     parser.add_argument("--connections", type=int, default=1, help="HTTP/2 connections of the h2 transport (default 1)")
     parser.add_argument("--http-json", action="store_true", help="http transport: JSON tensors, not binary ones")
