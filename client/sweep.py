@@ -9,7 +9,7 @@ sweep's. The client is calibrated once, before the first step.
 From each step's results.json the sweep takes the achieved rate, the p50/p90/p99/p99.9 of the scenario's
 latency (intended -> done; in a concurrency step intended = sent, so sent -> done) and the verdict, and
 writes ``sweep.json``, ``curve.csv`` and, with matplotlib (the ``plot`` extra), ``curve.png``, rewritten
-after every step.
+after every step; at the end, ``report.html``: the curve and the per-step table on one self-contained page.
 
 **The knee** is the first step, in increasing load, whose p99 exceeds ``knee_factor`` (default 2) times the
 p99 of the lowest-load step: where queueing starts to dominate the latency. The sweep also names the highest
@@ -341,6 +341,9 @@ def sweep_command(args: argparse.Namespace) -> int:
     if steps:
         print()
         print(table(steps, found))
+        from tailmark.client.report import write_sweep_html  # the curve and the steps in one page
+
+        print(f"sweep report: {write_sweep_html(out_dir)}", file=sys.stderr)
     print(f"sweep: {out_dir}/sweep.json  curve: {out_dir}/curve.csv", file=sys.stderr)
     if code and code != run_cli.EXIT_INVALID:
         return code

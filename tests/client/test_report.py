@@ -164,3 +164,26 @@ def test_a_sent_to_done_scenario_is_marked_in_both_tables() -> None:
     doc["scenarios"] = doc["scenarios"][:1]  # the server scenario alone: no mark, no legend
     assert report.SENT_LEGEND not in report.console_table(doc)
     assert html.escape(report.SENT_LEGEND) not in report.html_report(doc, plots=False)
+
+
+def test_a_sweep_report_has_the_curve_and_a_row_per_step(tmp_path) -> None:
+    from tailmark.client import sweep
+
+    def step(n: int, concurrency: int, qps: float, p99: float, result: str = "VALID") -> sweep.Step:
+        cause = None if result == "VALID" else "server"
+        return sweep.Step(n, "concurrency", None, concurrency, qps, p99 / 2, p99 * 0.8, p99, p99 * 1.2, 100 * n, 0,
+                          result, cause, f"step-{n:02d}-concurrency-{concurrency}")  # fmt: skip
+
+    steps = [step(1, 1, 45.0, 22.0), step(2, 2, 90.0, 23.0), step(3, 4, 99.0, 60.0, "INVALID")]
+    sweep.write_outputs(tmp_path, steps, sweep.knee(steps), "concurrency", complete=True)
+    path = report.write_sweep_html(tmp_path)
+    page = path.read_text(encoding="utf-8")
+    assert path == tmp_path / "report.html"
+    assert page.count("<tr><td>") == 3 and "INVALID (server) ← knee" in page
+    assert "<a href='step-02-concurrency-2/report.html'>" in page and "<td>90.0</td>" in page
+    assert html.escape(report.SENT_LEGEND) in page and "knee: step 3" in page
+    assert "http" not in page  # nothing fetched from elsewhere
+    if (tmp_path / "curve.png").exists():  # with matplotlib: the plot, inlined
+        assert page.count("data:image/png;base64,") == 1
+    else:
+        assert "needs matplotlib" in page

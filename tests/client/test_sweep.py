@@ -92,6 +92,8 @@ def test_without_a_target_the_sweep_starts_the_built_in_server_once(tmp_path):
     ]
     assert {t["model"] for t in targets} == {"resnet"}  # the built-in server's default model
     assert len({t["address"] for t in targets}) == 1  # one server for every step
+    page = (out / "report.html").read_text(encoding="utf-8")  # the curve and the steps on one page
+    assert page.count("<tr><td>") == 2 and all(f"<a href='{s['run_dir']}/report.html'>" in page for s in doc["steps"])
 
 
 def test_parse_values_and_the_knee_rule():
