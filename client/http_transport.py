@@ -261,6 +261,8 @@ class _Connection(asyncio.Protocol):
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
         self._chunks: list[bytes] = []
+        self.answered = 0  # complete answers so far: a reused connection may have been closed by an idle timer
+        self.heard = False  # bytes of the current answer arrived
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -274,6 +276,7 @@ class _Connection(asyncio.Protocol):
     def send(self, request: h11.Request, body: bytes) -> asyncio.Future:
         self.future = asyncio.get_running_loop().create_future()
         self._chunks = []
+        self.heard = False
         send = self.h11.send
         # one writev for head, body and end: three writes cost three syscalls (~30 µs per request)
         if body:
@@ -283,6 +286,7 @@ class _Connection(asyncio.Protocol):
         return self.future
 
     def data_received(self, data: bytes) -> None:
+        self.heard = True
         try:
             self.h11.receive_data(data)
             while True:
@@ -308,6 +312,7 @@ class _Connection(asyncio.Protocol):
         future, self.future = self.future, None
         body = b"".join(self._chunks)  # bytes even when h11 hands over one bytearray
         self._chunks = []
+        self.answered += 1
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
             self.h11.start_next_cycle()
             self._pool.append(self)
@@ -382,6 +387,7 @@ class HttpTransport(ControlRpcs):
         self._requests: dict[bytes, h11.Request | tuple[h11.Request, bytes]] = {}
         self._convert = ResponseConverter()
         self.connections_opened = 0
+        self.retries = 0  # requests sent again after a reused connection closed under them
 
     @classmethod
     async def connect(
@@ -449,8 +455,11 @@ class HttpTransport(ControlRpcs):
         return built
 
     async def _exchange(
-        self, request: h11.Request, body: bytes, timeout_s: float | None
+        self, request: h11.Request, body: bytes, timeout_s: float | None, retry: bool = True
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One request and its answer. A reused keep-alive connection that the server closed as the request
+        went out (its idle timeout: uvicorn's is 5 s) fails before any byte of an answer: that request is
+        sent once more on a fresh connection, as HTTP clients do; the server never saw it."""
         idle = self._idle
         connection = idle.pop() if idle else None
         while connection is not None and connection.closed:
@@ -467,11 +476,16 @@ class HttpTransport(ControlRpcs):
         except asyncio.CancelledError:
             connection.abandon()  # the answer would arrive on a connection no one reads
             raise
+        except RequestFailed as exc:
+            if not (retry and exc.status == "UNAVAILABLE" and connection.answered and not connection.heard):
+                raise
         finally:
             if timer is not None:
                 timer.cancel()
             if connection.closed:
                 self._all.discard(connection)
+        self.retries += 1
+        return await self._exchange(request, body, timeout_s, retry=False)
 
     async def infer(self, payload: bytes, timeout_s: float | None = None) -> bytes:
         request, body = self._requests.get(payload) or self._request_for(payload)

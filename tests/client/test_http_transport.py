@@ -67,7 +67,8 @@ def _echo(request: h11.Request, body: bytes) -> tuple[int, list[tuple[bytes, byt
 
 class EchoServer:
     """A KServe-v2 REST echo on 127.0.0.1, in its own thread and loop. Model names pick a behaviour: ``slow``
-    answers after 0.5 s, ``down`` is 503, ``closing`` answers with ``connection: close``; /config is 404
+    answers after 0.5 s, ``down`` is 503, ``closing`` answers with ``connection: close``, ``dropping`` closes
+    a connection without answering its second request (an idle timer firing as it arrives); /config is 404
     (as on KServe)."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
@@ -89,7 +90,7 @@ class EchoServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         connection = h11.Connection(h11.SERVER)
-        request, chunks = None, []
+        request, chunks, served = None, [], 0
         try:
             while True:
                 event = connection.next_event()
@@ -103,7 +104,8 @@ class EchoServer:
                 elif type(event) is h11.Data:
                     chunks.append(bytes(event.data))
                 elif type(event) is h11.EndOfMessage:
-                    status, headers, body = await self._answer(request, b"".join(chunks))
+                    status, headers, body = await self._answer(request, b"".join(chunks), served)
+                    served += 1
                     writer.write(connection.send(h11.Response(status_code=status, headers=headers)))
                     writer.write(connection.send(h11.Data(data=body)) + connection.send(h11.EndOfMessage()))
                     await writer.drain()
@@ -117,7 +119,7 @@ class EchoServer:
         finally:
             writer.close()
 
-    async def _answer(self, request: h11.Request, body: bytes):
+    async def _answer(self, request: h11.Request, body: bytes, served: int):
         self.seen_headers.append(dict(request.headers))
         path = request.target.decode()
         model = path.split("/")[3] if path.startswith("/v2/models/") else ""
@@ -125,7 +127,9 @@ class EchoServer:
             status, headers, data = 200, [], b""
         elif path == "/v2/models/echo":
             status, headers, data = 200, [], json.dumps(METADATA).encode()
-        elif model in ("echo", "slow", "closing") and path.endswith("/infer"):
+        elif model == "dropping" and served > 0:  # closes a reused connection without answering
+            raise ConnectionAbortedError
+        elif model in ("echo", "slow", "closing", "dropping") and path.endswith("/infer"):
             if model == "slow":
                 await asyncio.sleep(0.5)
             status, headers, data = _echo(request, body)
@@ -300,6 +304,19 @@ def test_errors_timeouts_and_closing_servers(echo):
         "DEADLINE_EXCEEDED",
         "UNKNOWN",
     ]
+
+
+def test_a_reused_connection_closed_under_a_request_is_retried_once(echo):
+    async def go():
+        transport = await HttpTransport.connect(echo.target)
+        try:
+            for _ in range(3):  # each second request on a connection is dropped unanswered, then sent again
+                assert pb.ModelInferResponse.FromString(await transport.infer(_request("dropping"))).id == "r1"
+            assert transport.retries == 2 and transport.connections_opened == 3
+        finally:
+            await transport.aclose()
+
+    asyncio.run(go())
 
 
 def test_headers_are_sent_on_every_request(echo):
