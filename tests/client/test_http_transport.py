@@ -21,7 +21,8 @@ import pytest
 
 from support.pki import make_pki
 from tailmark.client.errors import ConfigError, ModelNotFound, TlsError, Unreachable
-from tailmark.client.http_transport import HttpTransport, parse_target, rest_request, status_name
+from tailmark.client.http_rest import rest_request
+from tailmark.client.http_transport import HttpTransport, parse_target, status_name
 from tailmark.client.response_check import output_arrays
 from tailmark.client.transport import RequestFailed, TlsSettings
 from tailmark.protos import inference_pb2 as pb
