@@ -357,7 +357,7 @@ def server_metrics_plot_png(plt: Any, scenario: ScenarioDoc, series: dict[str, A
         lines = [(e["labels"].get("gpu_uuid", "")[:12], [None if v is None else 100 * v for v in e["values"]])
                  for e in gpus]  # fmt: skip
         panels.append(("GPU utilisation %", lines))
-    others = [e for e in entries if e["name"] not in SERVER_SERIES][:8]
+    others = [e for e in entries if e["name"] not in SERVER_SERIES and e["labels"].get("model", model) == model][:8]
     if others:
         lines = [(e["name"] + ("/s" if e["kind"] == "counter" else ""), e.get("rate_per_s") or e["values"])
                  for e in others]  # fmt: skip
