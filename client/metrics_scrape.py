@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import re
 import threading
@@ -187,7 +188,8 @@ def series_doc(scraper: Scraper, start_ns: int, duration_s: float) -> tuple[dict
     Times are seconds from the measured window's start (negative: warm-up). Counters also as rates per second
     between consecutive scrapes (None after a reset). The summary gives each series' first, last, min, max and
     mean over the window's scrapes (all of them when none fell inside), and for counters the increase from the
-    first scrape to the last (the whole scenario) and the mean rate over the window.
+    first scrape to the last (the whole scenario) and the mean rate over the window (its values at the window's
+    start and end read linearly between the scrapes either side).
     """
     t_s = [round((s.at_ns - start_ns) / NS, 4) for s in scraper.samples]
     keys = sorted({k for s in scraper.samples for k in s.values})
@@ -208,9 +210,9 @@ def series_doc(scraper: Scraper, start_ns: int, duration_s: float) -> tuple[dict
             entry["rate_per_s"] = _rates(t_s, values)
             if facts["first"] is not None and facts["last"] is not None:
                 facts["increase"] = facts["last"] - facts["first"]
-            span = [(t_s[i], values[i]) for i in inside if values[i] is not None]
-            if len(span) >= 2 and span[-1][0] > span[0][0] and span[-1][1] >= span[0][1]:
-                facts["rate_per_s"] = (span[-1][1] - span[0][1]) / (span[-1][0] - span[0][0])
+            begin, end = _at(t_s, values, 0.0), _at(t_s, values, duration_s)
+            if begin is not None and end is not None and end >= begin and duration_s > 0:
+                facts["rate_per_s"] = (end - begin) / duration_s
         series.append(entry)
         summary.append(facts)
     doc = {"t_s": t_s, "window_s": [0.0, round(duration_s, 4)], "series": series}
@@ -219,6 +221,15 @@ def series_doc(scraper: Scraper, start_ns: int, duration_s: float) -> tuple[dict
         "failed_scrapes": scraper.failed, "error": scraper.error, "series": summary,
     }  # fmt: skip
     return doc, facts_doc
+
+
+def _at(t_s: list[float], values: list[float | None], at: float) -> float | None:
+    """A counter's value at ``at`` s, linear between the scrapes either side; None unless scrapes bracket it."""
+    known = [(t, v) for t, v in zip(t_s, values, strict=True) if v is not None]
+    for (t0, v0), (t1, v1) in itertools.pairwise(known):
+        if t0 <= at <= t1:
+            return v0 if t1 == t0 else v0 + (v1 - v0) * (at - t0) / (t1 - t0)
+    return None
 
 
 def _first(values: list[float | None]) -> float | None:

@@ -105,7 +105,7 @@ class MetricSeriesDoc(TypedDict):
     max: float | None
     mean: float | None
     increase: float | None  # counters: last - first, the whole scenario (warm-up included)
-    rate_per_s: float | None  # counters: the mean rate over the window's scrapes
+    rate_per_s: float | None  # counters: the mean rate over the window (values between scrapes: linear)
 
 
 class ServerMetricsDoc(TypedDict):

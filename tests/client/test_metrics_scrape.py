@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 
 import pytest
@@ -54,7 +55,7 @@ def test_series_doc_rates_summary_and_window():
     counter = next(e for e in series["series"] if e["name"] == key[0])
     assert counter["rate_per_s"] == [None, 10.0, 100.0, 100.0, None]  # a reset is no rate
     facts = {f["name"]: f for f in summary["series"]}
-    assert facts[key[0]]["rate_per_s"] == 100.0  # over the window's scrapes: (210 - 10) / 2 s
+    assert facts[key[0]]["rate_per_s"] == 100.0  # over the window: (210 - 10) / 2 s
     assert facts[gauge[0]]["max"] == 5 and facts[gauge[0]]["mean"] == pytest.approx(10 / 3)
     assert summary["scrapes"] == 5 and summary["error"] is None
 
@@ -138,3 +139,36 @@ def test_unreachable_metrics_url_warns_once_and_the_run_completes(tmp_path, metr
 def test_bad_metrics_flags_are_refused_in_one_line(flags, message):
     bad = tailmark("run", "--target", "127.0.0.1:1", "--model", "m", *flags)
     assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_real_triton_metrics_count_the_requests_sent(tmp_path):
+    """Triton's own /metrics (prometheus-cpp, port --metrics-port, 8002 by default): the same numbers hold."""
+    from tailmark.deploy.triton.launch import TritonProcess, TritonUnavailable, ensure_venv
+    from tailmark.deploy.triton.repository import PYTHON_MODEL
+    from tailmark.models.export import identity_config, write_config
+
+    try:
+        ensure_venv()
+    except TritonUnavailable as exc:
+        pytest.skip(f"real Triton unavailable: {exc}")
+    model_dir = tmp_path / "repo" / "identity"  # the python backend's identity, as deploy/triton writes it
+    kind = 'parameters { key: "tailmark_kind" value: { string_value: "identity" } }\n'
+    write_config(model_dir, identity_config('backend: "python"', kind))
+    shutil.copyfile(PYTHON_MODEL, model_dir / "1" / "model.py")
+    out = tmp_path / "run"
+    with TritonProcess(tmp_path / "repo", log_path=tmp_path / "tritonserver.log") as triton:
+        url = f"http://127.0.0.1:{triton.metrics_port}/metrics"
+        run = tailmark(
+            "run", "--target", triton.target, "--model", "identity", "--scenario", "poisson", "--target-qps", "50",
+            "--shape", "INPUT0:16", "--duration", "2", "--warmup", "0", "--metrics-url", url, "--out", str(out),
+            "--no-progress", "--no-calibration", timeout_s=300,
+        )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    entry = scenario(results(out), "poisson")
+    scraped = entry["server_metrics"]
+    assert scraped["scrapes"] >= 3 and not scraped["failed_scrapes"], scraped
+    facts = {(f["name"], f["labels"].get("model")): f for f in scraped["series"]}
+    assert facts[("nv_inference_request_success", "identity")]["increase"] == entry["classes"]["all"]["query_count"]
+    assert facts[("nv_inference_queue_duration_us", "identity")]["kind"] == "counter"
+    achieved = entry["classes"]["all"]["achieved_rate_qps"]
+    assert 0.6 * achieved <= facts[("nv_inference_request_success", "identity")]["rate_per_s"] <= 1.4 * achieved
