@@ -268,19 +268,6 @@ def split_target(target: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _tls_context(tls: TlsSettings) -> ssl.SSLContext:
-    try:
-        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-        if (tls.cert_file is None) != (tls.key_file is None):
-            raise ConfigError("mutual TLS needs both --tls-cert and --tls-key")
-        if tls.cert_file is not None:
-            context.load_cert_chain(tls.cert_file, tls.key_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load the TLS files: {exc}") from None
-    context.set_alpn_protocols(["h2"])
-    return context
-
-
 class H2Transport(ControlRpcs):
     """The Transport interface on ClientConnection. Create with ``await H2Transport.connect(...)``."""
 
@@ -298,7 +285,7 @@ class H2Transport(ControlRpcs):
         for key, value in metadata:
             if not (key.isascii() and value.isascii()):
                 raise ConfigError(f"header {key!r}: names and values must be ASCII (HTTP/2 metadata)")
-        self._ssl = _tls_context(tls) if tls is not None else None
+        self._ssl = tls.ssl_context("h2") if tls is not None else None
         authority = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
         head = (
             b"\x83"  # :method POST (static table 3)

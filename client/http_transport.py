@@ -175,20 +175,6 @@ def parse_target(target: str, tls: TlsSettings | None) -> tuple[str, int, bool]:
     return parts.hostname, parts.port or (443 if secure else 80), secure
 
 
-def _tls_context(tls: TlsSettings | None) -> ssl.SSLContext:
-    tls = tls or TlsSettings()
-    if (tls.cert_file is None) != (tls.key_file is None):
-        raise ConfigError("mutual TLS needs both --tls-cert and --tls-key")
-    try:
-        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-        if tls.cert_file is not None:
-            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load the TLS files: {exc}") from None
-    context.set_alpn_protocols(["http/1.1"])
-    return context
-
-
 class HttpTransport(ControlRpcs):
     """KServe-v2 REST over keep-alive HTTP/1.1. Create with ``await HttpTransport.connect(...)``."""
 
@@ -228,7 +214,7 @@ class HttpTransport(ControlRpcs):
     ) -> HttpTransport:
         """Open ``connections`` keep-alive connections; Unreachable/TlsError if they cannot be."""
         host, port, secure = parse_target(target, tls)
-        context = _tls_context(tls) if secure else None
+        context = (tls or TlsSettings()).ssl_context("http/1.1") if secure else None
         transport = cls(
             host, port, ssl_context=context, metadata=metadata, timeout_s=timeout_s, json_tensors=json_tensors
         )

@@ -9,6 +9,7 @@ client's own ceiling, as LoadGen's null SUT does. ``MockTransport`` runs a handl
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,19 @@ class TlsSettings:
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError("mutual TLS needs both --tls-cert and --tls-key")
         return grpc.ssl_channel_credentials(read(self.ca_file), read(self.key_file), read(self.cert_file))
+
+    def ssl_context(self, alpn: str) -> ssl.SSLContext:
+        """A client context that offers ``alpn`` ("h2", "http/1.1"); ConfigError if the files cannot be loaded."""
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("mutual TLS needs both --tls-cert and --tls-key")
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            if self.cert_file is not None:
+                context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the TLS files: {exc}") from None
+        context.set_alpn_protocols([alpn])
+        return context
 
 
 class GrpcTransport(ControlRpcs):
