@@ -15,67 +15,21 @@ from urllib.parse import quote
 
 import numpy as np
 
+from tailmark.client.request_template import varint
 from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.codec import decode_raw, decode_typed, encode_raw, numpy_dtype
+from tailmark.protos.rest_codec import flatten, json_data, parameters_from_json, parameters_to_json
 
 HEADERS_CACHED = 256  # distinct response JSON headers whose protobuf prefix is kept
 _RESPONSE_RAW_TAG = b"\x32"  # ModelInferResponse.raw_output_contents: field 6, length-delimited
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _parameters_to_json(parameters) -> dict:
-    out = {}
-    for key, value in parameters.items():
-        choice = value.WhichOneof("parameter_choice")
-        if choice is not None:
-            out[key] = getattr(value, choice)
-    return out
-
-
-def _parameters_from_json(target, values: dict) -> None:
-    for key, value in values.items():
-        if isinstance(value, bool):
-            target[key].bool_param = value
-        elif isinstance(value, int):
-            target[key].int64_param = value
-        elif isinstance(value, float):
-            target[key].double_param = value
-        else:
-            target[key].string_param = str(value)
-
-
-def _json_data(array: np.ndarray, datatype: str) -> list:
-    flat = array.reshape(-1)
-    if datatype == "BYTES":
-        return [item.decode("utf-8", errors="surrogateescape") for item in flat]
-    if datatype in ("FP16", "BF16"):
-        return flat.astype(np.float32).tolist()
-    return flat.tolist()
-
-
 def _raw_from_json(data, datatype: str) -> bytes:
     if datatype == "BYTES":
         items = np.empty(len(data), dtype=object)
-        items[:] = [str(item).encode() if not isinstance(item, bytes) else item for item in _flatten(data)]
+        items[:] = [str(item).encode() if not isinstance(item, bytes) else item for item in flatten(data)]
         return encode_raw(items)
     return encode_raw(np.asarray(data, dtype=numpy_dtype(datatype)).reshape(-1))
-
-
-def _flatten(data) -> list:
-    if not isinstance(data, list):
-        return [data]
-    out = []
-    for item in data:
-        out.extend(_flatten(item))
-    return out
 
 
 def rest_request(payload: bytes, *, json_tensors: bool) -> tuple[str, bytes, int | None]:
@@ -88,7 +42,7 @@ def rest_request(payload: bytes, *, json_tensors: bool) -> tuple[str, bytes, int
     header: dict = {}
     if request.id:
         header["id"] = request.id
-    parameters = _parameters_to_json(request.parameters)
+    parameters = parameters_to_json(request.parameters)
     raws: list[bytes] = []
     inputs = []
     for index, tensor in enumerate(request.inputs):
@@ -98,9 +52,11 @@ def rest_request(payload: bytes, *, json_tensors: bool) -> tuple[str, bytes, int
         else:
             raw = encode_raw(decode_typed(tensor.contents, tensor.datatype, shape))
         entry = {"name": tensor.name, "shape": shape, "datatype": tensor.datatype}
-        tensor_parameters = _parameters_to_json(tensor.parameters)
+        tensor_parameters = parameters_to_json(tensor.parameters)
         if json_tensors:
-            entry["data"] = _json_data(decode_raw(raw, tensor.datatype, shape), tensor.datatype)
+            entry["data"] = json_data(
+                decode_raw(raw, tensor.datatype, shape), tensor.datatype, bytes_errors="surrogateescape"
+            )
         else:
             tensor_parameters["binary_data_size"] = len(raw)
             raws.append(raw)
@@ -111,7 +67,7 @@ def rest_request(payload: bytes, *, json_tensors: bool) -> tuple[str, bytes, int
     if request.outputs:
         outputs = []
         for output in request.outputs:
-            output_parameters = _parameters_to_json(output.parameters)
+            output_parameters = parameters_to_json(output.parameters)
             if not json_tensors:
                 output_parameters["binary_data"] = True
             outputs.append({"name": output.name, **({"parameters": output_parameters} if output_parameters else {})})
@@ -144,7 +100,7 @@ class ResponseConverter:
         parts = [prefix]
         offset = header_length or 0
         for size in sizes:
-            parts += (_RESPONSE_RAW_TAG, _varint(size), body[offset : offset + size])
+            parts += (_RESPONSE_RAW_TAG, varint(size), body[offset : offset + size])
             offset += size
         if offset != len(body):
             raise ValueError(f"binary outputs hold {offset - (header_length or 0)} bytes, the body has more")
@@ -165,13 +121,13 @@ class ResponseConverter:
             model_version=str(document.get("model_version", "") or ""),
             id=str(document.get("id", "") or ""),
         )
-        _parameters_from_json(message.parameters, document.get("parameters") or {})
+        parameters_from_json(message.parameters, document.get("parameters") or {}, coerce=True)
         sizes: list[int] | None = []
         for output in document.get("outputs", []):
             tensor = message.outputs.add(name=output["name"], datatype=output["datatype"], shape=output["shape"])
             parameters = dict(output.get("parameters") or {})
             size = parameters.pop("binary_data_size", None)
-            _parameters_from_json(tensor.parameters, parameters)
+            parameters_from_json(tensor.parameters, parameters, coerce=True)
             if size is None:
                 sizes = None
             elif sizes is not None:

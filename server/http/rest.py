@@ -15,45 +15,21 @@ import numpy as np
 
 from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.codec import CodecError, decode_raw, encode_raw, numpy_dtype
+from tailmark.protos.rest_codec import ParameterError, flatten, json_data, parameters_from_json, parameters_to_json
 from tailmark.server.errors import InvalidInput
 
 
 def _parameters_from_json(target, values) -> None:
     if not isinstance(values, dict):
         raise InvalidInput("'parameters' must be a JSON object")
-    for key, value in values.items():
-        if isinstance(value, bool):
-            target[key].bool_param = value
-        elif isinstance(value, int):
-            target[key].int64_param = value
-        elif isinstance(value, float):
-            target[key].double_param = value
-        elif isinstance(value, str):
-            target[key].string_param = value
-        else:
-            raise InvalidInput(f"parameter {key!r} must be a bool, number or string")
-
-
-def _parameters_to_json(parameters) -> dict:
-    out = {}
-    for key, value in parameters.items():
-        choice = value.WhichOneof("parameter_choice")
-        if choice is not None:
-            out[key] = getattr(value, choice)
-    return out
-
-
-def _flatten(data) -> list:
-    if not isinstance(data, list):
-        return [data]
-    out: list = []
-    for item in data:
-        out.extend(_flatten(item))
-    return out
+    try:
+        parameters_from_json(target, values)
+    except ParameterError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def _raw_from_json(name: str, datatype: str, shape: list[int], data) -> bytes:
-    values = _flatten(data)
+    values = flatten(data)
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if len(values) != count:
         raise InvalidInput(f"input {name!r}: shape {shape} needs {count} values, 'data' holds {len(values)}")
@@ -118,32 +94,23 @@ def parse_infer(body: bytes, header_length: int | None, model: str, version: str
     return request, binary
 
 
-def _json_data(raw: bytes, datatype: str, shape) -> list:
-    flat = decode_raw(raw, datatype, list(shape)).reshape(-1)
-    if datatype == "BYTES":
-        return [item.decode("utf-8", errors="replace") for item in flat]
-    if datatype in ("FP16", "BF16"):
-        return flat.astype(np.float32).tolist()
-    return flat.tolist()
-
-
 def infer_answer(response: pb.ModelInferResponse, binary: set) -> tuple[bytes, int | None]:
     """ModelInferResponse -> (body, JSON header length when any output is binary, else None)."""
     document: dict = {"model_name": response.model_name, "model_version": response.model_version}
     if response.id:
         document["id"] = response.id
     if response.parameters:
-        document["parameters"] = _parameters_to_json(response.parameters)
+        document["parameters"] = parameters_to_json(response.parameters)
     outputs, raws = [], []
     for index, output in enumerate(response.outputs):
         raw = response.raw_output_contents[index]
         entry = {"name": output.name, "datatype": output.datatype, "shape": list(output.shape)}
-        parameters = _parameters_to_json(output.parameters)
+        parameters = parameters_to_json(output.parameters)
         if "*" in binary or output.name in binary:
             parameters["binary_data_size"] = len(raw)
             raws.append(raw)
         else:
-            entry["data"] = _json_data(raw, output.datatype, output.shape)
+            entry["data"] = json_data(decode_raw(raw, output.datatype, list(output.shape)), output.datatype)
         if parameters:
             entry["parameters"] = parameters
         outputs.append(entry)
