@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 from urllib.parse import unquote
 
 import h11
@@ -22,6 +21,7 @@ from google.protobuf import json_format
 from tailmark.server import errors
 from tailmark.server.core import InferenceCore
 from tailmark.server.http.rest import infer_answer, parse_infer
+from tailmark.server.listen import close_after_grace, listen
 from tailmark.server.settings import ServerSettings
 
 STATUS_BY_ERROR: dict[type[errors.ServerError], int] = {
@@ -40,19 +40,6 @@ MAX_HEAD_BYTES = 64 << 10
 
 class RouteNotFound(errors.ServerError):
     """No REST route matches the method and path."""
-
-
-def tls_context(settings: ServerSettings) -> ssl.SSLContext | None:
-    if settings.tls_cert is None:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    context.set_alpn_protocols(["http/1.1"])
-    if settings.tls_ca is not None:
-        context.load_verify_locations(settings.tls_ca)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
 
 
 def _json(message) -> bytes:
@@ -212,14 +199,7 @@ class HttpServer:
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> int:
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Connection(self),
-            self.settings.host,
-            self.requested_port,
-            ssl=tls_context(self.settings),
-            reuse_port=self.settings.workers > 1 or None,
-            backlog=1024,
-        )
+        self._server = await listen(lambda: _Connection(self), self.settings, self.requested_port, alpn="http/1.1")
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -227,12 +207,7 @@ class HttpServer:
         if self._server is None:
             return
         self._server.close()
-        deadline = asyncio.get_running_loop().time() + grace_s
-        while any(c.busy for c in self.connections) and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
-        for connection in list(self.connections):
-            connection.close()
-        await self._server.wait_closed()
+        await close_after_grace(self._server, self.connections, lambda: any(c.busy for c in self.connections), grace_s)
 
     async def route(self, request: h11.Request, headers: dict, body: bytes) -> tuple[int, list, bytes]:
         if self.auth_header is not None and headers.get(b"authorization") != self.auth_header:
