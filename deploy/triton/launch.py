@@ -15,13 +15,12 @@ The wheel bundles Triton (2.51) with only the python backend. Three traps, each 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
+
+from tailmark.deploy.server_process import ServerProcess, cache_directory, free_port
+from tailmark.deploy.server_process import ensure_venv as _ensure_venv
 
 PYTRITON = "nvidia-pytriton==0.7.0"
 STUB_PACKAGES = (PYTRITON, "onnxruntime", "numpy<2")
@@ -35,37 +34,13 @@ def venv_path() -> Path:
     configured = os.environ.get("TAILMARK_TRITON_VENV")
     if configured:
         return Path(configured)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return cache / "tailmark" / f"triton-venv-py{version}-pytriton0.7.0"
-
-
-def _base_python() -> str:
-    return getattr(sys, "_base_executable", None) or sys.executable
+    return cache_directory() / f"triton-venv-py{version}-pytriton0.7.0"
 
 
 def ensure_venv(timeout_s: float = 600) -> Path:
     """The cached venv holding Triton and its stub's packages, built on first use (about 40 s)."""
-    venv = venv_path()
-    marker = venv / ".tailmark-ready"
-    if marker.is_file():
-        return venv
-    shutil.rmtree(venv, ignore_errors=True)  # a half-built one: the marker is written last
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run([_base_python(), "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
-        subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *STUB_PACKAGES],
-            check=True,
-            capture_output=True,
-            timeout=timeout_s,
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-        detail = (getattr(exc, "stderr", b"") or b"").decode(errors="replace")[-800:]
-        shutil.rmtree(venv, ignore_errors=True)
-        raise TritonUnavailable(f"cannot build the Triton venv: {exc}: {detail}") from None
-    marker.write_text(" ".join(STUB_PACKAGES) + "\n")
-    return venv
+    return _ensure_venv(venv_path(), STUB_PACKAGES, name="Triton", error=TritonUnavailable, timeout_s=timeout_s)
 
 
 def _site_packages(venv: Path) -> Path:
@@ -95,13 +70,7 @@ def backend_directory(venv: Path) -> Path:
     return target.parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class TritonProcess:
+class TritonProcess(ServerProcess):
     """``tritonserver`` serving ``repository`` on loopback ports; a context manager. Logs go to ``log_path``."""
 
     def __init__(
@@ -128,10 +97,8 @@ class TritonProcess:
             "--allow-http", "true",
             *extra,
         ]  # fmt: skip
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self._wait_ready(startup_timeout_s)
+        self._start(args, log_path=log_path, env=env)
+        self._wait_until_live(startup_timeout_s)
 
     @property
     def target(self) -> str:
@@ -142,35 +109,15 @@ class TritonProcess:
         """The REST endpoint (``--transport http``)."""
         return f"http://127.0.0.1:{self.http_port}"
 
-    def _wait_ready(self, timeout_s: float) -> None:
+    def _wait_until_live(self, timeout_s: float) -> None:
         import tritonclient.grpc as grpcclient
 
-        deadline = time.monotonic() + timeout_s
         client = grpcclient.InferenceServerClient(self.target)
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
+
+        def live() -> bool:
             try:
-                if client.is_server_live():
-                    return
+                return client.is_server_live()
             except Exception:  # not listening yet
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TritonUnavailable(f"tritonserver did not start:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+                return False
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-    def __enter__(self) -> TritonProcess:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        self._wait_ready(live, timeout_s=timeout_s, poll_s=0.2, what="tritonserver", error=TritonUnavailable)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
+
+from tailmark.deploy.server_process import ServerProcess, cache_directory, free_port
+from tailmark.deploy.server_process import ensure_venv as _ensure_venv
 
 PACKAGES = {"mlserver": "mlserver==1.7.1", "kserve": "kserve==0.21.0"}
 
@@ -74,39 +73,17 @@ class PeerUnavailable(RuntimeError):
     """The peer's venv cannot be built here, or the server does not start."""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def ensure_venv(kind: str, timeout_s: float = 900) -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    venv = cache / "tailmark" / f"{kind}-venv-py{sys.version_info.major}.{sys.version_info.minor}"
-    marker = venv / ".tailmark-ready"
-    if marker.is_file():
-        return venv
-    shutil.rmtree(venv, ignore_errors=True)
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    base = getattr(sys, "_base_executable", None) or sys.executable
-    try:
-        subprocess.run([base, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", PACKAGES[kind]]
-        subprocess.run(pip, check=True, capture_output=True, timeout=timeout_s)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-        detail = (getattr(exc, "stderr", b"") or b"").decode(errors="replace")[-800:]
-        shutil.rmtree(venv, ignore_errors=True)
-        raise PeerUnavailable(f"cannot build the {kind} venv: {exc}: {detail}") from None
-    marker.write_text(PACKAGES[kind] + "\n")
-    return venv
+    venv = cache_directory() / f"{kind}-venv-py{sys.version_info.major}.{sys.version_info.minor}"
+    return _ensure_venv(venv, (PACKAGES[kind],), name=kind, error=PeerUnavailable, timeout_s=timeout_s)
 
 
-class PeerProcess:
+class PeerProcess(ServerProcess):
     """``with PeerProcess("mlserver" | "kserve", workdir) as peer``: ``peer.http_target``, ``peer.grpc_target``."""
 
     def __init__(self, kind: str, workdir: Path, startup_timeout_s: float = 120) -> None:
         venv = ensure_venv(kind)
-        self.http_port, self.grpc_port = _free_port(), _free_port()
+        self.http_port, self.grpc_port = free_port(), free_port()
         python = str(venv / "bin" / "python")
         if kind == "mlserver":
             model = workdir / "echo"
@@ -115,18 +92,18 @@ class PeerProcess:
             (model / "model-settings.json").write_text(
                 json.dumps({"name": "echo", "implementation": "echo_runtime.Echo", **TENSORS})
             )
-            settings = {"http_port": self.http_port, "grpc_port": self.grpc_port, "metrics_port": _free_port()}
+            settings = {"http_port": self.http_port, "grpc_port": self.grpc_port, "metrics_port": free_port()}
             (workdir / "settings.json").write_text(json.dumps({**settings, "parallel_workers": 0, "host": "127.0.0.1"}))
             args = [str(venv / "bin" / "mlserver"), "start", str(workdir)]
         else:
             (workdir / "echo_kserve.py").write_text(KSERVE_MODEL)
             ports = ["--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port)]
             args = [python, str(workdir / "echo_kserve.py"), *ports]
-        self.log_path = workdir / f"{kind}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        self.process = subprocess.Popen(args, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self._wait_ready(startup_timeout_s)
+        self._start(args, log_path=workdir / f"{kind}.log", env=env, cwd=workdir)
+        self._wait_ready(
+            self._model_ready, timeout_s=startup_timeout_s, poll_s=0.3, what="the peer", error=PeerUnavailable
+        )
 
     @property
     def http_target(self) -> str:
@@ -136,31 +113,9 @@ class PeerProcess:
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def _wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{self.http_target}/v2/models/echo/ready", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise PeerUnavailable(f"the peer did not start:\n{self.log_path.read_text(errors='replace')[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-    def __enter__(self) -> PeerProcess:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def _model_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_target}/v2/models/echo/ready", timeout=2) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
