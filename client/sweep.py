@@ -247,6 +247,17 @@ def plot_curve(path: Path, steps: list[Step], found: Knee) -> Path | None:
 # --- the command ---
 
 
+def copy_run_flags(parser: argparse.ArgumentParser, run_parser: argparse.ArgumentParser, own: set[str]) -> None:
+    """Give ``parser`` every flag of ``tailmark run`` except ``own`` (and help), as copies: run's own actions
+    must stay as they are."""
+    own = own | {"-h", "--help"}
+    for action in run_parser._actions:
+        if action.option_strings and not own & set(action.option_strings):
+            copied = copy.copy(action)
+            copied.option_strings = list(action.option_strings)
+            parser._add_action(copied)
+
+
 def register(subparsers, run_parser: argparse.ArgumentParser) -> None:
     """``tailmark sweep``: every flag of ``tailmark run`` (copied from its parser), plus the sweep's own."""
     sweep = subparsers.add_parser(
@@ -258,12 +269,7 @@ def register(subparsers, run_parser: argparse.ArgumentParser) -> None:
         "(with matplotlib), and the knee: the first step whose p99 exceeds --knee-factor x the lowest-load p99. "
         "Takes every flag of tailmark run.",
     )
-    own = {"-h", "--help", "--scenario", "--concurrency", "--out"}
-    for action in run_parser._actions:  # copies: run's own actions must stay as they are
-        if action.option_strings and not own & set(action.option_strings):
-            copied = copy.copy(action)
-            copied.option_strings = list(action.option_strings)
-            sweep._add_action(copied)
+    copy_run_flags(sweep, run_parser, {"--scenario", "--concurrency", "--out"})
     values = sweep.add_mutually_exclusive_group(required=True)
     values.add_argument("--rates", type=lambda t: parse_values(t, float), help="R1,R2,... or START:STOP:STEP (/s)")
     values.add_argument(
@@ -279,10 +285,37 @@ def register(subparsers, run_parser: argparse.ArgumentParser) -> None:
     sweep.set_defaults(handler=sweep_command, concurrency=None)
 
 
-def sweep_command(args: argparse.Namespace) -> int:
+def run_step(step_args: argparse.Namespace, step_dir: Path, label: str) -> tuple[int, dict[str, Any] | None]:
+    """One step of a sweep or a search: an ordinary ``tailmark run`` of one scenario into ``step_dir``.
+
+    ``step_args`` are run's arguments with the step's load filled in. Returns the run's exit code (a
+    ``TailmarkError`` during the run is printed after ``label`` and gives 1) and its results.json, or None
+    when the run wrote none. A bad setting raises ``UsageError``: every step would refuse it.
+    """
     from tailmark.cli import UsageError
     from tailmark.client import cli as run_cli
     from tailmark.client.errors import ConfigError, TailmarkError
+
+    step_args.out, step_args.fail_on_invalid = step_dir, False
+    try:
+        plan = run_cli.build_plan(step_args)
+        if len(plan.scenarios) != 1:
+            raise ConfigError("a step runs one scenario; leave 'scenarios' out of --config")
+        code = run_cli._run_with_loop(plan, step_args)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except TailmarkError as exc:
+        print(f"{label}: {exc}", file=sys.stderr)
+        code = 1
+    results = step_dir / "results.json"
+    if not results.exists():
+        return code, None
+    return code, json.loads(results.read_text(encoding="utf-8"))
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    from tailmark.cli import UsageError
+    from tailmark.client import cli as run_cli
 
     if not _has_target(args):
         return _sweep_embedded(args)
@@ -309,24 +342,11 @@ def sweep_command(args: argparse.Namespace) -> int:
         else:
             step_args.target_qps = value
         step_dir = out_dir / f"step-{number:02d}-{kind}-{value:g}"
-        step_args.out, step_args.fail_on_invalid = step_dir, False
         step_args.no_calibration = args.no_calibration or number > 1  # the client is calibrated once
         print(f"tailmark sweep: step {number}/{len(values)}: {scenario} at {kind} {value:g}", file=sys.stderr)
-        try:
-            plan = run_cli.build_plan(step_args)
-            if len(plan.scenarios) != 1:
-                raise ConfigError("a sweep step runs one scenario; leave 'scenarios' out of --config")
-            code = run_cli._run_with_loop(plan, step_args)
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from None
-        except TailmarkError as exc:
-            print(f"tailmark sweep: step {number}: {exc}", file=sys.stderr)
-            code = 1
-        results = step_dir / "results.json"
-        if results.exists():
-            doc = json.loads(results.read_text(encoding="utf-8"))
-            if doc["scenarios"]:
-                steps.append(step_of(doc, number, Path(step_dir.name)))  # relative: the sweep folder can move
+        code, doc = run_step(step_args, step_dir, f"tailmark sweep: step {number}")
+        if doc is not None and doc["scenarios"]:
+            steps.append(step_of(doc, number, Path(step_dir.name)))  # relative: the sweep folder can move
         found = knee(steps, args.knee_factor)
         complete = number == len(values) and code in (0, run_cli.EXIT_INVALID)
         stopped = stop_reason(steps[-1]) if steps and number < len(values) else ""

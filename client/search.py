@@ -1,0 +1,680 @@
+"""``tailmark search``: the highest Server-scenario rate that meets an SLO, with the evidence for every step.
+
+The SLO is one or more percentiles of intended -> done (``--slo p99=50ms --slo p50=10ms``) or a goodput
+(``--goodput 0.99 --request-slo 100ms``: at least 99 % of requests, failures counted as misses, done within
+100 ms of their intended instant). Both are the same kind of statement, "a share f of the requests within T",
+so each objective is judged the same way (docs/measurement.md, "Searches").
+
+**A step** is one rate, run as ``--trials K`` repeats of the Server scenario (one ``tailmark run --repeat K``
+in its own run directory, through sweep's step runner; repeat k uses the seeds plus k - 1, the same at every
+rate). Its trials' intended -> done histograms are added (bucket by bucket, lossless) and each objective is:
+
+- **shown met** when the pooled evidence says so: for a percentile, the upper end of its distribution-free
+  95 % interval (client/intervals.py) is at most the bound; for goodput, the one-sided binomial p-value of
+  "the true share within T is at most f" is at most 0.025 (the 97.5 % side the interval's upper end gives);
+- **shown missed** when the interval lies above the bound (goodput: the p-value of "at least f" <= 0.025);
+- **undecided** otherwise: the interval holds the bound, or is open (too few queries to bound a p99).
+
+The step passes when every objective is shown met, or is undecided and met by a majority of the trials (each
+trial's own percentile, LoadGen's rank rule on bucket upper edges, or goodput), and no request failed (goodput
+alone counts failures as misses instead). ``--strict`` passes only what is shown met *and* met by a majority
+of trials: with short steps it needs the p99 bounded, which pushes the answer down (a 5 s step at 50/s cannot
+bound a p99 below its maximum). Each objective's pooled value, interval and p-value are recorded per step.
+
+The runs' own verdicts judge the first objective (LoadGen's bound and early stopping) and stay in each step's
+run directory; a trial blamed on the **client** stops the search, and so does a majority blamed on the
+**host** twice in a row (the step is run once more first): the endpoint is then not what limits the rate
+(docs/verdicts.md).
+
+**The walk** (``walk``, pure, unit-tested with a fake step): from ``--start-qps`` double while steps pass
+(capped at the client's calibrated ceiling), or halve while they fail, until a pass and a fail bracket the
+answer; then bisect until the bracket [last pass, first fail] is narrower than ``--resolution`` of the last
+pass; then run a confirmation step at the last pass with fresh seeds. A failed confirmation becomes the new
+first fail and the walk goes on below it (twice at most). The answer is the confirmed last pass; its
+uncertainty is the bracket.
+
+Example::
+
+    tailmark search --target 127.0.0.1:8001 --model resnet --slo p99=50ms --resolution 5%
+    tailmark search --target 127.0.0.1:8001 --model resnet --goodput 0.99 --request-slo 100ms --trials 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TRIALS = 3
+DEFAULT_START_QPS = 10.0
+DEFAULT_RESOLUTION = 0.05
+DEFAULT_STEP_S = 5.0
+DEFAULT_WARMUP_S = 1.0
+DEFAULT_MAX_STEPS = 30
+ONE_SIDED_ALPHA = 0.025  # the upper end of a two-sided 95 % interval
+MAX_CONFIRMATIONS = 2
+STOP_CAUSES = ("client", "host")
+RULE = (
+    "each objective is shown met when the pooled trials' 95 % interval of its percentile lies at or below the bound "
+    "(goodput: one-sided binomial p-value <= 0.025), missed when it lies above, else undecided; a step passes when "
+    "every objective is shown met, or undecided with a majority of trials meeting it (--strict: shown met and a "
+    "majority of trials meeting every objective), no request failed (goodput alone counts failures as misses) and "
+    "no trial is blamed on the client, nor a majority on the host"
+)
+_SLO = re.compile(r"^\s*p(\d+(?:\.\d+)?)\s*(?:=|<=|<)\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s)?\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s)?\s*$", re.IGNORECASE)
+_TO_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+# --- what is asked ---
+
+
+@dataclass(frozen=True, slots=True)
+class Objective:
+    """A share of the requests within a latency: ``percentile`` % of them at most ``bound_ms`` (intended -> done)."""
+
+    percentile: float  # 99.0: p99
+    bound_ms: float
+    goodput: bool = False  # failed requests count as misses (a percentile leaves them out; errors fail a trial)
+
+    @property
+    def name(self) -> str:
+        if self.goodput:
+            return f"goodput>={self.percentile / 100:g}@{self.bound_ms:g}ms"
+        return f"p{self.percentile:g}<={self.bound_ms:g}ms"
+
+
+def parse_slo(text: str) -> Objective:
+    """``p99=50ms``, ``p99.9<=0.2s``, ``p50=10`` (ms); refused in one line otherwise."""
+    match = _SLO.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected pPERCENTILE=BOUND, e.g. p99=50ms (units us, ms, s)")
+    percentile = float(match[1])
+    bound_ms = float(match[2]) * _TO_MS[(match[3] or "ms").lower()]
+    if not 0.0 < percentile < 100.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the percentile must be between 0 and 100 (exclusive)")
+    if bound_ms <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the bound must be > 0")
+    return Objective(percentile, bound_ms)
+
+
+def parse_duration_ms(text: str) -> float:
+    """``100ms``, ``0.1s``, ``100`` (ms), > 0."""
+    match = _DURATION.match(text)
+    if not match or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a duration > 0, e.g. 100ms or 0.1s")
+    return float(match[1]) * _TO_MS[(match[2] or "ms").lower()]
+
+
+def parse_share(text: str) -> float:
+    """``0.99`` or ``99%``: a share strictly between 0 and 1."""
+    try:
+        value = float(text[:-1]) / 100.0 if text.strip().endswith("%") else float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a share between 0 and 1 (exclusive), e.g. 0.99 or 99%")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    relative: float = 0.0  # 0.05: the bracket narrower than 5 % of the last pass
+    absolute_qps: float = 0.0  # or narrower than this many queries/s
+
+    def reached(self, low: float, high: float) -> bool:
+        return high - low <= (self.relative * low if self.relative else self.absolute_qps)
+
+    def __str__(self) -> str:
+        return f"{100 * self.relative:g}%" if self.relative else f"{self.absolute_qps:g}/s"
+
+
+def parse_resolution(text: str) -> Resolution:
+    """``5%`` (of the answer) or ``10`` / ``10/s`` (queries/s)."""
+    body = text.strip()
+    try:
+        if body.endswith("%"):
+            value = float(body[:-1]) / 100.0
+            if 0.0 < value < 1.0:
+                return Resolution(relative=value)
+        else:
+            value = float(body.removesuffix("/s"))
+            if value > 0:
+                return Resolution(absolute_qps=value)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r}: expected a share of the answer (5%) or queries/s (10 or 10/s) > 0")
+
+
+# --- the evidence of one step ---
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectiveEvidence:
+    objective: str
+    trial_values: list[float | None]  # each trial's percentile (ms) or goodput share
+    trials_met: int
+    pooled_queries: int  # the pooled trials' requests (goodput: failures included)
+    pooled_within: int  # of which done within the bound (a bucket straddling it counts as over)
+    pooled_value: float | None  # the pooled percentile (ms) or goodput share
+    interval_ms: list[float | None] | None  # percentile: its 95 % interval from the pooled counts; None: goodput
+    p_value: float  # P(Binomial(n, share) >= within): the chance of this much evidence if the objective is missed
+    shown: str  # what the pooled trials show: met | missed | undecided (the interval holds the bound)
+    passed: bool  # the objective's decision: shown, else (default rule) a majority of trials
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What a step's trials say; ``walk`` reads ``passed`` and ``limited_by``."""
+
+    passed: bool
+    limited_by: str | None = None  # client | host: the endpoint is not what limits this rate
+    why: str = ""
+    trials: int = 0
+    trials_passed: int = 0
+    achieved_qps: float | None = None
+    causes: list[str | None] = field(default_factory=list)
+    objectives: list[ObjectiveEvidence] = field(default_factory=list)
+    ceiling_qps: float | None = None  # the client's calibrated ceiling, when this step measured it
+    run_dir: str = ""
+
+
+def upper_tail(n: int, share: float, k: int) -> float:
+    """P(B >= k) for B ~ Binomial(n, share), summed exactly in log space."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    log_p, log_q = math.log(share), math.log1p(-share)
+    head = math.lgamma(n + 1)
+    terms = [head - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q for i in range(k, n + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))
+
+
+def judge_objective(
+    objective: Objective, trials: list[tuple[Any, int]], *, strict: bool = False, confidence: float = 0.95
+) -> ObjectiveEvidence:
+    """One objective over a step's trials: ``trials`` holds each trial's intended -> done histogram (ns) and its
+    failed-request count. It passes when the pooled trials show it met, or (not ``strict``) when they show
+    neither met nor missed and a majority of trials meet it."""
+    from tailmark.client import hlog
+    from tailmark.client.intervals import interval_from_counts
+    from tailmark.client.verdict import buckets, count_over, percentile_ns
+
+    bound_ns = int(objective.bound_ms * 1e6)
+    share = objective.percentile / 100.0
+    values: list[float | None] = []
+    met = 0
+    pooled = hlog.new_histogram()
+    failed = 0
+    for hist, errors in trials:
+        hlog.add_into(pooled, hist)
+        failed += errors
+        n = hist.get_total_count()
+        if objective.goodput:
+            total = n + errors
+            value = (n - count_over(hist, bound_ns)) / total if total else None
+            met += value is not None and value >= share
+        else:
+            value = percentile_ns(hist, objective.percentile) / 1e6 if n else None
+            met += value is not None and value <= objective.bound_ms
+        values.append(value)
+    ok = pooled.get_total_count()
+    within = ok - count_over(pooled, bound_ns) if ok else 0
+    n = ok + failed if objective.goodput else ok
+    p_value = upper_tail(n, share, within) if n else 1.0
+    p_missed = 1.0 - upper_tail(n, share, within + 1) if n else 1.0  # P(B <= within): evidence it is missed
+    interval = None
+    if objective.goodput:
+        pooled_value = within / n if n else None
+        shown = "met" if n and p_value <= ONE_SIDED_ALPHA else "missed" if n and p_missed <= ONE_SIDED_ALPHA else ""
+        value_text = "-" if pooled_value is None else f"{pooled_value:.4f}"
+        detail = f"goodput {value_text} of {n} within {objective.bound_ms:g} ms, p={p_value:.3g}"
+    else:
+        pooled_value = percentile_ns(pooled, objective.percentile) / 1e6 if ok else None
+        edges, counts = buckets(pooled)
+        lo, hi = interval_from_counts(edges, counts, objective.percentile, confidence) if ok else (None, None)
+        interval = [None if v is None else v / 1e6 for v in (lo, hi)]
+        if interval[1] is not None and interval[1] <= objective.bound_ms:
+            shown = "met"
+        else:
+            shown = "missed" if interval[0] is not None and interval[0] > objective.bound_ms else ""
+        ends = "..".join("?" if v is None else f"{v:.2f}" for v in interval)
+        detail = f"p{objective.percentile:g} {_ms(pooled_value)} [{ends}] ms of {n}, p={p_value:.3g}"
+        if ok and interval[1] is None:
+            detail += " (too few queries to bound it)"
+    shown = shown or "undecided"
+    passed = shown == "met" or (not strict and shown == "undecided" and 2 * met > len(trials))
+    detail += f": {shown}" + (f", {met}/{len(trials)} trials met it" if shown == "undecided" else "")
+    return ObjectiveEvidence(
+        objective=objective.name, trial_values=values, trials_met=met, pooled_queries=n, pooled_within=within,
+        pooled_value=pooled_value, interval_ms=interval, p_value=p_value, shown=shown, passed=passed, detail=detail,
+    )  # fmt: skip
+
+
+def judge_step(
+    objectives: list[Objective], doc: dict[str, Any], histograms: dict[str, Any], *, strict: bool = False
+) -> StepOutcome:
+    """A step's outcome from its results.json (``doc``) and histograms.json (``histograms``): every objective
+    passes (``judge_objective``), no request failed (unless goodput alone is asked: it counts failures as
+    misses), no trial blamed on the client and no majority on the host; ``strict`` also needs a majority of
+    trials meeting every objective and every objective shown met by the pooled trials."""
+    from tailmark.client.recorder import Recorder
+
+    recorder = Recorder.from_dict(histograms)
+    entries = doc["scenarios"]
+    names = _recorder_names([e["scenario"] for e in entries])
+    trials = []
+    for name in names:
+        key = (name, "all")
+        hist = recorder.histogram(key, "intended_to_done")
+        trials.append((hist, sum(recorder.errors(key).values())))
+    classes = [e["classes"]["all"] for e in entries]
+    causes = [c["verdict"].get("cause") for c in classes]
+    evidence = [judge_objective(o, trials, strict=strict) for o in objectives]
+    passing = []
+    for i, c in enumerate(classes):
+        meets = all(_trial_meets(o, e.trial_values[i]) for o, e in zip(objectives, evidence, strict=True))
+        passing.append(meets and c["error_count"] == 0 and causes[i] not in STOP_CAUSES)
+    k, count = sum(passing), len(passing)
+    failed = sum(errors for _, errors in trials)
+    errors_fail = failed > 0 and not all(o.goodput for o in objectives)
+    passed = all(e.passed for e in evidence) and not errors_fail and (not strict or 2 * k > count)
+    limited = "client" if "client" in causes else "host" if 2 * causes.count("host") > count else None
+    reasons = [f"{k}/{count} trials met every objective"] + [e.detail for e in evidence]
+    if errors_fail:
+        reasons.append(f"{failed} requests failed")
+    if limited:
+        reasons.insert(0, f"{causes.count(limited)}/{count} trials blamed on the {limited}")
+    ceiling = (doc.get("calibration") or {}).get("ceiling_qps")
+    return StepOutcome(
+        passed=passed and limited is None, limited_by=limited, why="; ".join(reasons), trials=count,
+        trials_passed=k, achieved_qps=statistics.median([c["achieved_rate_qps"] for c in classes]) if classes else None,
+        causes=causes, objectives=evidence, ceiling_qps=ceiling,
+    )  # fmt: skip
+
+
+def _trial_meets(objective: Objective, value: float | None) -> bool:
+    if value is None:
+        return False
+    return value >= objective.percentile / 100.0 if objective.goodput else value <= objective.bound_ms
+
+
+def _recorder_names(scenarios: list[str]) -> list[str]:
+    """The recorder's keys of repeated scenarios: the name, then name-2, name-3 (client/run.py)."""
+    seen: dict[str, int] = {}
+    names = []
+    for s in scenarios:
+        seen[s] = seen.get(s, 0) + 1
+        names.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
+    return names
+
+
+# --- the walk ---
+
+
+@dataclass(frozen=True, slots=True)
+class Walked:
+    number: int
+    phase: str  # bracket | bisect | confirm | retry (the same rate again after a step blamed on the host)
+    rate_qps: float
+    outcome: StepOutcome
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class Walk:
+    steps: list[Walked] = field(default_factory=list)
+    last_pass_qps: float | None = None  # the answer
+    first_fail_qps: float | None = None  # None: no step failed (the ceiling or the step limit came first)
+    confirmed: bool = False
+    stopped: str = ""  # why the walk ended before a confirmed answer at the resolution ("" when it did not)
+
+    @property
+    def answer_qps(self) -> float | None:
+        return self.last_pass_qps
+
+    @property
+    def evidence_band_qps(self) -> tuple[float | None, float | None]:
+        """Where the evidence, not the walk's resolution, places the answer: from the highest rate whose every
+        objective the pooled trials showed met (at most the answer) to the lowest rate with an objective shown
+        missed (else the first fail). Steps between were decided by the majority of trials."""
+        if self.last_pass_qps is None:
+            return None, self.first_fail_qps
+        met = [w.rate_qps for w in self.steps if w.outcome.objectives and w.rate_qps <= self.last_pass_qps
+               and all(e.shown == "met" for e in w.outcome.objectives)]  # fmt: skip
+        missed = [w.rate_qps for w in self.steps if any(e.shown == "missed" for e in w.outcome.objectives)]
+        missed = [r for r in missed if r > self.last_pass_qps] or [self.first_fail_qps]
+        return (max(met) if met else None), (None if missed[0] is None else min(m for m in missed if m is not None))
+
+
+def walk(
+    step: Callable[[float, str, int], StepOutcome],
+    *,
+    start_qps: float,
+    resolution: Resolution,
+    ceiling_qps: float | None = None,
+    min_qps: float | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> Walk:
+    """Bracket, bisect and confirm; ``step(rate, phase, confirmation)`` runs one step (``confirmation``: 0 for
+    the walk's own steps, n for the n-th confirmation, which must use fresh seeds). A step blamed on the client
+    or the host ends the walk (the host's after one retry with fresh seeds: its noise comes and goes), as does
+    ``max_steps``; the ceiling (which a step may report) caps every rate."""
+    result = Walk()
+    floor = min_qps if min_qps is not None else start_qps / 64.0
+    ceiling = [ceiling_qps]
+    passes: list[float] = []
+
+    def run(rate: float, phase: str, confirmation: int = 0) -> StepOutcome | None:
+        if len(result.steps) >= max_steps:
+            result.stopped = f"stopped after {max_steps} steps (--max-steps)"
+            return None
+        started = time.perf_counter()
+        outcome = step(rate, phase, confirmation)
+        result.steps.append(Walked(len(result.steps) + 1, phase, rate, outcome, time.perf_counter() - started))
+        if outcome.ceiling_qps and not ceiling[0]:
+            ceiling[0] = outcome.ceiling_qps
+        if outcome.limited_by == "host" and phase != "retry":  # host noise comes and goes: one more try
+            return run(rate, "retry", confirmation)
+        if outcome.limited_by:
+            result.stopped = (
+                f"step {len(result.steps)} at {rate:g}/s: the {outcome.limited_by}, not the endpoint, limited the "
+                f"result ({outcome.why}); the answer is at least the last pass"
+                + (": give the client its own core or split the load over client processes"
+                   if outcome.limited_by == "client" else ": use a quieter host, pin client and server apart")
+            )  # fmt: skip
+            return None
+        return outcome
+
+    low, high = None, None
+    at_ceiling = ""
+    rate = min(start_qps, ceiling[0]) if ceiling[0] else start_qps
+    while low is None or high is None:
+        outcome = run(rate, "bracket")
+        if outcome is None:
+            break
+        if outcome.passed:
+            low = rate
+            passes.append(rate)
+            if high is not None:
+                break
+            if ceiling[0] and rate >= ceiling[0]:
+                at_ceiling = (
+                    f"{rate:g}/s passed at the client's calibrated ceiling (~{ceiling[0]:g}/s): the endpoint takes "
+                    "at least this; more client processes would be needed to find its limit"
+                )
+                break
+            rate = min(2 * rate, ceiling[0]) if ceiling[0] else 2 * rate
+        else:
+            high = rate
+            if low is not None:
+                break
+            rate /= 2
+            if rate < floor:
+                result.stopped = f"no rate down to {rate * 2:g}/s met the SLO"
+                break
+    confirmations = 0
+    while not result.stopped and low is not None and (high is not None or at_ceiling):
+        while high is not None and not resolution.reached(low, high):
+            mid = (low + high) / 2
+            outcome = run(mid, "bisect")
+            if outcome is None:
+                break
+            if outcome.passed:
+                low = mid
+                passes.append(mid)
+            else:
+                high = mid
+        if result.stopped:
+            break
+        confirmations += 1
+        outcome = run(low, "confirm", confirmations)
+        if outcome is None:
+            break
+        if outcome.passed:
+            result.confirmed = True
+            break
+        high, failed = low, low  # a failed confirmation is the new first fail
+        below = [p for p in passes if p < high]
+        low = max(below) if below else None
+        if confirmations >= MAX_CONFIRMATIONS or low is None:
+            result.stopped = f"the confirmation at {failed:g}/s failed ({confirmations} tried)"
+            break
+    if at_ceiling and result.first_fail_qps is None and high is None:
+        result.stopped = "; ".join(filter(None, (at_ceiling, result.stopped)))
+    result.last_pass_qps, result.first_fail_qps = low, high
+    return result
+
+
+# --- outputs ---
+
+
+def uncertainty(result: Walk, measured_s: float) -> tuple[float | None, float | None]:
+    """The answer's uncertainty: the bracket [last pass, first fail] widened on each side by the 95 % range of the
+    rate a Poisson schedule actually offers in ``measured_s`` seconds (a step's trials together), 1.96 sqrt(r / s):
+    at 50/s, one 5 s trial offers 44..56/s, so a step judges that wide a range of loads."""
+    low, high = result.last_pass_qps, result.first_fail_qps
+    if low is None:
+        return None, high
+
+    def noise(rate: float) -> float:
+        return 1.96 * math.sqrt(rate / measured_s)
+
+    return max(low - noise(low), 0.0), (None if high is None else high + noise(high))
+
+
+def table(result: Walk, objectives: list[Objective], measured_s: float) -> str:
+    head = ("step", "phase", "rate/s", "achieved/s", "trials", *(o.name for o in objectives), "result")
+    rows = [head]
+    for w in result.steps:
+        o = w.outcome
+        cells = []
+        for e in o.objectives:
+            if e.interval_ms is not None:
+                lo, hi = (_ms(v) for v in e.interval_ms)
+                cells.append(f"{_ms(e.pooled_value)} [{lo}..{hi}] p={e.p_value:.2g}")
+            else:
+                shown = "-" if e.pooled_value is None else f"{e.pooled_value:.4f}"
+                cells.append(f"{shown} p={e.p_value:.2g}")
+        verdict = "pass" if o.passed else (f"stop ({o.limited_by})" if o.limited_by else "fail")
+        achieved = "-" if o.achieved_qps is None else f"{o.achieved_qps:.1f}"
+        rows.append((str(w.number), w.phase, f"{w.rate_qps:g}", achieved, f"{o.trials_passed}/{o.trials}", *cells,
+                     verdict))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(wd) for cell, wd in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * wd for wd in widths))
+    return "\n".join(lines) + "\n\n" + answer_text(result, measured_s)
+
+
+def answer_text(result: Walk, measured_s: float) -> str:
+    if result.last_pass_qps is None:
+        return f"answer: none ({result.stopped or 'no rate passed'})"
+    high = "?" if result.first_fail_qps is None else f"{result.first_fail_qps:g}"
+    text = f"answer: {result.last_pass_qps:g}/s (between the last pass and the first fail: [{result.last_pass_qps:g}, "
+    text += f"{high}]/s), {'confirmed' if result.confirmed else 'NOT confirmed'}"
+    ends = "..".join("?" if v is None else f"{v:.1f}" for v in uncertainty(result, measured_s))
+    text += f"; uncertainty {ends}/s (the bracket and each step's Poisson rate noise)"
+    band = result.evidence_band_qps
+    text += (
+        "; evidence band " + "..".join("?" if v is None else f"{v:g}" for v in band) + "/s (shown met .. shown missed)"
+    )
+    return text + (f"; {result.stopped}" if result.stopped else "")
+
+
+def _ms(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
+def write_json(
+    path: Path, result: Walk, objectives: list[Objective], settings: dict[str, Any], wall_s: float, measured_s: float
+) -> None:
+    from tailmark.client.results import write_atomic
+
+    doc = {
+        "format": "tailmark.search/1",
+        "objectives": [asdict(o) | {"name": o.name} for o in objectives],
+        "rule": RULE,
+        "settings": settings,
+        "answer_qps": result.last_pass_qps,
+        "bracket_qps": [result.last_pass_qps, result.first_fail_qps],  # the walk's resolution
+        "uncertainty_qps": list(uncertainty(result, measured_s)),  # the bracket and the offered rate's noise
+        "evidence_band_qps": list(result.evidence_band_qps),  # the statistics' uncertainty (Walk.evidence_band_qps)
+        "confirmed": result.confirmed,
+        "stopped": result.stopped or None,
+        "wall_s": round(wall_s, 1),
+        "step_count": len(result.steps),
+        "steps": [
+            {
+                "step": w.number,
+                "phase": w.phase,
+                "rate_qps": w.rate_qps,
+                "seconds": round(w.seconds, 1),
+                **asdict(w.outcome),
+            }
+            for w in result.steps
+        ],
+    }
+    write_atomic(path, json.dumps(doc, indent=2) + "\n")
+
+
+# --- the command ---
+
+
+def register(subparsers, run_parser: argparse.ArgumentParser) -> None:
+    """``tailmark search``: every flag of ``tailmark run`` (copied) but the load and the bound, plus its own."""
+    from tailmark.client.sweep import copy_run_flags
+
+    search = subparsers.add_parser(
+        "search",
+        help="the highest Server-scenario rate that meets an SLO (percentiles or goodput), step by step",
+        description="Bracket (doubling from --start-qps), then bisect to --resolution, the Server scenario's "
+        "rate; each step is --trials repeats with fresh seeds and passes when a majority of them meet the SLO "
+        "and the pooled trials' confidence interval (goodput: binomial p-value) shows it; a confirmation step "
+        "runs at the answer. Writes search.json and one run directory per step. Takes tailmark run's flags.",
+    )
+    own = {"--scenario", "--out", "--target-qps", "--latency-bound-ms", "--percentile", "--repeat"}
+    copy_run_flags(search, run_parser, own)
+    search.add_argument("--slo", action="append", type=parse_slo, default=[], help="pP=BOUND, e.g. p99=50ms "
+                        "(repeatable: every one must hold)")  # fmt: skip
+    search.add_argument("--goodput", type=parse_share, help="share of requests within --request-slo, e.g. 0.99")
+    search.add_argument("--request-slo", type=parse_duration_ms, help="per-request latency bound of --goodput")
+    search.add_argument("--start-qps", type=float, default=DEFAULT_START_QPS, help="first rate (default 10)")
+    search.add_argument(
+        "--resolution", type=parse_resolution, default=Resolution(DEFAULT_RESOLUTION),
+        help="stop bisecting when the bracket is this narrow: 5%% (of the answer, default) or 10/s",
+    )  # fmt: skip
+    search.add_argument(
+        "--strict", action="store_true", help="a step passes only when a majority of trials meet the SLO AND the "
+        "pooled interval shows it (default: the interval decides when it can, else the majority of trials)",
+    )  # fmt: skip
+    search.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="repeats per step (default 3)")
+    search.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS, help="give up after this many steps")
+    search.add_argument("--out", type=Path, help="search directory (default runs/<time>-<model>-search)")
+    search.set_defaults(handler=search_command)
+
+
+def objectives_of(args: argparse.Namespace) -> list[Objective]:
+    from tailmark.cli import UsageError
+
+    if (args.goodput is None) != (args.request_slo is None):
+        raise UsageError("--goodput and --request-slo go together: e.g. --goodput 0.99 --request-slo 100ms")
+    objectives = list(args.slo)
+    if args.goodput is not None:
+        objectives.append(Objective(100.0 * args.goodput, args.request_slo, goodput=True))
+    if not objectives:
+        raise UsageError(
+            "tailmark search needs an SLO: --slo p99=50ms (repeatable) or --goodput 0.99 --request-slo 100ms"
+        )
+    return objectives
+
+
+def search_command(args: argparse.Namespace) -> int:
+    from tailmark.cli import UsageError
+    from tailmark.client import cli as run_cli
+    from tailmark.client.settings import OFFICIAL_SAMPLE_SEED, OFFICIAL_SCHEDULE_SEED
+    from tailmark.client.sweep import run_step
+
+    if args.target is None:
+        raise UsageError("tailmark search needs --target (start `tailmark serve` first for the built-in server)")
+    objectives = objectives_of(args)
+    for flag, value in (("--trials", args.trials), ("--max-steps", args.max_steps)):
+        if value < 1:
+            raise UsageError(f"{flag} {value}: must be >= 1")
+    if args.start_qps <= 0:
+        raise UsageError(f"--start-qps {args.start_qps:g}: must be > 0")
+    if args.mlperf:
+        raise UsageError("--mlperf: a search runs short steps; run the answer with tailmark run --mlperf after")
+    out_dir = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.model}-search"
+    schedule_seed = OFFICIAL_SCHEDULE_SEED if args.seed is None else args.seed
+    sample_seed = OFFICIAL_SAMPLE_SEED if args.sample_seed is None else args.sample_seed
+    first = objectives[0]  # the runs' own verdicts judge this one (LoadGen's bound and early stopping)
+    settings = {
+        "target": args.target, "model": args.model, "trials": args.trials, "strict": args.strict,
+        "start_qps": args.start_qps,
+        "resolution": str(args.resolution), "step_s": args.duration or DEFAULT_STEP_S,
+        "warmup_s": DEFAULT_WARMUP_S if args.warmup is None else args.warmup,
+        "schedule_seed": schedule_seed, "sample_seed": sample_seed,
+        "step_seeds": f"step n, trial k: the seeds + {args.trials} x (n - 1) + k - 1",
+    }  # fmt: skip
+    failure: list[int] = []
+    started = time.perf_counter()
+    counter = [0]
+
+    def step(rate: float, phase: str, confirmation: int) -> StepOutcome:
+        counter[0] += 1
+        number = counter[0]
+        step_args = argparse.Namespace(**vars(args))
+        step_args.scenario = ["server"]
+        step_args.target_qps = rate
+        step_args.latency_bound_ms, step_args.percentile = first.bound_ms, first.percentile
+        step_args.repeat = args.trials
+        step_args.duration = settings["step_s"]
+        step_args.warmup = settings["warmup_s"]
+        # fresh seeds at every step: one schedule's luck (a sparse 4 s of Poisson arrivals) must not shift every
+        # rate alike; measured: one seed offered 10 % under the target at every rate and moved the answer 10 %
+        step_args.seed = schedule_seed + args.trials * (number - 1)
+        step_args.sample_seed = sample_seed + args.trials * (number - 1)
+        step_args.no_calibration = args.no_calibration or number > 1  # the client is calibrated once
+        step_dir = out_dir / f"step-{number:02d}-{phase}-{rate:g}"
+        print(f"tailmark search: step {number} ({phase}): server at {rate:g}/s, {args.trials} trials",
+              file=sys.stderr, flush=True)  # fmt: skip
+        with contextlib.redirect_stdout(io.StringIO()):  # each step's own table stays in its run directory
+            code, doc = run_step(step_args, step_dir, f"tailmark search: step {number}")
+        histograms = step_dir / "histograms.json"
+        if code not in (0, run_cli.EXIT_INVALID) or doc is None or not doc["scenarios"] or not histograms.exists():
+            failure.append(code or 1)
+            return StepOutcome(False, limited_by="client", why=f"the step's run ended with exit code {code}",
+                               run_dir=step_dir.name)  # fmt: skip
+        outcome = judge_step(objectives, doc, json.loads(histograms.read_text(encoding="utf-8")), strict=args.strict)
+        outcome = StepOutcome(**{**{f: getattr(outcome, f) for f in outcome.__slots__}, "run_dir": step_dir.name})
+        print(f"tailmark search: step {number}: {'pass' if outcome.passed else 'fail'}: {outcome.why}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return outcome
+
+    result = walk(step, start_qps=args.start_qps, resolution=args.resolution, max_steps=args.max_steps)
+    wall_s = time.perf_counter() - started
+    if failure and result.stopped.startswith("step"):
+        result.stopped = f"a step's run failed (exit code {failure[0]}); see its run directory"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    measured_s = settings["step_s"] * args.trials
+    write_json(out_dir / "search.json", result, objectives, settings, wall_s, measured_s)
+    print()
+    print(table(result, objectives, measured_s))
+    print(f"{len(result.steps)} steps in {wall_s:.0f} s", file=sys.stderr)
+    print(f"search: {out_dir}/search.json", file=sys.stderr)
+    if failure:
+        return failure[0]
+    return 0 if result.last_pass_qps is not None else run_cli.EXIT_INVALID
