@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from support.rest_peers import PeerProcess, PeerUnavailable
-from support.runcli import results, scenario, tailmark
+from support.runcli import valid_server_run_over_rest
 from tailmark.client.http_transport import HttpTransport
 from tailmark.client.response_check import checked, output_arrays
 from tailmark.client.samples import random_pool
@@ -64,17 +64,8 @@ def test_answers_equal_the_grpc_path(peer):
 
 
 def test_a_server_scenario_over_rest_is_valid(peer, tmp_path):
-    out = tmp_path / "run"
-    run = tailmark(
-        "run", "--target", peer.http_target, "--model", "echo", "--scenario", "server", "--http-json",
-        "--target-qps", "200", "--shape", "INPUT0:16", "--duration", "3", "--warmup", "0.2",
-        "--min-queries", "550", "--latency-bound-ms", "50", "--out", str(out), "--no-progress",
-        "--transport", "http", "--connections", "4", timeout_s=300,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    doc = results(out)
+    doc = valid_server_run_over_rest(
+        peer.http_target, "echo", tmp_path / "run", target_qps=200, min_queries=550, extra=("--http-json",)
+    )
     assert doc["environment"]["client_transport"]["kind"] == "http"
     assert len(doc["environment"]["target"]["notes"]) == 2  # no ModelConfig, no ModelStatistics
-    everything = scenario(doc, "server")["classes"]["all"]
-    assert everything["error_count"] == 0, everything["errors"]
-    assert everything["verdict"]["result"] == "VALID", [c for c in everything["verdict"]["checks"] if not c["passed"]]

@@ -18,7 +18,7 @@ tritonhttp = pytest.importorskip("tritonclient.http", reason="tritonclient[http]
 import tritonclient.http.aio as tritonhttp_aio  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from support.runcli import results, scenario, tailmark  # noqa: E402
+from support.runcli import valid_server_run_over_rest  # noqa: E402
 from support.serve import ServerProcess  # noqa: E402
 from tailmark.protos.codec import DATATYPES  # noqa: E402
 
@@ -28,8 +28,7 @@ MAX_BODY = 1 << 20
 @pytest.fixture(scope="module")
 def rest(test_repository):
     with ServerProcess(test_repository, "--http-port", "0", "--max-message-bytes", str(MAX_BODY)) as process:
-        line = next(line for line in process.lines if "REST on http://" in line)
-        process.http_url = line.split("REST on http://", 1)[1].split()[0]
+        process.http_url = process.rest_address
         yield process
 
 
@@ -177,19 +176,10 @@ def test_the_tailmark_client_over_rest_equals_grpc_and_runs_valid(rest, tmp_path
                 await over_grpc.aclose()
 
     asyncio.run(compare())
-    out = tmp_path / "run"
-    run = tailmark(
-        "run", "--target", f"http://{rest.http_url}", "--model", "identity_fp32", "--scenario", "server",
-        "--target-qps", "250", "--shape", "INPUT0:16", "--duration", "3", "--warmup", "0.2",
-        "--min-queries", "600", "--latency-bound-ms", "50", "--out", str(out), "--no-progress",
-        "--transport", "http", "--connections", "4", timeout_s=300,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    doc = results(out)
+    doc = valid_server_run_over_rest(
+        f"http://{rest.http_url}", "identity_fp32", tmp_path / "run", target_qps=250, min_queries=600
+    )
     assert doc["environment"]["target"]["notes"] == []
-    everything = scenario(doc, "server")["classes"]["all"]
-    assert everything["error_count"] == 0, everything["errors"]
-    assert everything["verdict"]["result"] == "VALID", [c for c in everything["verdict"]["checks"] if not c["passed"]]
 
 
 def test_tls_mutual_tls_and_the_bearer_token(test_repository, tmp_path):
@@ -202,8 +192,7 @@ def test_tls_mutual_tls_and_the_bearer_token(test_repository, tmp_path):
     pki = make_pki(tmp_path)
     tls = ("--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"), "--tls-ca", str(pki / "ca.pem"))
     with ServerProcess(test_repository, "--http-port", "0", *tls, "--auth-token", "s3cret") as process:
-        line = next(line for line in process.lines if "REST on http://" in line)
-        address = line.split("REST on http://", 1)[1].split()[0]
+        address = process.rest_address
         mutual = TlsSettings(pki / "ca.pem", pki / "client.pem", pki / "client.key")
 
         async def go():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -25,3 +26,22 @@ def scenario(doc: dict, name: str) -> dict:
 
 def latency(doc: dict, name: str, metric: str = "intended_to_done", traffic_class: str = "all") -> dict:
     return scenario(doc, name)["classes"][traffic_class]["latency_ms"][metric]
+
+
+def valid_server_run_over_rest(
+    target: str, model: str, out: Path, *, target_qps: int, min_queries: int, extra: Sequence[str] = ()
+) -> dict:
+    """``tailmark run --transport http`` (4 connections) of a 3 s Server scenario with ``INPUT0:16`` and a 50 ms
+    bound; asserts that it exits 0 with no errors and a VALID verdict, and returns its results.json."""
+    run = tailmark(
+        "run", "--target", target, "--model", model, "--scenario", "server",
+        "--target-qps", str(target_qps), "--shape", "INPUT0:16", "--duration", "3", "--warmup", "0.2",
+        "--min-queries", str(min_queries), "--latency-bound-ms", "50", "--out", str(out), "--no-progress",
+        "--transport", "http", "--connections", "4", *extra, timeout_s=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = results(out)
+    everything = scenario(doc, "server")["classes"]["all"]
+    assert everything["error_count"] == 0, everything["errors"]
+    assert everything["verdict"]["result"] == "VALID", [c for c in everything["verdict"]["checks"] if not c["passed"]]
+    return doc

@@ -26,3 +26,9 @@ class ServerProcess(EmbeddedServer):
 
     def terminate(self, timeout_s: float = 30.0) -> int | None:
         return self.stop(timeout_s)
+
+    @property
+    def rest_address(self) -> str:
+        """``host:port`` of the REST frontend (``--http-port``), as the server prints it."""
+        line = next(line for line in self.lines if "REST on http://" in line)
+        return line.split("REST on http://", 1)[1].split()[0]
