@@ -19,10 +19,8 @@ import h11
 from google.protobuf import json_format
 
 from tailmark.server import errors
-from tailmark.server.core import InferenceCore
 from tailmark.server.http.rest import infer_answer, parse_infer
-from tailmark.server.listen import close_after_grace, listen
-from tailmark.server.settings import ServerSettings
+from tailmark.server.listen import AsyncioFrontend
 
 STATUS_BY_ERROR: dict[type[errors.ServerError], int] = {
     errors.ModelNotFound: 404,
@@ -186,28 +184,16 @@ class _Connection(asyncio.Protocol):
         self.timer = asyncio.get_running_loop().call_later(LINGER_S, self.close)
 
 
-class HttpServer:
+class HttpServer(AsyncioFrontend):
     """``await start()`` -> port, ``await stop(grace_s)``; the same interface as the gRPC frontends."""
 
-    def __init__(self, core: InferenceCore, settings: ServerSettings, port: int) -> None:
-        self.core = core
-        self.settings = settings
-        self.requested_port = port
-        self.auth_header = f"Bearer {settings.auth_token}".encode() if settings.auth_token else None
-        self.connections: set[_Connection] = set()
-        self.port = 0
-        self._server: asyncio.base_events.Server | None = None
+    alpn = "http/1.1"
 
-    async def start(self) -> int:
-        self._server = await listen(lambda: _Connection(self), self.settings, self.requested_port, alpn="http/1.1")
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
+    def _connection(self) -> _Connection:
+        return _Connection(self)
 
-    async def stop(self, grace_s: float) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        await close_after_grace(self._server, self.connections, lambda: any(c.busy for c in self.connections), grace_s)
+    def _pending(self) -> bool:
+        return any(c.busy for c in self.connections)
 
     async def route(self, request: h11.Request, headers: dict, body: bytes) -> tuple[int, list, bytes]:
         if self.auth_header is not None and headers.get(b"authorization") != self.auth_header:
