@@ -78,6 +78,12 @@ async def tritonclient_step(target: str, rate: float, seconds: float) -> dict:
     data = np.zeros(16, np.float32)
     tensor = aio.InferInput("INPUT0", [16], "FP32")
     tensor.set_data_from_numpy(data)
+    return await tritonclient_open_loop(client, tensor, rate, seconds)
+
+
+async def tritonclient_open_loop(client, tensor, rate: float, seconds: float) -> dict:
+    """Poisson arrivals at ``rate`` for ``seconds``, one task per request (tritonclient's aio way), sending
+    ``tensor`` to the model "null"; closes ``client``. Either tritonclient aio client (grpc or http)."""
     lags, done, errors = [], 0, 0
 
     async def one(intended: int):

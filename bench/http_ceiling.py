@@ -35,7 +35,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from tailmark.bench.client_ceiling import NS, ceiling, poisson, tailmark_step
+from tailmark.bench.client_ceiling import ceiling, tailmark_step, tritonclient_open_loop
 from tailmark.client.h2_transport import H2Transport
 from tailmark.client.http_transport import HttpTransport
 from tailmark.client.samples import random_pool
@@ -47,45 +47,7 @@ async def tritonclient_http_step(url: str, rate: float, seconds: float) -> dict:
     client = aio.InferenceServerClient(url, conn_limit=64)
     tensor = aio.InferInput("INPUT0", [16], "FP32")
     tensor.set_data_from_numpy(np.zeros(16, np.float32))
-    lags, done, errors = [], 0, 0
-
-    async def one(intended: int):
-        nonlocal done, errors
-        lags.append(time.perf_counter_ns() - intended)
-        try:
-            await client.infer("null", [tensor])
-            done += 1
-        except Exception:
-            errors += 1
-
-    tasks = set()
-    cpu0 = time.process_time()
-    start = time.perf_counter_ns()
-    end = start + int(seconds * NS)
-    for arrival in poisson(rate, seed=int(rate)):
-        intended = start + arrival.offset_ns
-        if intended >= end:
-            break
-        gap = intended - time.perf_counter_ns()
-        if gap > 2_000_000:
-            await asyncio.sleep((gap - 2_000_000) / NS)
-        while time.perf_counter_ns() < intended:
-            await asyncio.sleep(0)
-        task = asyncio.ensure_future(one(intended))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.wait(tasks, timeout=10)
-    cpu = time.process_time() - cpu0
-    await client.close()
-    issued = len(lags)
-    return {
-        "issued": issued,
-        "done": done,
-        "errors": errors,
-        "lag_p99_ms": float(np.percentile(np.array(lags) / 1e6, 99)) if lags else 0.0,
-        "cpu_us": 1e6 * cpu / max(issued, 1),
-    }
+    return await tritonclient_open_loop(client, tensor, rate, seconds)
 
 
 async def closed_loop(transport, payload: bytes, inflight: int, server: psutil.Process, count: int) -> tuple:
