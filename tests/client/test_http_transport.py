@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import ssl
 import threading
 import time
@@ -25,6 +24,7 @@ from tailmark.client.http_rest import rest_request
 from tailmark.client.http_transport import HttpTransport, parse_target, status_name
 from tailmark.client.response_check import output_arrays
 from tailmark.client.transport import RequestFailed, TlsSettings
+from tailmark.deploy.server_process import free_port
 from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.codec import encode_raw
 
@@ -344,13 +344,7 @@ def test_targets_and_unreachable_endpoints():
     with pytest.raises(ConfigError):
         parse_target("ftp://h:1", None)
     with pytest.raises(Unreachable):  # nothing listens there
-        asyncio.run(HttpTransport.connect(f"http://127.0.0.1:{_free_port()}", connect_timeout_s=2))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        asyncio.run(HttpTransport.connect(f"http://127.0.0.1:{free_port()}", connect_timeout_s=2))
 
 
 def test_tls_and_mutual_tls(tmp_path):
