@@ -24,7 +24,8 @@ bound a p99 below its maximum). Each objective's pooled value, interval and p-va
 The runs' own verdicts judge the first objective (LoadGen's bound and early stopping) and stay in each step's
 run directory; a trial blamed on the **client** stops the search, and so does a majority blamed on the
 **host** twice in a row (the step is run once more first): the endpoint is then not what limits the rate
-(docs/verdicts.md).
+(docs/verdicts.md). A host-blamed step whose SLO is shown missed is a fail, not a stop: the rate is too high
+either way.
 
 **The walk** (``walk``, pure, unit-tested with a fake step): from ``--start-qps`` double while steps pass
 (capped at the client's calibrated ceiling), or halve while they fail, until a pass and a fail bracket the
@@ -294,6 +295,10 @@ def judge_step(
     passed = all(e.passed for e in evidence) and not errors_fail and (not strict or 2 * k > count)
     limited = "client" if "client" in causes else "host" if 2 * causes.count("host") > count else None
     reasons = [f"{k}/{count} trials met every objective"] + [e.detail for e in evidence]
+    if limited == "host" and any(e.shown == "missed" for e in evidence):
+        # too high a rate either way: the SLO is missed beyond the interval, by the endpoint or by this host
+        reasons.append("the verdict blames the host, but the SLO is shown missed: a fail, not a stop")
+        limited = None
     if errors_fail:
         reasons.append(f"{failed} requests failed")
     if limited:
