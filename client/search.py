@@ -6,8 +6,9 @@ The SLO is one or more percentiles of intended -> done (``--slo p99=50ms --slo p
 so each objective is judged the same way (docs/measurement.md, "Searches").
 
 **A step** is one rate, run as ``--trials K`` repeats of the Server scenario (one ``tailmark run --repeat K``
-in its own run directory, through sweep's step runner; repeat k uses the seeds plus k - 1, the same at every
-rate). Its trials' intended -> done histograms are added (bucket by bucket, lossless) and each objective is:
+in its own run directory, through sweep's step runner) with fresh seeds: step n, trial k uses the seeds plus
+K (n - 1) + k - 1. Its trials' intended -> done histograms are added (bucket by bucket, lossless) and each
+objective is:
 
 - **shown met** when the pooled evidence says so: for a percentile, the upper end of its distribution-free
   95 % interval (client/intervals.py) is at most the bound; for goodput, the one-sided binomial p-value of
