@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tailmark.client.settings import Scenario
 from tailmark.client.search import register as register_search
+from tailmark.client.settings import Scenario
 from tailmark.client.sweep import register as register_sweep
 
 TRANSPORTS = ("h2", "grpc", "http")
