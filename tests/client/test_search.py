@@ -277,7 +277,8 @@ def test_search_finds_the_md1_rate_for_the_slo(searches):
     assert low == answer and high > low
     if doc["stopped"] is None:  # a confirmation that fails twice ends the walk with a wider bracket, and says so
         assert doc["confirmed"] and (high - low) <= 0.05 * low
-        assert doc["steps"][-1]["phase"] == "confirm" and doc["steps"][-1]["rate_qps"] == answer
+        # the confirmation ran at the answer (a host-blamed step may be followed by its one retry)
+        assert any(step["phase"] == "confirm" and step["rate_qps"] == answer for step in doc["steps"][-2:])
     for step in doc["steps"]:  # every step recorded with its evidence and its run directory
         evidence = step["objectives"][0]
         assert evidence["objective"] == "p90<=50ms" and evidence["shown"] in ("met", "missed", "undecided")

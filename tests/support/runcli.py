@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 
 def tailmark(*args: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tailmark", *args], capture_output=True, text=True, timeout=timeout_s)
@@ -43,5 +45,8 @@ def valid_server_run_over_rest(
     doc = results(out)
     everything = scenario(doc, "server")["classes"]["all"]
     assert everything["error_count"] == 0, everything["errors"]
-    assert everything["verdict"]["result"] == "VALID", [c for c in everything["verdict"]["checks"] if not c["passed"]]
+    failed = [c for c in everything["verdict"]["checks"] if not c["passed"]]
+    if everything["verdict"].get("cause") == "host":  # the tool itself says this host could not judge the run
+        pytest.skip(f"the host was too noisy to judge a Server run here: {failed[-1]['detail']}")
+    assert everything["verdict"]["result"] == "VALID", failed
     return doc
