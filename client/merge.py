@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tailmark.client.errors import TailmarkError
-from tailmark.client.recorder import Recorder, RecorderFormatError, merged
+from tailmark.client.recorder import Recorder, RecorderFormatError, merged, scenario_keys
 from tailmark.client.results import ALL, ClassResult, ResultsDoc, ResultsError, ScenarioResult, load_results
 from tailmark.client.results import write_atomic as _write_atomic
 from tailmark.client.settings import (
@@ -154,22 +154,9 @@ def summary(run: MergedRun) -> str:
 # --- settings ---
 
 
-def _unique_names(scenarios: Sequence[str]) -> list[str]:
-    """The recorder's scenario keys, as the run names them: the scenario, numbered when it repeats.
-
-    The same rule as ``run._unique_names`` (a test holds the two together).
-    """
-    seen: dict[str, int] = {}
-    names = []
-    for s in scenarios:
-        seen[s] = seen.get(s, 0) + 1
-        names.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
-    return names
-
-
 def _scenarios(part: RunPart) -> dict[str, Mapping[str, Any]]:
     docs = part.results["scenarios"] if part.results else []
-    return dict(zip(_unique_names([d["scenario"] for d in docs]), docs, strict=True))
+    return dict(zip(scenario_keys(d["scenario"] for d in docs), docs, strict=True))
 
 
 def _settings(part: RunPart, doc: Mapping[str, Any]) -> EffectiveSettings:

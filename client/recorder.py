@@ -388,6 +388,16 @@ def _check_fields(data: Any, schema: type, where: str) -> None:
             raise RecorderFormatError(f"{where}.{name} must be {annotation}, not {type(data[name]).__name__}")
 
 
+def scenario_keys(scenarios: Iterable[str]) -> list[str]:
+    """The recorder's scenario keys for a run's scenario list: the name, numbered when it repeats (server-2)."""
+    seen: Counter[str] = Counter()
+    keys = []
+    for name in scenarios:
+        seen[name] += 1
+        keys.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return keys
+
+
 def merged(recorders: Iterable[Recorder]) -> Recorder:
     """One recorder holding the sum of several (e.g. loaded with ``from_dict`` from each worker's result)."""
     total = Recorder()

@@ -24,7 +24,7 @@ from tailmark.client.metrics_scrape import FILE_NAME as METRICS_FILE
 from tailmark.client.metrics_scrape import FORMAT as METRICS_FORMAT
 from tailmark.client.metrics_scrape import Scraper, ScrapeSettings, series_doc
 from tailmark.client.progress import Progress
-from tailmark.client.recorder import Recorder
+from tailmark.client.recorder import Recorder, scenario_keys
 from tailmark.client.report import write_reports
 from tailmark.client.request_log import FILE_NAME as REQUEST_LOG
 from tailmark.client.results import ClassResult, RunResult, ScenarioResult, write_atomic
@@ -85,7 +85,7 @@ class Run:
     async def execute(self) -> RunResult:
         ticker = asyncio.get_running_loop().create_task(self._tick())
         try:
-            names = _unique_names(self.scenarios)
+            names = scenario_keys(str(s.scenario) for s in self.scenarios)
             for name, settings in zip(names, self.scenarios):
                 if self.interrupted:
                     break
@@ -251,16 +251,6 @@ class Run:
         doc = self.result.write(self.out_dir / "results.json")
         write_reports(doc, self.out_dir)
         write_atomic(self.out_dir / "histograms.json", json.dumps(self.recorder.to_dict()) + "\n")
-
-
-def _unique_names(scenarios: typing.Sequence[EffectiveSettings]) -> list[str]:
-    """Recorder keys: the scenario's name, numbered when a scenario appears more than once."""
-    seen: dict[str, int] = {}
-    names = []
-    for s in scenarios:
-        seen[s.scenario] = seen.get(s.scenario, 0) + 1
-        names.append(str(s.scenario) if seen[s.scenario] == 1 else f"{s.scenario}-{seen[s.scenario]}")
-    return names
 
 
 def _schedule(s: EffectiveSettings) -> Iterator[Arrival]:

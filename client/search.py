@@ -273,11 +273,11 @@ def judge_step(
     passes (``judge_objective``), no request failed (unless goodput alone is asked: it counts failures as
     misses), no trial blamed on the client and no majority on the host; ``strict`` also needs a majority of
     trials meeting every objective and every objective shown met by the pooled trials."""
-    from tailmark.client.recorder import Recorder
+    from tailmark.client.recorder import Recorder, scenario_keys
 
     recorder = Recorder.from_dict(histograms)
     entries = doc["scenarios"]
-    names = _recorder_names([e["scenario"] for e in entries])
+    names = scenario_keys(e["scenario"] for e in entries)
     trials = []
     for name in names:
         key = (name, "all")
@@ -316,16 +316,6 @@ def _trial_meets(objective: Objective, value: float | None) -> bool:
     if value is None:
         return False
     return value >= objective.percentile / 100.0 if objective.goodput else value <= objective.bound_ms
-
-
-def _recorder_names(scenarios: list[str]) -> list[str]:
-    """The recorder's keys of repeated scenarios: the name, then name-2, name-3 (client/run.py)."""
-    seen: dict[str, int] = {}
-    names = []
-    for s in scenarios:
-        seen[s] = seen.get(s, 0) + 1
-        names.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
-    return names
 
 
 # --- the walk ---

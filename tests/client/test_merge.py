@@ -20,10 +20,9 @@ from hdrh.log import HistogramLogReader
 from support.runcli import results, scenario, tailmark
 from tailmark.cli import main
 from tailmark.client import hlog
-from tailmark.client.merge import _unique_names, load_part, merge_runs
-from tailmark.client.recorder import METRICS, Recorder
+from tailmark.client.merge import load_part, merge_runs
+from tailmark.client.recorder import METRICS, Recorder, scenario_keys
 from tailmark.client.results import ClassResult, RunResult, ScenarioResult
-from tailmark.client.run import _unique_names as run_unique_names
 from tailmark.client.settings import EffectiveSettings, Scenario, ScenarioSettings, resolve
 from tailmark.client.verdict import percentile_ns
 
@@ -178,7 +177,7 @@ def test_same_seed_is_named_in_a_note(runs) -> None:
 def test_scenario_names_follow_the_run() -> None:
     names = ["server", "poisson", "server", "server"]
     settings = [resolve(ScenarioSettings(scenario=Scenario(n)), mlperf=False) for n in names]
-    assert _unique_names(names) == run_unique_names(settings) == ["server", "poisson", "server-2", "server-3"]
+    assert scenario_keys(str(s.scenario) for s in settings) == ["server", "poisson", "server-2", "server-3"]
 
 
 def _interval_sum(hlog_path: Path, tag: str):
