@@ -239,16 +239,22 @@ class Dispatcher:
         except RequestFailed as exc:
             self._failure(exc.status, traffic_class, measured, intended_ns, sent_ns, len(payload))
         else:
-            done_ns = time.perf_counter_ns()
-            self._unavailable_streak = 0
-            if measured:
-                self.recorder.record((self.scenario, traffic_class), intended_ns, sent_ns, done_ns, len(payload))
-                self.completed += 1
-                self.samples_completed += samples
-                self._count_done(done_ns)
+            self._succeeded(measured, (self.scenario, traffic_class), intended_ns, sent_ns, len(payload), samples)
         finally:
             self.outstanding -= 1
             self._slot_freed.set()
+
+    def _succeeded(
+        self, measured: bool, key: tuple[str, str], intended_ns: int, sent_ns: int, request_bytes: int, samples: int
+    ) -> None:
+        """An answer arrived now: stamp it and count it (recorded only inside the measured window)."""
+        done_ns = time.perf_counter_ns()
+        self._unavailable_streak = 0
+        if measured:
+            self.recorder.record(key, intended_ns, sent_ns, done_ns, request_bytes)
+            self.completed += 1
+            self.samples_completed += samples
+            self._count_done(done_ns)
 
     def _failure(
         self, status: str, traffic_class: str, measured: bool, intended_ns: int, sent_ns: int, request_bytes: int
@@ -437,13 +443,7 @@ class Dispatcher:
                 except RequestFailed as exc:
                     self._failure(exc.status, traffic_class, measured, sent_ns, sent_ns, len(payload))
                 else:
-                    done_ns = time.perf_counter_ns()
-                    self._unavailable_streak = 0
-                    if measured:
-                        self.recorder.record(key, sent_ns, sent_ns, done_ns, len(payload))
-                        self.completed += 1
-                        self.samples_completed += batch_size
-                        self._count_done(done_ns)
+                    self._succeeded(measured, key, sent_ns, sent_ns, len(payload), batch_size)
                 finally:
                     self.outstanding -= 1
                 if think_time_ns and not finished.is_set():
