@@ -77,17 +77,19 @@ def test_littles_law_rate_cap_and_think_time(sleep_server, tmp_path):
     assert run.returncode == 0, run.stderr
     free, capped, thinking = (entry["classes"]["all"] for entry in results(out)["scenarios"])
     p50, mean = free["latency_ms"]["intended_to_done"]["p50"], free["latency_ms"]["intended_to_done"]["mean"]
-    assert 20.0 <= p50 <= 25.0, p50  # no queueing: the service time and the loopback floor
+    # no queueing (one queued request would add a whole 20 ms): the service time and the loopback floor, which
+    # reached 5.4 ms once on a crowded 2-core box
+    assert 20.0 <= p50 <= 30.0, p50
     expected = 4 / (mean / 1000)
     assert abs(free["achieved_rate_qps"] - expected) <= 0.15 * expected, (free["achieved_rate_qps"], expected)
     assert free["achieved_rate_qps"] > 150.0  # well above the cap below: the cap is what holds it
     assert 54.0 <= capped["achieved_rate_qps"] <= 61.0, capped["achieved_rate_qps"]
-    assert capped["latency_ms"]["intended_to_done"]["p50"] <= 25.0  # the cap's wait is before the send
+    assert capped["latency_ms"]["intended_to_done"]["p50"] <= 30.0  # the cap's wait is before the send
     mean = thinking["latency_ms"]["intended_to_done"]["mean"]
     expected = 2 / ((mean + 30.0) / 1000)
     assert abs(thinking["achieved_rate_qps"] - expected) <= 0.15 * expected, (thinking["achieved_rate_qps"], expected)
     assert thinking["achieved_rate_qps"] < 45.0  # without the think time it would be ~90/s
-    assert thinking["latency_ms"]["intended_to_done"]["p50"] <= 25.0  # the think time is not latency either
+    assert thinking["latency_ms"]["intended_to_done"]["p50"] <= 30.0  # the think time is not latency either
 
 
 def test_the_open_loop_never_imports_the_limiter():
