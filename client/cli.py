@@ -200,7 +200,12 @@ def _add_connection_args(parser: argparse.ArgumentParser) -> None:
         help="h2: tailmark's own HTTP/2 gRPC client (default; 3-4x less CPU per request); grpc: grpc.aio; "
         "http: KServe-v2 REST over HTTP/1.1 (--target http://HOST:PORT)",
     )
-    parser.add_argument("--connections", type=int, default=1, help="HTTP/2 connections of the h2 transport (default 1)")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=1,
+        help="connections of the h2 (HTTP/2) and http (HTTP/1.1 keep-alive) transports (default 1)",
+    )
     parser.add_argument("--http-json", action="store_true", help="http transport: JSON tensors, not binary ones")
 
 
@@ -337,7 +342,7 @@ def _parse_headers(specs: list[str]) -> list[tuple[str, str]]:
 
 
 def _run_with_loop(plan, args: argparse.Namespace) -> int:
-    from tailmark.client.embedded import EmbeddedServer
+    from tailmark.client.embedded import HTTP_TRANSPORTS, EmbeddedServer
     from tailmark.client.pinning import split_cpus
 
     out_dir = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{plan.model}"
@@ -352,13 +357,15 @@ def _run_with_loop(plan, args: argparse.Namespace) -> int:
         return runner(_measure(plan, args, plan.target, out_dir, scrape=scrape))
     pinning = None if args.no_pin else split_cpus()
     print("starting the built-in server (tailmark serve) ...", file=sys.stderr, flush=True)
-    with EmbeddedServer(None, "--metrics-port", "0", cpus=pinning.server if pinning else None) as server:
+    cpus = pinning.server if pinning else None
+    with EmbeddedServer(None, "--metrics-port", "0", cpus=cpus, http=args.transport in HTTP_TRANSPORTS) as server:
         if pinning is not None:
             pinning.pin_this_process()  # the client, and the host probe it starts, on the other CPUs
         if scrape is not None and not scrape.url:  # the built-in server's own metrics, scraped by default
             scrape = dataclasses.replace(scrape, url=server.metrics_url, unreachable=None if server.metrics_url
                                          else "the built-in server printed no metrics address")  # fmt: skip
-        return runner(_measure(plan, args, server.target, out_dir, embedded=True, pinning=pinning, scrape=scrape))
+        target = server.target_for(args.transport)
+        return runner(_measure(plan, args, target, out_dir, embedded=True, pinning=pinning, scrape=scrape))
 
 
 def _scrape_settings(args: argparse.Namespace, embedded: bool):
@@ -417,6 +424,8 @@ async def _measure(
         environment["target"] = {"address": target, "embedded": embedded, "model": info.name, "version": info.version,
                                  "notes": await endpoint_notes(transport, info)}  # fmt: skip
         environment["client_transport"] = {"kind": args.transport, "connections": args.connections}
+        if args.transport == "http":  # how tensors travel: Triton's binary extension unless --http-json
+            environment["client_transport"]["tensors"] = "json" if getattr(args, "http_json", False) else "binary"
         environment["pinning"] = pinning.to_dict() if pinning is not None else None
         result = RunResult(environment=environment)
         if args.repeat > 1:

@@ -19,10 +19,14 @@ from tailmark.client.errors import Unreachable
 
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
 METRICS = re.compile(r"metrics on (http://\S+/metrics)")  # printed before "listening on" with --metrics-port
+REST = re.compile(r"REST on (http://\S+)")  # printed before "listening on" with --http-port
+# client transports that speak HTTP/1.1 to the server's --http-port, not gRPC to its --port
+HTTP_TRANSPORTS = frozenset({"http", "openai"})
 
 
 class EmbeddedServer:
-    """Context manager: starts ``tailmark serve --port 0`` and stops it (SIGTERM, then kill)."""
+    """Context manager: starts ``tailmark serve --port 0`` (and ``--http-port 0`` with ``http``) and stops it
+    (SIGTERM, then kill). ``target`` is the gRPC address, ``http_target`` the REST one ("" without ``http``)."""
 
     def __init__(
         self,
@@ -30,13 +34,15 @@ class EmbeddedServer:
         *extra_args: str,
         startup_timeout_s: float = 180.0,
         cpus: tuple[int, ...] | None = None,
+        http: bool = False,
     ) -> None:
         self.repository = repository
         self.cpus = cpus  # pin the server to these CPUs from its first instruction (its thread pools size from it)
-        self.extra_args = extra_args  # more `tailmark serve` flags
+        self.extra_args = (*extra_args, "--http-port", "0") if http else extra_args  # more `tailmark serve` flags
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen | None = None
         self.target = ""
+        self.http_target = ""
         self.metrics_url = ""  # with --metrics-port among the extra args: where its Prometheus text is
         self.tail: deque[str] = deque(maxlen=500)  # last lines of its output, for error messages and tests
 
@@ -64,6 +70,8 @@ class EmbeddedServer:
             self.tail.append(line.rstrip())
             if metrics := METRICS.search(line):
                 self.metrics_url = metrics.group(1)
+            if rest := REST.search(line):
+                self.http_target = rest.group(1)
             match = LISTENING.search(line)
             if match:
                 self.target = f"{match.group(1)}:{match.group(2)}"
@@ -72,6 +80,10 @@ class EmbeddedServer:
         self.stop()
         last = self.tail[-1] if self.tail else "no output"
         raise Unreachable(f"the embedded server did not start: {last}")
+
+    def target_for(self, transport: str) -> str:
+        """The address a client with ``transport`` connects to."""
+        return self.http_target if transport in HTTP_TRANSPORTS else self.target
 
     def _pin(self) -> None:
         os.sched_setaffinity(0, self.cpus)

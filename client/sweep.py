@@ -384,16 +384,18 @@ def _sweep_embedded(args: argparse.Namespace) -> int:
     for every step, so the steps measure one server process and the pinning is split once, not re-split from
     the client's own CPUs at each step; its default model unless ``--model`` names another."""
     from tailmark.client.cli import EMBEDDED_MODEL
-    from tailmark.client.embedded import EmbeddedServer
+    from tailmark.client.embedded import HTTP_TRANSPORTS, EmbeddedServer
     from tailmark.client.pinning import split_cpus
 
     pinning = None if args.no_pin else split_cpus()
     print("starting the built-in server (tailmark serve) ...", file=sys.stderr, flush=True)
-    with EmbeddedServer(None, "--metrics-port", "0", cpus=pinning.server if pinning else None) as server:
+    http = getattr(args, "transport", "h2") in HTTP_TRANSPORTS
+    with EmbeddedServer(None, "--metrics-port", "0", cpus=pinning.server if pinning else None, http=http) as server:
         if pinning is not None:
             pinning.pin_this_process()  # the client, and the host probe it starts, on the other CPUs
         endpoint = argparse.Namespace(**vars(args))
-        endpoint.target, endpoint.model = server.target, args.model or EMBEDDED_MODEL
+        endpoint.target = server.target_for(getattr(args, "transport", "h2"))
+        endpoint.model = args.model or EMBEDDED_MODEL
         if hasattr(args, "metrics_url") and not args.metrics_url:
             endpoint.metrics_url = server.metrics_url or None  # its own metrics, scraped as tailmark run does
         return sweep_command(endpoint)

@@ -57,6 +57,22 @@ def test_builtin_default_runs_every_scenario_and_writes_the_run_directory(tmp_pa
     assert total == scenario(doc, "server")["classes"]["all"]["ok_count"]
 
 
+def test_builtin_default_over_rest(tmp_path):
+    """--transport http with no --target: the built-in server also serves REST, and the client measures it."""
+    out = tmp_path / "rest"
+    run = tailmark(
+        "run", "--transport", "http", "--scenario", "single-stream", "--duration", "1", "--warmup", "0.2",
+        "--min-queries", "20", "--no-calibration", "--no-progress", "--out", str(out), timeout_s=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = results(out)
+    assert doc["environment"]["target"]["embedded"] is True
+    assert doc["environment"]["target"]["address"].startswith("http://127.0.0.1:"), doc["environment"]["target"]
+    assert doc["environment"]["client_transport"] == {"kind": "http", "connections": 1, "tensors": "binary"}
+    everything = scenario(doc, "single-stream")["classes"]["all"]
+    assert everything["ok_count"] > 0 and everything["error_count"] == 0, everything["errors"]
+
+
 def _assert_blame_follows_the_evidence(doc: dict) -> None:
     """The built-in default pins, probes and calibrates, and never blames an idle client for the host's lateness."""
     pinning = doc["environment"]["pinning"]
