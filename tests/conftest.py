@@ -5,8 +5,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/support helpers
 
+from support import peer_venvs
 from support.repository import write_test_repository
 from support.serve import ServerProcess
+
+
+def pytest_collection_modifyitems(session, config, items):
+    peer_venvs.note_collected({Path(str(item.fspath)).name for item in items})
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import socket
 
 import pytest
 
+from support import peer_venvs
 from support.runcli import results, scenario, tailmark
 from support.serve import ServerProcess
 from tailmark.client.embedded import METRICS
@@ -147,6 +148,7 @@ def test_real_triton_metrics_count_the_requests_sent(tmp_path):
     from tailmark.deploy.triton.repository import PYTHON_MODEL
     from tailmark.models.export import identity_config, write_config
 
+    peer_venvs.prebuild()  # this session's other peers too, in parallel
     try:
         ensure_venv()
     except TritonUnavailable as exc:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from support import peer_venvs
 from support.runcli import results, scenario, tailmark
 from support.serve import ServerProcess
 from tailmark.deploy.triton.launch import TritonProcess, TritonUnavailable, ensure_venv
@@ -24,6 +25,7 @@ from tailmark.models.export import Batching
 
 @pytest.fixture(scope="module")
 def triton(exported_repository, tmp_path_factory):
+    peer_venvs.prebuild()  # this session's other peers too, in parallel
     try:
         ensure_venv()
     except TritonUnavailable as exc:

@@ -82,6 +82,9 @@ class PeerProcess(ServerProcess):
     """``with PeerProcess("mlserver" | "kserve", workdir) as peer``: ``peer.http_target``, ``peer.grpc_target``."""
 
     def __init__(self, kind: str, workdir: Path, startup_timeout_s: float = 120) -> None:
+        from support import peer_venvs
+
+        peer_venvs.prebuild()  # this session's other peers too, in parallel
         venv = ensure_venv(kind)
         self.http_port, self.grpc_port = free_port(), free_port()
         python = str(venv / "bin" / "python")
