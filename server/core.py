@@ -17,7 +17,7 @@ from tailmark import __version__
 from tailmark.protos import inference_pb2 as pb
 from tailmark.server import protocol
 from tailmark.server.batcher import Batcher, BatchResult
-from tailmark.server.errors import ModelFailed, Overloaded, ServerError
+from tailmark.server.errors import ModelFailed, Overloaded, ServerError, Unsupported
 from tailmark.server.repository import LoadedModel, Repository
 
 # what ServerMetadata advertises: only what is served (ModelConfig, ModelStatistics). Not "model_repository"
@@ -97,6 +97,8 @@ class InferenceCore:
 
     @staticmethod
     def _decode(request, model):
+        if model.config.model_transaction_policy.decoupled:  # Triton's rule: its answer is a stream
+            raise Unsupported(f"model {model.name!r} is decoupled (it answers with a stream): not for ModelInfer")
         tensors, batch = protocol.decode_inputs(request, model)
         return tensors, batch, protocol.requested_outputs(request, model)
 

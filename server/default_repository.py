@@ -1,6 +1,7 @@
 """The repository ``tailmark serve`` uses when none is given, built on first use into a cache folder.
 
-It holds the synthetic models (identity, null, sleep) and the reference ResNet, exported to
+It holds the synthetic models (identity, null, sleep), the synthetic LLM ``synth-llm`` (served on the
+OpenAI-compatible routes of ``--http-port``; docs/generative.md) and the reference ResNet, exported to
 TorchScript with seeded random weights. The folder is a plain Triton-layout repository, so it can be
 copied, edited and passed back with ``--model-repository``.
 
@@ -42,6 +43,26 @@ instance_group [ { kind: KIND_CPU count: 4 } ]
 parameters { key: "distribution" value: { string_value: "lognormal" } }
 parameters { key: "mean_ms" value: { string_value: "5" } }
 parameters { key: "sigma" value: { string_value: "0.5" } }
+""",
+    # the synthetic LLM of the OpenAI-compatible routes (docs/generative.md): a lone request's first token
+    # after 20 ms + 0.05 ms per input token, every later one after 5 ms + 0.5 ms per sequence in flight
+    "synth-llm": """
+backend: "synthetic_llm"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [
+  { name: "text_input" data_type: TYPE_STRING dims: [ 1 ] },
+  { name: "max_tokens" data_type: TYPE_INT32 dims: [ 1 ] optional: true },
+  { name: "stream" data_type: TYPE_BOOL dims: [ 1 ] optional: true }
+]
+output [ { name: "text_output" data_type: TYPE_STRING dims: [ -1 ] } ]
+parameters { key: "prefill_base_ms" value: { string_value: "20" } }
+parameters { key: "prefill_per_input_token_ms" value: { string_value: "0.05" } }
+parameters { key: "decode_base_ms" value: { string_value: "5" } }
+parameters { key: "decode_per_sequence_ms" value: { string_value: "0.5" } }
+parameters { key: "max_num_seqs" value: { string_value: "64" } }
+parameters { key: "max_model_len" value: { string_value: "8192" } }
+parameters { key: "default_max_tokens" value: { string_value: "64" } }
 """,
 }
 

@@ -77,11 +77,32 @@ def render(repository: Repository) -> str:
         for size, batch in sorted(snap.batches.items()):
             labels = f'model="{_escape(model.name)}",version="{_escape(model.version)}",batch_size="{size}"'
             lines.append(f"{name}{{{labels}}} {batch.compute_infer.count}")
+    lines += _generative_lines(models)
     name = "tailmark_model_ready"
     lines += [f"# HELP {name} 1 when the model serves, 0 when it is unavailable", f"# TYPE {name} gauge"]
     for entry in repository.models.values():
         lines.append(f'{name}{{model="{_escape(entry.name)}"}} {int(entry.ready)}')
     return "\n".join(lines) + "\n"
+
+
+# the synthetic LLMs' scheduler (server/generative/engine.py), named after vLLM's num_requests_* and *_tokens_total
+GENERATIVE_FAMILIES = (
+    ("tailmark_llm_requests_running", "gauge", "Sequences in the running batch", lambda e: len(e.running)),
+    ("tailmark_llm_requests_waiting", "gauge", "Sequences waiting for a batch slot", lambda e: len(e.waiting)),
+    ("tailmark_llm_prompt_tokens_total", "counter", "Input tokens admitted", lambda e: e.prompt_tokens_total),
+    ("tailmark_llm_generation_tokens_total", "counter", "Tokens generated", lambda e: e.generation_tokens_total),
+)
+
+
+def _generative_lines(models) -> list[str]:
+    engines = [(m, getattr(m.backend, "engine", None)) for m in models if hasattr(m.backend, "engine")]
+    lines: list[str] = []
+    for name, kind, help_text, value in GENERATIVE_FAMILIES if engines else ():
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        for model, engine in engines:
+            labels = f'model="{_escape(model.name)}",version="{_escape(model.version)}"'
+            lines.append(f"{name}{{{labels}}} {value(engine) if engine is not None else 0}")
+    return lines
 
 
 class MetricsServer:

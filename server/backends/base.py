@@ -32,6 +32,10 @@ def load_backend(config: mc.ModelConfig, model_dir: Path, version_dir: Path) -> 
             from tailmark.server.backends import synthetic
 
             return synthetic.create(kind, config)
+        case "synthetic_llm":
+            from tailmark.server.generative.backend import GenerativeBackend
+
+            return GenerativeBackend(config)
         case "pytorch" | "pytorch_libtorch" | "torch":
             from tailmark.server.backends.torch_backend import TorchBackend
 

@@ -2,9 +2,12 @@
 the same core as the gRPC stacks.
 
 Routes: ``/v2/health/{live,ready}``, ``/v2`` (server metadata), ``/v2/models/{m}[/versions/{v}]`` (metadata),
-``.../ready``, ``.../config``, ``.../stats``, ``POST .../infer``. Errors answer ``{"error": "..."}`` with the
+``.../ready``, ``.../config``, ``.../stats``, ``POST .../infer``; and, for the generative models, the
+OpenAI-compatible ``/v1/models``, ``/v1/completions`` and ``/v1/chat/completions`` (server/http/openai.py;
+streamed answers go out with chunked transfer encoding, one chunk per event, and a client that disconnects
+cancels its generation). Errors answer ``{"error": "..."}`` with the
 status the table below gives each core error; the connection stays up after them. TLS (and client
-certificates with ``--tls-ca``) and the bearer token apply as on gRPC; so does the request-size limit
+certificates with ``--tls-ca``) and the bearer token apply as on gRPC (and on /v1); so does the request-size limit
 (``--max-message-bytes``: 413 before the body is read). A slow client holds only its own connection: the
 body is read as it arrives, and an idle or half-sent request is closed after ``IDLE_TIMEOUT_S``.
 """
@@ -19,6 +22,8 @@ import h11
 from google.protobuf import json_format
 
 from tailmark.server import errors
+from tailmark.server.http import openai
+from tailmark.server.http.openai import EventStream
 from tailmark.server.http.rest import infer_answer, parse_infer
 from tailmark.server.listen import AsyncioFrontend
 
@@ -66,6 +71,7 @@ class _Connection(asyncio.Protocol):
         self.chunks: list[bytes] = []
         self.received = 0
         self.busy = False  # an answer is being computed: further bytes wait in h11's buffer
+        self.task: asyncio.Task | None = None  # the /v1 answer in progress: cancelled if the client goes away
         self.timer: asyncio.TimerHandle | None = None
         self.lingering = False
 
@@ -76,6 +82,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.server.connections.discard(self)
+        if self.task is not None:
+            self.task.cancel()
         if self.timer is not None:
             self.timer.cancel()
 
@@ -128,7 +136,9 @@ class _Connection(asyncio.Protocol):
                     return
             elif kind is h11.EndOfMessage:
                 self.busy = True
-                asyncio.get_running_loop().create_task(self._handle(self.request, b"".join(self.chunks)))
+                task = asyncio.get_running_loop().create_task(self._handle(self.request, b"".join(self.chunks)))
+                if _is_openai(self.request):
+                    self.task = task
                 return
             elif kind is h11.ConnectionClosed:
                 self.close()
@@ -138,12 +148,22 @@ class _Connection(asyncio.Protocol):
         headers = dict(request.headers)
         try:
             status, extra, answer = await self.server.route(request, headers, body)
+            if isinstance(answer, EventStream):
+                await self._stream(status, extra, answer)
+                answer = None
+        except asyncio.CancelledError:  # the client went away mid-answer (a /v1 request)
+            return
         except errors.ServerError as exc:
             status = 404 if isinstance(exc, RouteNotFound) else STATUS_BY_ERROR.get(type(exc), 500)
             status, extra, answer = status, [], json.dumps({"error": str(exc)}).encode()
         except Exception as exc:  # a bug must not take the connection's other requests down
             status, extra, answer = 500, [], json.dumps({"error": f"internal error: {exc!r}"}).encode()
-        self._send(status, extra, answer)
+            if self.h11.our_state is not h11.SEND_RESPONSE:  # a stream broke after its head went out: cut it
+                self.close()
+                return
+        self.task = None
+        if answer is not None:
+            self._send(status, extra, answer)
         self.busy = False
         if self.transport is not None and not self.transport.is_closing():
             self._next()
@@ -161,8 +181,21 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.transport.write(out)
-        if last:
-            return
+        if not last:
+            self._next_cycle()
+
+    async def _stream(self, status: int, extra: list, stream: EventStream) -> None:
+        """Write the head now and each chunk as the stream yields it (chunked transfer encoding: no
+        content-length); every chunk re-arms the idle timer, since the client only reads meanwhile."""
+        headers = [(b"content-type", stream.content_type), (b"cache-control", b"no-cache"), *extra]
+        self.transport.write(self.h11.send(h11.Response(status_code=status, headers=headers)))
+        async for data in stream.chunks:
+            self.transport.write(self.h11.send(h11.Data(data=data)))
+            self._arm()
+        self.transport.write(self.h11.send(h11.EndOfMessage()))
+        self._next_cycle()
+
+    def _next_cycle(self) -> None:
         if self.h11.our_state is h11.MUST_CLOSE:
             self.close()
             return
@@ -175,13 +208,18 @@ class _Connection(asyncio.Protocol):
         """Answer and close; the client's unsent body is read and dropped for up to LINGER_S first, so that it
         reads the answer instead of a reset (closing with unread bytes makes the kernel send RST)."""
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            self._send(status, [], json.dumps({"error": message}).encode(), last=True)
+            body = openai.error_body(message) if _is_openai(self.request) else json.dumps({"error": message}).encode()
+            self._send(status, [], body, last=True)
         self.lingering = True
         if self.transport is not None and self.transport.can_write_eof():
             self.transport.write_eof()
         if self.timer is not None:
             self.timer.cancel()
         self.timer = asyncio.get_running_loop().call_later(LINGER_S, self.close)
+
+
+def _is_openai(request: h11.Request | None) -> bool:
+    return request is not None and request.target.startswith(b"/v1/")
 
 
 class HttpServer(AsyncioFrontend):
@@ -195,13 +233,17 @@ class HttpServer(AsyncioFrontend):
     def _pending(self) -> bool:
         return any(c.busy for c in self.connections)
 
-    async def route(self, request: h11.Request, headers: dict, body: bytes) -> tuple[int, list, bytes]:
+    async def route(self, request: h11.Request, headers: dict, body: bytes) -> tuple[int, list, bytes | EventStream]:
         if self.auth_header is not None and headers.get(b"authorization") != self.auth_header:
+            if _is_openai(request):
+                return 401, [], openai.error_body("missing or wrong bearer token", code="invalid_api_key")
             return 401, [], json.dumps({"error": "missing or wrong bearer token"}).encode()
         core = self.core
         method = request.method
         path = unquote(request.target.decode("latin-1").split("?", 1)[0])
         parts = [p for p in path.split("/") if p]
+        if parts[:1] == ["v1"]:
+            return await openai.route(core, method, parts, body)
         if parts[:2] == ["v2", "health"] and len(parts) == 3 and method == b"GET":
             ok = parts[2] == "live" or (parts[2] == "ready" and core.ready)
             if parts[2] not in ("live", "ready"):

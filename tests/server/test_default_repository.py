@@ -1,5 +1,6 @@
 """The default repository of ``tailmark serve`` on the client-only install (no torch): the synthetic models
-serve, ``resnet`` is UNAVAILABLE saying torch is needed, and installing torch later builds a fresh folder.
+(the LLM included) serve, ``resnet`` is UNAVAILABLE saying torch is needed, and installing torch later builds a
+fresh folder.
 
 "No torch" is simulated in a real server process by ``sys.modules["torch"] = None``: ``import torch`` then
 raises ModuleNotFoundError and ``importlib.util.find_spec("torch")`` answers None, as without the package.
@@ -63,7 +64,7 @@ def server_without_torch(tmp_path):
 
 def test_synthetic_models_serve_and_resnet_says_torch_is_needed(server_without_torch, tmp_path):
     target, lines, cache = server_without_torch
-    assert "(3/4 models ready)" in lines[-1]
+    assert "(4/5 models ready)" in lines[-1]  # identity, null, sleep, synth-llm; not resnet
     assert not any("Traceback" in line for line in lines)
     [reason] = [line for line in lines if "model resnet is UNAVAILABLE" in line]
     assert "the PyTorch backend needs torch" in reason and "pip install 'tailmark[torch]'" in reason

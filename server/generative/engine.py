@@ -1,0 +1,179 @@
+"""A continuous-batching simulation: one scheduler task on the server's event loop steps every running
+sequence together, as vLLM's engine does, so the time of each token grows with the batch it shares.
+
+A step admits waiting sequences (up to ``max_num_seqs`` in flight), takes the time ``GenerativeSettings``
+gives it (admitted sequences' prefill plus one decode of those already running), then hands every sequence
+in the step its next token: the admitted ones their first. Arrivals during a step wait for the next one, as
+on a real server. The simulated clock runs back to back (a step starts when the last one was due to end, not
+when the loop got round to it), so the time spent handing out tokens does not add to the gaps.
+
+asyncio's timers fire up to ~1 ms late (epoll and libuv count milliseconds), too coarse for 5 ms tokens:
+each step sleeps on the loop until ~1.5 ms before it ends, then finishes with a blocking ``time.sleep``
+(tens of µs late on Linux), holding the loop for that last stretch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tailmark.server.generative.settings import GenerativeSettings
+from tailmark.server.stats import ModelStats
+
+BLOCKING_TAIL_S = 0.0015
+IN_STEP_SLACK_NS = 2_000_000  # a step that starts later than this after the last one's due end restarts the clock
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request's generation. Iterate it for its token texts; ``finish_reason`` is set at the end."""
+
+    input_tokens: int
+    texts: list[str]  # all it will generate, decided at submission
+    max_tokens: int
+    arrival_ns: int = field(default_factory=time.perf_counter_ns)
+    admitted_ns: int = 0
+    generated: int = 0
+    finish_reason: str | None = None  # "length" (max_tokens reached) or "stop"
+    cancelled: bool = False
+    _tokens: asyncio.Queue = field(default_factory=asyncio.Queue)
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None or self.cancelled
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> str:
+        text = await self._tokens.get()
+        if text is None:
+            raise StopAsyncIteration
+        return text
+
+
+class Engine:
+    def __init__(self, settings: GenerativeSettings, stats: ModelStats) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.prompt_tokens_total = 0  # of admitted sequences
+        self.generation_tokens_total = 0
+        self._admitted = itertools.count(1)
+        self._rng = np.random.default_rng([settings.seed, 2])
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    def output_length(self, rng: np.random.Generator, max_tokens: int, ignore_eos: bool) -> int:
+        """Tokens a request will get: ``max_tokens`` with ignore_eos or the default length model, else a draw
+        from the configured distribution, clipped to 1..max_tokens."""
+        s = self.settings
+        match "max_tokens" if ignore_eos else s.output_length:
+            case "max_tokens":
+                return max_tokens
+            case "uniform":
+                draw = rng.integers(1, max_tokens + 1)
+            case "exponential":
+                draw = math.ceil(rng.exponential(s.output_mean_tokens))
+            case _:  # lognormal with the configured mean: mu = ln(mean) - sigma^2 / 2
+                draw = round(rng.lognormal(math.log(s.output_mean_tokens) - s.output_sigma**2 / 2, s.output_sigma))
+        return int(min(max(draw, 1), max_tokens))
+
+    def submit(self, input_tokens: int, texts: list[str], max_tokens: int) -> Sequence:
+        """Queue a sequence for the next step; call on the server's event loop."""
+        sequence = Sequence(input_tokens, texts, max_tokens)
+        self.waiting.append(sequence)
+        self.stats.pending_changed(1)
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="synthetic-llm-scheduler")
+        self._wake.set()
+        return sequence
+
+    def cancel(self, sequence: Sequence) -> None:
+        """The client went away: the sequence leaves the batch now (its slot frees for the next step)."""
+        if sequence.done:
+            return
+        sequence.cancelled = True
+        if sequence in self.running:
+            self.running.remove(sequence)
+        else:
+            self.waiting.remove(sequence)
+            self.stats.pending_changed(-1)
+        self.stats.record_failure(time.perf_counter_ns() - sequence.arrival_ns)
+
+    async def _run(self) -> None:
+        clock_ns = 0  # when the previous step was due to end
+        while True:
+            if not self.running and not self.waiting:
+                self._wake.clear()
+                await self._wake.wait()
+            now = time.perf_counter_ns()
+            start_ns = clock_ns if self.running and now - clock_ns < IN_STEP_SLACK_NS else now
+            decoding = list(self.running)
+            admitted = self._admit(now)
+            clock_ns = start_ns + round(self._step_ms(admitted, len(decoding)) * 1e6)
+            await _sleep_until(clock_ns)
+            for sequence in decoding + admitted:
+                if not sequence.cancelled:
+                    self._emit(sequence)
+
+    def _admit(self, now_ns: int) -> list[Sequence]:
+        admitted = []
+        while self.waiting and len(self.running) < self.settings.max_num_seqs:
+            sequence = self.waiting.popleft()
+            sequence.admitted_ns = now_ns
+            self.stats.pending_changed(-1)
+            self.running.append(sequence)
+            admitted.append(sequence)
+            self.prompt_tokens_total += sequence.input_tokens
+        return admitted
+
+    def _step_ms(self, admitted: list[Sequence], decoding: int) -> float:
+        s = self.settings
+        step = sum(s.prefill_ms(seq.input_tokens) for seq in admitted) + s.decode_ms(decoding)
+        for _ in admitted:
+            if next(self._admitted) == s.stall_after_requests:
+                step += s.stall_ms
+        if s.timing_sigma:
+            step *= self._rng.lognormal(-(s.timing_sigma**2) / 2, s.timing_sigma)
+        return step
+
+    def _emit(self, sequence: Sequence) -> None:
+        sequence._tokens.put_nowait(sequence.texts[sequence.generated])
+        sequence.generated += 1
+        self.generation_tokens_total += 1
+        if sequence.generated < len(sequence.texts):
+            return
+        sequence.finish_reason = "length" if sequence.generated >= sequence.max_tokens else "stop"
+        sequence._tokens.put_nowait(None)
+        self.running.remove(sequence)
+        end = time.perf_counter_ns()
+        infer_ns = end - sequence.admitted_ns
+        queue_ns = sequence.admitted_ns - sequence.arrival_ns
+        self.stats.record_success(
+            batch_size=1, total_ns=end - sequence.arrival_ns, queue_ns=queue_ns, input_ns=0, infer_ns=infer_ns,
+            output_ns=0,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def _sleep_until(deadline_ns: int) -> None:
+    remaining_s = (deadline_ns - time.perf_counter_ns()) / 1e9
+    if remaining_s > BLOCKING_TAIL_S:
+        await asyncio.sleep(remaining_s - BLOCKING_TAIL_S)
+    else:
+        await asyncio.sleep(0)  # let the loop send what the last step produced
+    remaining_s = (deadline_ns - time.perf_counter_ns()) / 1e9
+    if remaining_s > 0:
+        time.sleep(remaining_s)
