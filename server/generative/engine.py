@@ -5,7 +5,9 @@ A step admits waiting sequences (up to ``max_num_seqs`` in flight), takes the ti
 gives it (admitted sequences' prefill plus one decode of those already running), then hands every sequence
 in the step its next token: the admitted ones their first. Arrivals during a step wait for the next one, as
 on a real server. The simulated clock runs back to back (a step starts when the last one was due to end, not
-when the loop got round to it), so the time spent handing out tokens does not add to the gaps.
+when the loop got round to it), so the time spent handing out tokens does not add to the gaps, and a step
+that ends late is followed by one that ends on time: the token rate stays the model's. Only a loop more than
+a whole step late restarts the clock from now (that time is lost, as on a real server that stalls).
 
 asyncio's timers fire up to ~1 ms late (epoll and libuv count milliseconds), too coarse for 5 ms tokens:
 each step sleeps on the loop until ~1.5 ms before it ends, then finishes with a blocking ``time.sleep``
@@ -27,7 +29,6 @@ from tailmark.server.generative.settings import GenerativeSettings
 from tailmark.server.stats import ModelStats
 
 BLOCKING_TAIL_S = 0.0015
-IN_STEP_SLACK_NS = 2_000_000  # a step that starts later than this after the last one's due end restarts the clock
 
 
 @dataclass(eq=False)
@@ -116,10 +117,12 @@ class Engine:
                 self._wake.clear()
                 await self._wake.wait()
             now = time.perf_counter_ns()
-            start_ns = clock_ns if self.running and now - clock_ns < IN_STEP_SLACK_NS else now
             decoding = list(self.running)
             admitted = self._admit(now)
-            clock_ns = start_ns + round(self._step_ms(admitted, len(decoding)) * 1e6)
+            step_ns = round(self._step_ms(admitted, len(decoding)) * 1e6)
+            # back to back while the batch goes on and the loop is less than a step late; else from now
+            start_ns = clock_ns if decoding and now - clock_ns < step_ns else now
+            clock_ns = start_ns + step_ns
             await _sleep_until(clock_ns)
             for sequence in decoding + admitted:
                 if not sequence.cancelled:
