@@ -12,7 +12,8 @@ Both servers stay up for the whole run and take turns case by case; with ``--rep
 is repeated and the medians, and the median of the per-repeat ratios, are reported (this box shares its
 cores with background jobs: single searches swing by 2x). A trial that misses the bound is rerun
 ``--retries`` times before it counts as a failure, for both servers alike. ``--no-triton`` and
-``--serve-arg`` make quick A/B runs of server changes.
+``--serve-arg`` make quick A/B runs of server changes. ``--client http`` measures both servers' REST
+frontends instead (tailmark's ``--http-port``, Triton's ``--http-port``) with tailmark's HTTP/1.1 transport.
 
     python bench/server_vs_triton.py [--seconds 3] [--p99-ms 10] [--repeats 3] [--queue-delay-us 500]
 
@@ -67,6 +68,11 @@ request.raw_input_contents.append(np.random.default_rng(0).random(shape, dtype=n
 payload = request.SerializeToString()
 
 async def connect():
+    if client == "http":  # KServe-v2 REST, binary tensors; a keep-alive pool that grows with what is in flight
+        from tailmark.client.http_transport import HttpTransport
+        from tailmark.client.transport import RequestFailed
+        transport = await HttpTransport.connect(target, connections=16)
+        return transport.infer, RequestFailed, transport.aclose
     if client == "h2":
         from tailmark.client.h2_transport import H2Transport
         from tailmark.client.transport import RequestFailed
@@ -207,7 +213,10 @@ def main() -> int:
     parser.add_argument("--no-triton", action="store_true", help="tailmark only (quick A/B of server changes)")
     parser.add_argument("--serve-arg", action="append", default=[], help="extra `tailmark serve` flag (repeatable)")
     parser.add_argument(
-        "--client", choices=("h2", "grpc"), default="h2", help="the load generator's transport (the same for both)"
+        "--client",
+        choices=("h2", "grpc", "http"),
+        default="h2",
+        help="the load generator's transport, the same for both (http: each server's KServe-v2 REST endpoint)",
     )
     args = parser.parse_args()
 
@@ -220,10 +229,12 @@ def main() -> int:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tailmark-bench-")))
         write_repositories(root, args.queue_delay_us)
         # both servers stay up for the whole run and take turns, so slow drifts in the machine's load hit both
-        servers = {"tailmark": stack.enter_context(ServerProcess(root / "tailmark", *args.serve_arg)).target}
+        rest = ("--http-port", "0") if args.client == "http" else ()
+        ours = stack.enter_context(ServerProcess(root / "tailmark", *rest, *args.serve_arg))
+        servers = {"tailmark": f"http://{ours.rest_address}" if rest else ours.target}
         if not args.no_triton:
             triton = stack.enter_context(TritonProcess(root / "triton", log_path=root / "triton.log"))
-            servers["triton"] = triton.target
+            servers["triton"] = triton.http_target if rest else triton.target
         print(f"servers: {servers}; load average {os.getloadavg()[0]:.2f}", flush=True)
         for repeat in range(args.repeats):
             for case in cases:

@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tailmark.client.generative_cli import TOKEN_SETTING_FLAGS, add_generative_args, apply_preset
 from tailmark.client.search import register as register_search
 from tailmark.client.settings import Scenario
 from tailmark.client.sweep import register as register_sweep
 
-TRANSPORTS = ("h2", "grpc", "http")
+TRANSPORTS = ("h2", "grpc", "http", "openai")
 
 EMBEDDED_SCENARIOS = ("single-stream", "multi-stream", "server", "offline", "fixed-interval", "trace")
 ENDPOINT_SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
@@ -56,6 +57,7 @@ SETTING_FLAGS: dict[str, tuple[str, type, str]] = {
     "--sample-seed": ("sample_seed", int, "seed of sample selection"),
     "--timeout": ("request_timeout_s", float, "per-request deadline in seconds (default 30)"),
 }
+SETTING_FLAGS.update(TOKEN_SETTING_FLAGS)  # token bounds and goodput SLOs (client/generative_cli.py)
 
 
 def register(subparsers) -> None:
@@ -92,6 +94,7 @@ def register(subparsers) -> None:
         "A failed check counts as error BAD_RESPONSE",
     )
     _add_connection_args(run)
+    add_generative_args(run)
     run.add_argument("--out", type=Path, help="run directory (default runs/<time>-<model>)")
     run.add_argument("--fail-on-invalid", action="store_true", help=f"exit {EXIT_INVALID} if any result is INVALID")
     run.add_argument(
@@ -223,6 +226,10 @@ async def _connect(args: argparse.Namespace, target: str, timeout_s: float):
         if args.connections < 1:
             raise UsageError(f"--connections {args.connections}: must be >= 1")
         return await H2Transport.connect(target, connections=args.connections, **common)
+    if args.transport == "openai":
+        from tailmark.client.generative_cli import connect
+
+        return await connect(args, target, common)
     if args.transport == "http":
         from tailmark.cli import UsageError
         from tailmark.client.http_transport import HttpTransport
@@ -269,6 +276,7 @@ def build_plan(args: argparse.Namespace):
     common = dict(file.get("defaults") or {})
     flags = {field: getattr(args, _dest(flag)) for flag, (field, _, _) in SETTING_FLAGS.items()}
     common.update({field: value for field, value in flags.items() if value is not None})  # flags win
+    apply_preset(args, common)  # --llm-preset: TTFT/TPOT bounds unless set
     per_scenario = [{"scenario": e} if isinstance(e, str) else e for e in (file.get("scenarios") or [])]
     names = list(args.scenario or [])
     if not names and not per_scenario:
@@ -413,9 +421,14 @@ async def _measure(
     probe = None if args.no_host_probe else HostProbe()
     try:
         info = await transport.model_info(plan.model, plan.model_version)
-        transport = checked(transport, info, args.validate)
+        if args.transport != "openai":  # a generative answer is checked as it is read (client/generation.py)
+            transport = checked(transport, info, args.validate)
         seed = plan.scenarios[0].sample_seed
-        if args.input_data:
+        if args.transport == "openai":
+            from tailmark.client.generative_cli import prompt_pool
+
+            pool = prompt_pool(args, info, seed)
+        elif args.input_data:
             pool = file_pool(info, args.input_data, version=plan.model_version)
         else:
             shapes = _parse_shapes(args.shape)
@@ -424,6 +437,8 @@ async def _measure(
         environment["target"] = {"address": target, "embedded": embedded, "model": info.name, "version": info.version,
                                  "notes": await endpoint_notes(transport, info)}  # fmt: skip
         environment["client_transport"] = {"kind": args.transport, "connections": args.connections}
+        if args.transport == "openai":
+            environment["workload"] = pool.describe()  # prompts, lengths, corpus (client/prompts.py)
         if args.transport == "http":  # how tensors travel: Triton's binary extension unless --http-json
             environment["client_transport"]["tensors"] = "json" if getattr(args, "http_json", False) else "binary"
         environment["pinning"] = pinning.to_dict() if pinning is not None else None

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from tailmark.client.lookahead import DEPTH, HORIZON_NS, Lookahead
 from tailmark.client.recorder import Recorder
 from tailmark.client.samples import SamplePool
+from tailmark.client.token_metrics import TokenRecorder
 from tailmark.client.transport import RequestFailed, Transport
 from tailmark.traces.arrival import Arrival
 
@@ -177,9 +178,12 @@ class Dispatcher:
         sample_seed: int,
         resize_inputs: str = "auto",
         lookahead_depth: int = DEPTH,
+        tokens: TokenRecorder | None = None,
     ) -> None:
         """``resize_inputs``: which inputs an arrival's payload size resizes (settings.resize_inputs);
-        ``lookahead_depth``: requests built ahead of the open loop (0: each at its send, the old path)."""
+        ``lookahead_depth``: requests built ahead of the open loop (0: each at its send, the old path);
+        ``tokens``: records each measured generative answer's token timings (client/token_metrics.py)."""
+        self.tokens = tokens
         self.transport = transport
         self.pool = pool
         self._resized = pool.resized_inputs(resize_inputs)
@@ -235,23 +239,33 @@ class Dispatcher:
         try:
             if timeout_s is not None and timeout_s <= 0:
                 raise RequestFailed("DEADLINE_EXCEEDED", "the deadline passed before the request could be sent")
-            await self.transport.infer(payload, timeout_s)
+            answer = await self.transport.infer(payload, timeout_s)
         except RequestFailed as exc:
             self._failure(exc.status, traffic_class, measured, intended_ns, sent_ns, len(payload))
         else:
-            self._succeeded(measured, (self.scenario, traffic_class), intended_ns, sent_ns, len(payload), samples)
+            key = (self.scenario, traffic_class)
+            self._succeeded(measured, key, intended_ns, sent_ns, len(payload), samples, answer)
         finally:
             self.outstanding -= 1
             self._slot_freed.set()
 
     def _succeeded(
-        self, measured: bool, key: tuple[str, str], intended_ns: int, sent_ns: int, request_bytes: int, samples: int
+        self,
+        measured: bool,
+        key: tuple[str, str],
+        intended_ns: int,
+        sent_ns: int,
+        request_bytes: int,
+        samples: int,
+        answer: object = None,
     ) -> None:
         """An answer arrived now: stamp it and count it (recorded only inside the measured window)."""
         done_ns = time.perf_counter_ns()
         self._unavailable_streak = 0
         if measured:
             self.recorder.record(key, intended_ns, sent_ns, done_ns, request_bytes)
+            if self.tokens is not None:
+                self.tokens.record(key, intended_ns, sent_ns, done_ns, answer)
             self.completed += 1
             self.samples_completed += samples
             self._count_done(done_ns)
@@ -377,6 +391,8 @@ class Dispatcher:
                 self._unavailable_streak = 0
                 if measured:
                     self.recorder.record(key, issued_ns, issued_ns, done_ns, request_bytes)
+                    if self.tokens is not None and len(results) == 1:
+                        self.tokens.record(key, issued_ns, issued_ns, done_ns, results[0])
                     self.completed += 1
                     self.samples_completed += samples_per_query
                     self._count_done(done_ns)
@@ -439,11 +455,11 @@ class Dispatcher:
                         finished.set()  # this request still goes; the other slots stop after theirs
                 self.outstanding += 1
                 try:
-                    await self.transport.infer(payload)
+                    answer = await self.transport.infer(payload)
                 except RequestFailed as exc:
                     self._failure(exc.status, traffic_class, measured, sent_ns, sent_ns, len(payload))
                 else:
-                    self._succeeded(measured, key, sent_ns, sent_ns, len(payload), batch_size)
+                    self._succeeded(measured, key, sent_ns, sent_ns, len(payload), batch_size, answer)
                 finally:
                     self.outstanding -= 1
                 if think_time_ns and not finished.is_set():

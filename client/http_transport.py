@@ -88,6 +88,7 @@ class _Connection(asyncio.Protocol):
         self._chunks: list[bytes] = []
         self.answered = 0  # complete answers so far: a reused connection may have been closed by an idle timer
         self.heard = False  # bytes of the current answer arrived
+        self.on_data = None  # streaming: a 200 answer's body pieces go here as they arrive, not into the body
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -98,10 +99,11 @@ class _Connection(asyncio.Protocol):
             self._pool.remove(self)
         self._fail("UNAVAILABLE", f"connection lost: {exc}" if exc else "connection closed by the server")
 
-    def send(self, request: h11.Request, body: bytes) -> asyncio.Future:
+    def send(self, request: h11.Request, body: bytes, on_data=None) -> asyncio.Future:
         self.future = asyncio.get_running_loop().create_future()
         self._chunks = []
         self.heard = False
+        self.on_data = on_data
         send = self.h11.send
         # one writev for head, body and end: three writes cost three syscalls (~30 µs per request)
         if body:
@@ -120,7 +122,10 @@ class _Connection(asyncio.Protocol):
                 if event is h11.NEED_DATA:
                     return
                 if kind is h11.Data:
-                    self._chunks.append(event.data)
+                    if self.on_data is not None and self._status == 200:
+                        self.on_data(event.data)
+                    else:
+                        self._chunks.append(event.data)
                 elif kind is h11.Response:
                     self._status, self._headers = event.status_code, event.headers
                 elif kind is h11.EndOfMessage:
@@ -266,7 +271,7 @@ class HttpTransport(ControlRpcs):
         return built
 
     async def _exchange(
-        self, request: h11.Request, body: bytes, timeout_s: float | None, retry: bool = True
+        self, request: h11.Request, body: bytes, timeout_s: float | None, retry: bool = True, on_data=None
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """One request and its answer. A reused keep-alive connection that the server closed as the request
         went out (its idle timeout: uvicorn's is 5 s) fails before any byte of an answer: that request is
@@ -280,7 +285,7 @@ class HttpTransport(ControlRpcs):
                 connection = await self._open()
             except (Unreachable, TlsError) as exc:
                 raise RequestFailed("UNAVAILABLE", str(exc)) from None
-        future = connection.send(request, body)
+        future = connection.send(request, body, on_data)
         timer = asyncio.get_running_loop().call_later(timeout_s, connection.expire) if timeout_s else None
         try:
             return await future
@@ -296,7 +301,7 @@ class HttpTransport(ControlRpcs):
             if connection.closed:
                 self._all.discard(connection)
         self.retries += 1
-        return await self._exchange(request, body, timeout_s, retry=False)
+        return await self._exchange(request, body, timeout_s, retry=False, on_data=on_data)
 
     async def infer(self, payload: bytes, timeout_s: float | None = None) -> bytes:
         request, body = self._requests.get(payload) or self._request_for(payload)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tailmark.client.repeat import summary_lines
+from tailmark.client.report_tokens import token_lines
 from tailmark.client.results import ALL, LATENCIES, ClassDoc, ResultsDoc, ScenarioDoc, write_atomic
 
 _STATS = ("min", "mean", "p50", "p90", "p95", "p97", "p99", "p99_9", "max")
@@ -80,6 +81,7 @@ def console_table(doc: ResultsDoc) -> str:
         lines.append("PARTIAL RESULT" + (f": {doc['interrupted']}" if doc["interrupted"] else " (run still going)"))
     notes = (doc["environment"].get("target") or {}).get("notes") or []
     lines += [f"endpoint: {note}" for note in notes]
+    lines += token_lines(doc)  # generative runs (client/report_tokens.py)
     lines += _calibration_lines(doc)
     for scenario in doc["scenarios"]:
         lines += _notes(scenario)

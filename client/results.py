@@ -93,6 +93,7 @@ class ClassDoc(TypedDict):
     overflow_count: int  # latencies above the histogram's range, clamped to its top
     verdict: VerdictDoc
     intervals: IntervalsDoc | None  # each percentile's confidence interval (client/intervals.py); older files lack it
+    tokens: dict[str, Any] | None  # generative answers' token timings (client/token_metrics.tokens_doc); optional
 
 
 class MetricSeriesDoc(TypedDict):
@@ -259,6 +260,7 @@ class ClassResult:
     overflow_count: int = 0
     sample_count: int | None = None  # None: queries x samples_per_query x batch_size
     offered_count: int | None = None  # arrivals intended inside the window; None: not known
+    tokens: Any = None  # TokenStats of a generative transport's answers (client/token_metrics.py); None: none
 
     @property
     def ok_count(self) -> int:
@@ -305,7 +307,15 @@ def _aggregate(classes: Sequence[ClassResult]) -> ClassResult:
         ALL, *hists, errors=errors, overflow_count=sum(c.overflow_count for c in classes),
         sample_count=None if None in samples else sum(samples),  # type: ignore[arg-type]
         offered_count=None if None in offered else sum(offered),  # type: ignore[arg-type]
+        tokens=_merged_tokens(classes),
     )  # fmt: skip
+
+
+def _merged_tokens(classes: Sequence[ClassResult]):
+    from tailmark.client.token_metrics import merged
+
+    parts = [c.tokens for c in classes if c.tokens is not None]
+    return merged(parts) if parts else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -356,11 +366,27 @@ class ScenarioResult:
     def _judge(self, c: ClassResult) -> Verdict:
         offline = self.settings.scenario is Scenario.OFFLINE
         evidence = self.evidence.for_verdict() if self.evidence is not None else None
-        return judge(
+        return self._with_token_checks(c, judge(
             self.settings, duration_s=self.duration_s, latency=c.intended_to_done,
             send_lag=None if offline else c.send_lag, sent_to_done=None if offline else c.sent_to_done,
             errors=c.errors, sample_count=c.sample_count, client_cpu_pct=self.client_cpu_pct, evidence=evidence,
-        )  # fmt: skip
+        ))  # fmt: skip
+
+    def _with_token_checks(self, c: ClassResult, verdict: Verdict) -> Verdict:
+        """LoadGen's LLM constraints (TTFT, TPOT) when the settings bound them (client/token_verdict.py)."""
+        from tailmark.client.token_verdict import with_token_checks
+
+        return with_token_checks(verdict, self.settings, c.tokens, c.error_count)
+
+    def _class_doc_with_tokens(self, name: str, c: ClassResult) -> ClassDoc:
+        doc = self._class_doc(name, c)
+        if c.tokens is not None:
+            from tailmark.client.token_metrics import tokens_doc
+
+            s = self.settings
+            slos = {"ttft": s.slo_ttft_ms, "tpot": s.slo_tpot_ms, "e2e": s.slo_e2e_ms}
+            doc["tokens"] = tokens_doc(c.tokens, duration_s=self.duration_s, failed=c.error_count, slos_ms=slos)
+        return doc
 
     def _samples(self, c: ClassResult) -> int:
         if c.sample_count is not None:
@@ -419,7 +445,7 @@ class ScenarioResult:
             client_cpu_pct=self.client_cpu_pct,
             warnings=list(self.warnings),
             throughput_per_s=[int(x) for x in self.throughput_per_s],
-            classes={name: self._class_doc(name, c) for name, c in self.by_class.items()},
+            classes={name: self._class_doc_with_tokens(name, c) for name, c in self.by_class.items()},
             server_stats=dict(self.server_stats) if self.server_stats is not None else None,
             evidence=self.evidence.to_dict() if self.evidence is not None else None,
             server_metrics=dict(self.server_metrics) if self.server_metrics is not None else None,

@@ -31,6 +31,7 @@ from tailmark.client.results import ClassResult, RunResult, ScenarioResult, writ
 from tailmark.client.samples import SamplePool
 from tailmark.client.schedule import fixed_interval, poisson
 from tailmark.client.settings import OPEN_LOOP, EffectiveSettings, Scenario
+from tailmark.client.token_metrics import TokenRecorder
 from tailmark.client.transport import Transport
 from tailmark.traces.arrival import DEFAULT_CLASS, Arrival
 
@@ -69,6 +70,7 @@ class Run:
         request_log = out_dir / REQUEST_LOG if per_request_log else None
         self.recorder = Recorder(hlog_path=out_dir / "latency.hlog", request_log_path=request_log)
         self._current: Dispatcher | None = None
+        self.tokens = TokenRecorder() if getattr(transport, "generative", False) else None  # token timings
         self._server_stats: dict | None = None  # of the scenario that just ran
         self._evidence: ScenarioEvidence | None = None  # of the scenario that just ran
         self.metrics = metrics
@@ -112,7 +114,7 @@ class Run:
     async def _run_scenario(self, name: str, s: EffectiveSettings) -> Window:
         dispatcher = Dispatcher(
             transport=self.transport, pool=self.pool, recorder=self.recorder, scenario=name,
-            sample_seed=s.sample_seed, resize_inputs=s.resize_inputs,
+            sample_seed=s.sample_seed, resize_inputs=s.resize_inputs, tokens=self.tokens,
         )  # fmt: skip
         self._current = dispatcher
         if self.interrupted:
@@ -233,6 +235,7 @@ class Run:
                 overflow_count=self.recorder.overflow(key)["intended_to_done"],
                 sample_count=None,
                 offered_count=window.offered.get(traffic_class, 0),
+                tokens=self.tokens.stats(key) if self.tokens is not None else None,
             )
         if s.scenario is Scenario.OFFLINE and DEFAULT_CLASS in classes:
             classes[DEFAULT_CLASS] = dataclasses.replace(classes[DEFAULT_CLASS], sample_count=window.samples)

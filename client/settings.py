@@ -81,6 +81,13 @@ class ScenarioSettings:
     latency_bound_ms: float | None = None  # Server 10; 0: no bound (poisson, fixed-interval, trace)
     early_stopping_percentile: float | None = None  # SingleStream 90, MultiStream/Server 99; 0: none (Offline)
 
+    # --- generative endpoints (client/token_verdict.py, client/token_metrics.py); 0: none ---
+    ttft_bound_ms: float | None = None  # LoadGen's LLM constraint: the percentile of TTFT (from intended)
+    tpot_bound_ms: float | None = None  # ... and of time per output token; either one drops Server's e2e default
+    slo_ttft_ms: float | None = None  # token goodput: a request is good when it meets every SLO given
+    slo_tpot_ms: float | None = None
+    slo_e2e_ms: float | None = None
+
     # --- duration ---
     min_duration_s: float | None = None
     max_duration_s: float | None = None  # 0: unlimited
@@ -161,6 +168,7 @@ def resolve(requested: ScenarioSettings, *, mlperf: bool) -> EffectiveSettings:
     def pick(value: Any, default: Any) -> Any:
         return default if value is None else value
 
+    token_bound = bool(r.ttft_bound_ms or r.tpot_bound_ms)  # LoadGen's LLMs: TTFT/TPOT replace the e2e bound
     min_duration_s = float(pick(r.min_duration_s, floors["min_duration_s"]))
     min_query_count = int(pick(r.min_query_count, _MIN_QUERIES[sc][1 if mlperf else 0]))
     target_qps = float(pick(r.target_qps, 0.0 if sc in CLOSED_LOOP or sc is Scenario.TRACE else 100.0))
@@ -181,8 +189,13 @@ def resolve(requested: ScenarioSettings, *, mlperf: bool) -> EffectiveSettings:
         concurrency=int(pick(r.concurrency, 1 if sc is Scenario.CONCURRENCY else 0)),
         think_time_ms=float(pick(r.think_time_ms, 0.0)),
         rate_cap_qps=float(pick(r.rate_cap_qps, 0.0)),
-        latency_bound_ms=float(pick(r.latency_bound_ms, 10.0 if sc is Scenario.SERVER else 0.0)),
+        latency_bound_ms=float(pick(r.latency_bound_ms, 10.0 if sc is Scenario.SERVER and not token_bound else 0.0)),
         early_stopping_percentile=float(pick(r.early_stopping_percentile, _default_percentile(sc))),
+        ttft_bound_ms=float(pick(r.ttft_bound_ms, 0.0)),
+        tpot_bound_ms=float(pick(r.tpot_bound_ms, 0.0)),
+        slo_ttft_ms=float(pick(r.slo_ttft_ms, 0.0)),
+        slo_tpot_ms=float(pick(r.slo_tpot_ms, 0.0)),
+        slo_e2e_ms=float(pick(r.slo_e2e_ms, 0.0)),
         min_duration_s=min_duration_s,
         max_duration_s=float(pick(r.max_duration_s, 0.0)),
         min_query_count=min_query_count,
@@ -228,6 +241,7 @@ _AT_LEAST_ONE = ("samples_per_query", "batch_size", "offline_sample_count", "con
 _NON_NEGATIVE = (
     "max_outstanding", "latency_bound_ms", "min_duration_s", "max_duration_s", "min_query_count",
     "max_query_count", "warmup_s", "schedule_seed", "sample_seed", "request_timeout_s", "think_time_ms",
+    "ttft_bound_ms", "tpot_bound_ms", "slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms",
     "rate_cap_qps",
 )  # fmt: skip
 
@@ -269,7 +283,8 @@ def _check_scenario_fit(r: ScenarioSettings) -> None:
     bound_free = (CLOSED_LOOP - {Scenario.CONCURRENCY}) | {Scenario.OFFLINE}
     if sc in bound_free and r.latency_bound_ms is not None:
         _refuse("latency_bound_ms", r.latency_bound_ms, f"scenario {sc} has no latency bound")
-    if sc is Scenario.SERVER and r.latency_bound_ms is not None and r.latency_bound_ms == 0:
+    token_bound = bool(r.ttft_bound_ms or r.tpot_bound_ms)
+    if sc is Scenario.SERVER and r.latency_bound_ms is not None and r.latency_bound_ms == 0 and not token_bound:
         _refuse("latency_bound_ms", 0, "the server scenario needs a latency bound > 0")
     if sc is Scenario.OFFLINE and r.early_stopping_percentile is not None:
         _refuse("early_stopping_percentile", r.early_stopping_percentile, "offline has no tail percentile")

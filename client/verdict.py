@@ -71,7 +71,7 @@ class Verdict:
 _CAUSES = (
     ("client", {"client_bound"}),
     ("host", {"host_noise"}),
-    ("endpoint", {"latency_bound", "early_stopping", "errors"}),
+    ("endpoint", {"latency_bound", "early_stopping", "errors", "ttft_bound", "tpot_bound"}),
     ("length", {"min_duration", "min_queries"}),
 )
 

@@ -1,0 +1,177 @@
+"""Prompts of controlled input length for generative endpoints, from text that ships with Python.
+
+The corpus is the docstrings of a fixed list of standard-library modules (``CORPUS_MODULES``), read from
+their source files with ``ast`` (nothing is imported, nothing is downloaded), whitespace collapsed. Prompt
+``i`` of a pool is the run of ``input_tokens`` tokens that starts at a position drawn from ``seed`` and ``i``;
+it is cut at token boundaries, so ``count_tokens`` (client/generation.py) of the prompt is exactly
+``input_tokens``. The same seed gives the same prompts on the same Python version (the corpus's digest is
+in ``describe()``, kept with the results). A server with another tokenizer serves other input lengths: the
+token recorder keeps what the server's usage reports.
+
+``PromptPool`` has the sample pool's interface (client/samples.py: ``count``, ``payload``, ``model``,
+``batching``, ``resized_inputs``), so every scenario's dispatcher drives it unchanged. A payload is the JSON
+body of one request: completions (``prompt``) or chat (one user message), ``max_tokens`` = the output
+length, ``ignore_eos`` when asked (vLLM's extension: the answer runs to ``max_tokens``), and when streaming
+``stream_options: {"include_usage": true}`` so the server reports the tokens it served. A trace arrival's
+payload size sets that request's input tokens instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import sysconfig
+from collections import OrderedDict
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from tailmark.client.errors import ConfigError
+from tailmark.client.generation import TOKEN_PATTERN, TOKENIZER_NAME
+from tailmark.client.transport import ModelInfo
+
+CORPUS_MODULES = (
+    "argparse", "asyncio/events", "asyncio/tasks", "collections/__init__", "contextlib", "dataclasses", "difflib",
+    "email/message", "fractions", "functools", "heapq", "http/client", "inspect", "json/__init__",
+    "logging/__init__", "pathlib", "pickle", "random", "shutil", "statistics", "string", "subprocess", "tarfile",
+    "textwrap", "threading", "typing", "unittest/case", "urllib/parse", "zipfile",
+)  # fmt: skip
+CACHE_ENTRIES = 4096  # built request bodies kept (distinct prompt x input length)
+
+
+@lru_cache(maxsize=1)
+def corpus() -> tuple[str, np.ndarray, np.ndarray]:
+    """The corpus text, and the start and end offset of each of its tokens."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    pieces = []
+    for name in CORPUS_MODULES:
+        for path in (root / f"{name}.py", root / name / "__init__.py"):
+            if path.is_file():
+                break
+        else:
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                doc = ast.get_docstring(node)
+                if doc:
+                    pieces.append(doc)
+    text = re.sub(r"\s+", " ", " ".join(pieces)).strip()
+    if not text:
+        raise ConfigError(f"no docstrings found under {root}: the prompt corpus needs Python's standard library")
+    spans = np.array([m.span() for m in TOKEN_PATTERN.finditer(text)], dtype=np.int64)
+    return text, spans[:, 0], spans[:, 1]
+
+
+def describe_corpus() -> dict:
+    text, starts, _ = corpus()
+    return {
+        "source": "docstrings of Python standard-library modules: " + ", ".join(CORPUS_MODULES),
+        "tokenizer": TOKENIZER_NAME,
+        "tokens": len(starts),
+        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+    }
+
+
+def prompt_text(index: int, input_tokens: int, seed: int) -> str:
+    """``input_tokens`` tokens of the corpus from a position drawn from (seed, index); wraps around the end."""
+    text, starts, ends = corpus()
+    n = len(starts)
+    first = int(np.random.default_rng([seed & (2**63 - 1), index]).integers(0, n))
+    pieces, left, at = [], input_tokens, first
+    while left > 0:
+        take = min(left, n - at)
+        pieces.append(text[starts[at] : ends[at + take - 1]])
+        left -= take
+        at = 0
+    return " ".join(pieces)
+
+
+class PromptPool:
+    """Request bodies for one generative model; the sample pool's interface for the dispatcher."""
+
+    def __init__(
+        self,
+        model: ModelInfo,
+        *,
+        api: str,
+        count: int,
+        input_tokens: int,
+        output_tokens: int,
+        seed: int,
+        stream: bool = True,
+        ignore_eos: bool = False,
+    ) -> None:
+        if api not in ("completions", "chat"):
+            raise ConfigError(f"--api {api!r}: must be completions or chat")
+        for name, value in (
+            ("--pool-size", count),
+            ("--input-tokens", input_tokens),
+            ("--output-tokens", output_tokens),
+        ):
+            if value < 1:
+                raise ConfigError(f"{name} {value}: must be >= 1")
+        self.model = model
+        self.api = api
+        self.count = count
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        self.seed = seed
+        self.stream = stream
+        self.ignore_eos = ignore_eos
+        self.builds = 0
+        self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+
+    batching = False
+
+    def resized_inputs(self, choice: str) -> tuple[str, ...]:
+        """A trace's payload size always sets the prompt's length here (it is the input token count)."""
+        return ("prompt",)
+
+    def body(self, prompt: str) -> dict:
+        document: dict = {"model": self.model.name, "max_tokens": self.output_tokens, "stream": self.stream}
+        if self.api == "chat":
+            document["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            document["prompt"] = prompt
+        if self.stream:
+            document["stream_options"] = {"include_usage": True}
+        if self.ignore_eos:
+            document["ignore_eos"] = True
+        return document
+
+    def payload(
+        self, sample: int, batch_size: int = 1, payload_size: int = 0, resized: tuple[str, ...] | None = None
+    ) -> bytes:
+        """The JSON body for prompt ``sample`` (of ``payload_size`` input tokens when given)."""
+        if batch_size != 1:
+            raise ConfigError(f"batch size {batch_size}: a generative request carries one prompt")
+        key = (sample % self.count, payload_size or self.input_tokens)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        data = json.dumps(self.body(prompt_text(key[0], key[1], self.seed)), separators=(",", ":")).encode()
+        self.builds += 1
+        self._cache[key] = data
+        if len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return data
+
+    def describe(self) -> dict:
+        """The workload, for the results' environment."""
+        return {
+            "api": self.api,
+            "prompts": self.count,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "stream": self.stream,
+            "ignore_eos": self.ignore_eos,
+            "seed": self.seed,
+            "corpus": describe_corpus(),
+        }
