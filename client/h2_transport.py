@@ -21,9 +21,10 @@ from urllib.parse import unquote
 from tailmark.client.control import ControlRpcs, control_error
 from tailmark.client.errors import ConfigError, TlsError, Unreachable
 from tailmark.client.transport import RequestFailed, TlsSettings
+from tailmark.grpc_wire.metadata import timeout_value
 from tailmark.http2 import frames
 from tailmark.http2.endpoint import Endpoint, Stream
-from tailmark.http2.hpack_codec import literal, timeout_value
+from tailmark.http2.hpack_codec import literal
 from tailmark.protos.service import RPCS
 
 # gRPC status codes by number (google.rpc.Code), for RequestFailed.status

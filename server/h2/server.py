@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from tailmark.http2.limits import Limits
 from tailmark.server.core import InferenceCore
 from tailmark.server.h2.calls import routes
-from tailmark.server.h2.connection import Connection
+from tailmark.server.h2.connection import H2Protocol
 from tailmark.server.listen import AsyncioFrontend
 from tailmark.server.settings import ServerSettings
+
+MAX_INFLATED_BYTES = 32 << 20
 
 
 class H2GrpcServer(AsyncioFrontend):
@@ -19,10 +22,13 @@ class H2GrpcServer(AsyncioFrontend):
         self.routes = routes(core)
         self.max_message_bytes = settings.max_message_bytes
         self.max_concurrent_rpcs = settings.max_concurrent_rpcs
+        # a compressed message inflates to at most this (gzip bombs); raw messages only have max_message_bytes
+        self.max_inflated_bytes = MAX_INFLATED_BYTES
+        self.h2_limits = Limits()
         self.active = 0  # calls admitted and not finished, over all connections
 
-    def _connection(self) -> Connection:
-        return Connection(self)
+    def _connection(self) -> H2Protocol:
+        return H2Protocol(self)
 
     def _draining(self) -> None:
         """Send GOAWAY on every connection; stop then waits until they have all gone (or ``grace_s``)."""

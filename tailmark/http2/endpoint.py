@@ -2,8 +2,8 @@
 
 Frames are parsed straight out of the receive buffer; SETTINGS, PING, WINDOW_UPDATE and header-block
 assembly (HEADERS + CONTINUATION) are handled here; DATA, complete header blocks, RST_STREAM and GOAWAY
-go to the subclass (server/h2/connection.py, client/h2_transport.py). Everything written while one batch
-of received bytes is handled goes out in a single ``transport.write``.
+go to the subclass (client/h2_transport.py; the server runs on the sans-IO connection.py instead).
+Everything written while one batch of received bytes is handled goes out in a single ``transport.write``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import hpack
 
 from tailmark.http2 import frames
-from tailmark.http2.hpack_codec import HeaderDecoder, HeaderListTooLarge, headers_frames
+from tailmark.http2.hpack_codec import HeaderBlockRefused, HeaderDecoder, HeaderListTooLarge, headers_frames
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class Endpoint(asyncio.Protocol):
             headers = self._decoder.decode(block)
         except HeaderListTooLarge as exc:  # decoded in full, the table in sync: only this stream fails
             headers, too_large = {}, str(exc)
-        except hpack.HPACKError as exc:
+        except (hpack.HPACKError, HeaderBlockRefused) as exc:
             raise ProtocolViolation(frames.COMPRESSION_ERROR, f"bad header block: {exc}") from None
         self.on_header_block(stream_id, flags, headers, too_large)
 

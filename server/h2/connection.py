@@ -1,0 +1,427 @@
+"""One client connection of the h2 frontend: a thin asyncio adapter over the sans-IO HTTP/2 connection
+(tailmark/http2/connection.py) and gRPC framing (tailmark/grpc_wire/).
+
+It moves bytes between the socket and ``H2Connection``, turns its events into calls, and keeps the I/O side
+of the limits: at most ``frames_per_turn`` frames per loop turn (then reading pauses until a later turn, so
+one busy peer cannot starve the others), no reading while the socket will not take our output, a timer for
+the connection's timeouts, and an abort shortly after a GOAWAY a peer does not read. Cheap calls are
+answered inside ``data_received``; the rest run as tasks, and a reset stream's task is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator
+
+from tailmark.grpc_wire.messages import MessageError, MessageReader, encoding_wbits, prefix
+from tailmark.grpc_wire.metadata import OK_TRAILERS, RESPONSE_HEADERS, BadMetadata, parse_timeout, trailers
+from tailmark.grpc_wire.status import Status
+from tailmark.http2 import frames
+from tailmark.http2.connection import H2Connection
+from tailmark.http2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    GoAwayReceived,
+    HeadersReceived,
+    RequestReceived,
+    StreamReset,
+)
+from tailmark.http2.hpack_codec import literal
+from tailmark.server import security
+from tailmark.server.h2.calls import Call, Route, status_code
+
+log = logging.getLogger(__name__)
+
+_END = object()  # end of a stream's requests
+TIMER_S = 1.0  # how often the connection's timeouts are checked
+ABORT_AFTER_S = 1.0  # a closing connection whose peer does not read is dropped after this
+WRITE_HIGH_WATER = 1 << 20  # socket output held before reading stops (asyncio's pause_writing)
+
+
+class GrpcCall:
+    """One call on one stream: its route, message reader and, while it runs, its task and deadline."""
+
+    __slots__ = (
+        "done",
+        "headers_sent",
+        "messages",
+        "pending_ack",
+        "reader",
+        "requests",
+        "route",
+        "stream",
+        "task",
+        "timer",
+    )
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.route: Route | None = None  # None: answered before its body arrived
+        self.reader: MessageReader | None = None
+        self.messages: list = []  # a unary call's messages
+        self.requests: asyncio.Queue | None = None  # a streaming call's messages, as they complete
+        self.pending_ack = 0  # window bytes of a streaming call's partial message, given back with it
+        self.headers_sent = False
+        self.done = False  # ended (status queued), or reset
+        self.task: asyncio.Task | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class H2Protocol(asyncio.Protocol):
+    def __init__(self, server) -> None:
+        self.server = server  # H2GrpcServer: routes, limits, the set of live connections
+        self.h2 = H2Connection(limits=server.h2_limits)
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._loop = asyncio.get_running_loop()
+        self._flush_scheduled = False
+        self._turn_scheduled = False
+        self._write_paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_backlog = 0
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
+            log.warning("TLS client did not negotiate h2 (ALPN); closing")
+            transport.close()
+            self.closed = True
+            return
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.server.connections.add(self)
+        self.h2.initiate()
+        self.flush()
+        self._timer = self._loop.call_later(TIMER_S, self._tick)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        for stream in list(self.h2.streams.values()):
+            if stream.user is not None:
+                self._finish(stream.user)
+
+    def data_received(self, data: bytes) -> None:
+        self._handle(self.h2.receive_data(data))
+        self._after_turn()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if not self.closed:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self.h2.progress()
+        if not self.closed and not self._turn_scheduled:
+            self.transport.resume_reading()
+
+    # --- turns: bounded work per loop turn ---
+
+    def _after_turn(self) -> None:
+        self.flush()
+        if self.h2.input_pending and not self.closed and not self._turn_scheduled:
+            self._turn_scheduled = True
+            self.transport.pause_reading()
+            self._loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn_scheduled = False
+        if self.closed:
+            return
+        self._handle(self.h2.receive_data(b""))
+        self._after_turn()
+        if not self._turn_scheduled and not self._write_paused and not self.closed:
+            self.transport.resume_reading()
+
+    def _tick(self) -> None:
+        """Once a second: the connection's timeouts (a write that makes no progress among them)."""
+        if self.closed:
+            return
+        backlog = self.transport.get_write_buffer_size()
+        if backlog < self._last_backlog:
+            self.h2.progress()
+        self._last_backlog = self.h2.write_backlog = backlog
+        if self.h2.check_timeouts():
+            self._handle(self.h2.events)
+            self.flush()
+        self._timer = self._loop.call_later(TIMER_S, self._tick)
+
+    def _handle(self, events: list) -> None:
+        for event in events:
+            kind = type(event)
+            if kind is DataReceived:
+                self._data(event)
+            elif kind is RequestReceived:
+                self._start(event)
+            elif kind is StreamReset:
+                call = event.stream.user
+                if call is not None:  # the client cancelled (or we reset it): stop the work, send nothing more
+                    self._finish(call)
+            elif kind is HeadersReceived:  # trailers from the client: they only end its half
+                call = event.stream.user
+                if call is not None and event.end_stream:
+                    self._remote_end(call)
+            elif kind is GoAwayReceived:
+                self.h2.draining = True  # the client opens no more streams here; ours finish
+            elif kind is ConnectionTerminated:
+                if event.code != frames.NO_ERROR:
+                    log.warning("closing HTTP/2 connection: %s (%s)", event.reason, self.h2.counters.as_dict())
+                self._terminate()
+
+    # --- output ---
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if self.closed:
+            return
+        if data:
+            self.transport.write(data)
+            backlog = self.transport.get_write_buffer_size()
+            self.h2.write_backlog = backlog
+            if not backlog:
+                self.h2.output_flushed()
+        if self.h2.terminated:
+            self._terminate()
+        elif self.h2.draining and not self.h2.streams:
+            self.close()
+
+    def flush_soon(self) -> None:
+        """Flush at the end of this turn of the event loop: the answers of one batch, which complete in the
+        same turn, leave in one write instead of one each."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
+    # --- calls ---
+
+    def _start(self, event: RequestReceived) -> None:
+        """Admit a new call, or answer it at once (trailers only) when it cannot run."""
+        stream = event.stream
+        if stream.reset_code is not None:  # reset later in the same batch: no work for it at all
+            return
+        call = stream.user = GrpcCall(stream)
+        if event.error is not None:
+            self._fail(call, Status.RESOURCE_EXHAUSTED, event.error)
+            return
+        headers = event.headers
+        server = self.server
+        if headers.get(":method") != "POST":
+            self._fail(call, Status.UNIMPLEMENTED, f"gRPC needs POST, not {headers.get(':method')!r}")
+            return
+        if not headers.get("content-type", "").startswith("application/grpc"):
+            call.done = call.headers_sent = True
+            self.h2.send_headers(stream, literal(":status", "415"), end_stream=True)
+            return
+        if server.auth_header is not None:
+            given = headers.get("authorization", "").encode("utf-8", "surrogateescape")
+            if not hmac.compare_digest(given, server.auth_header):
+                self._fail(call, Status.UNAUTHENTICATED, security.UNAUTHENTICATED)
+                return
+        path = headers.get(":path", "")
+        route = server.routes.get(path)
+        if route is None:
+            self._fail(call, Status.UNIMPLEMENTED, f"unknown method {path}")
+            return
+        try:
+            wbits = encoding_wbits(headers.get("grpc-encoding"))
+            timeout = parse_timeout(headers.get("grpc-timeout"))
+        except (MessageError, BadMetadata) as exc:
+            self._fail(call, exc.status, str(exc))
+            return
+        if server.max_concurrent_rpcs and server.active >= server.max_concurrent_rpcs:
+            self._fail(call, Status.RESOURCE_EXHAUSTED, "server busy: too many concurrent RPCs")
+            return
+        server.active += 1
+        call.route = route
+        call.reader = MessageReader(server.max_message_bytes, wbits, server.max_inflated_bytes)
+        if timeout is not None:
+            call.timer = self._loop.call_later(timeout, self._deadline, call)
+        if route.streaming:
+            call.requests = asyncio.Queue()
+            call.task = asyncio.ensure_future(self._run_stream(call, route))
+        if event.end_stream:
+            self._remote_end(call)
+
+    def _data(self, event: DataReceived) -> None:
+        stream = event.stream
+        call = stream.user
+        if call is None or call.done or stream.reset_code is not None:
+            if stream.remote_open:
+                self.h2.acknowledge_stream(stream, event.flow_size)
+            return
+        if call.requests is None:  # unary: its bytes are buffered here, so the window is given back at once
+            self.h2.acknowledge_stream(stream, event.flow_size)
+            try:
+                call.messages += call.reader.feed(event.data)
+            except MessageError as exc:
+                self._fail(call, exc.status, str(exc))
+                return
+        else:
+            # a streaming call's window is given back only as its handler takes the messages (_requests), so a
+            # client that outruns the model is held back by its window
+            call.pending_ack += event.flow_size
+            try:
+                messages = call.reader.feed(event.data)
+            except MessageError as exc:
+                self._fail(call, exc.status, str(exc))
+                return
+            if messages:
+                for message in messages[:-1]:
+                    call.requests.put_nowait((message, 0))
+                call.requests.put_nowait((messages[-1], call.pending_ack))
+                call.pending_ack = 0
+        if event.end_stream:
+            self._remote_end(call)
+
+    def _remote_end(self, call: GrpcCall) -> None:
+        route = call.route
+        if route is None or call.done:
+            return
+        if route.streaming:
+            try:
+                call.reader.finish()
+            except MessageError as exc:
+                self._fail(call, exc.status, str(exc))
+                return
+            call.requests.put_nowait(_END)
+            return
+        if len(call.messages) != 1 or call.reader.buffered:
+            self._fail(call, Status.INTERNAL, "a unary call needs exactly one request message")
+            return
+        message = call.messages.pop()
+        result = route.call(message)
+        if isinstance(result, Call):  # finished without waiting
+            self._answer(call, result)
+        else:
+            call.task = asyncio.ensure_future(self._run_unary(call, result))
+
+    async def _run_unary(self, call: GrpcCall, awaitable) -> None:
+        try:
+            result = await awaitable
+        except asyncio.CancelledError:
+            return
+        self._answer(call, result)
+        self.flush_soon()
+
+    def _answer(self, call: GrpcCall, result: Call) -> None:
+        if result.error is None:
+            self._send(call, result.response, OK_TRAILERS)
+        else:
+            self._fail(call, *result.error)
+
+    async def _run_stream(self, call: GrpcCall, route: Route) -> None:
+        try:
+            async for response in route.stream(self._requests(call)):
+                self._send(call, response, None)
+                self.flush_soon()
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # the handler itself broke: end the call with its status
+            self._fail(call, *status_code(exc))
+        else:
+            self._end(call, OK_TRAILERS)
+        self.flush_soon()
+
+    async def _requests(self, call: GrpcCall) -> AsyncIterator[bytes]:
+        """The call's messages as its handler asks for them; each one taken gives its bytes of window back."""
+        while True:
+            item = await call.requests.get()
+            if item is _END:
+                return
+            message, wire_size = item
+            if wire_size and not call.done:
+                self.h2.acknowledge_stream(call.stream, wire_size)
+                self.flush_soon()
+            yield message
+
+    def _deadline(self, call: GrpcCall) -> None:
+        call.timer = None
+        if not call.done:
+            self._fail(call, Status.DEADLINE_EXCEEDED, "deadline exceeded")
+            self.flush()
+
+    # --- sending ---
+
+    def _send(self, call: GrpcCall, message: bytes, trailer_block: bytes | None) -> None:
+        """Queue one response message (and, when given, the trailers that end the call) and send what fits."""
+        if call.done:
+            return
+        limit = self.server.max_message_bytes
+        if len(message) > limit:  # as grpc's servers do with what they send
+            self._fail(call, Status.RESOURCE_EXHAUSTED, f"response message larger than {limit} bytes")
+            return
+        if not call.headers_sent:
+            call.headers_sent = True
+            self.h2.send_headers(call.stream, RESPONSE_HEADERS)
+        self.h2.send_data(call.stream, prefix(len(message)), message)
+        if trailer_block is not None:
+            self._end(call, trailer_block)
+
+    def _end(self, call: GrpcCall, trailer_block: bytes) -> None:
+        if call.done:
+            return
+        if not call.headers_sent:
+            call.headers_sent = True
+            self.h2.send_headers(call.stream, RESPONSE_HEADERS + trailer_block, end_stream=True)
+        else:
+            self.h2.end_stream(call.stream, trailer_block)
+        self._finish(call)
+
+    def _fail(self, call: GrpcCall, status: int, message: str) -> None:
+        """End the call with a non-OK status (what was queued before it still goes out first)."""
+        self._end(call, trailers(status, message))
+
+    def _finish(self, call: GrpcCall) -> None:
+        """The call is over (its status is queued, or the stream was reset): free its slot, stop its work."""
+        if call.done:
+            return
+        call.done = True
+        if call.route is not None:
+            self.server.active -= 1
+        if call.timer is not None:
+            call.timer.cancel()
+        task = call.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()  # no responses after the status (and none for a reset stream)
+
+    # --- ending ---
+
+    def _terminate(self) -> None:
+        """We sent GOAWAY over an error: stop every call, close, and drop the peer if it does not read."""
+        if self.closed:
+            return
+        for stream in list(self.h2.streams.values()):
+            if stream.user is not None:
+                self._finish(stream.user)
+        self.close()
+        self._loop.call_later(ABORT_AFTER_S, self.transport.abort)
+
+    def drain(self) -> None:
+        """Server shutdown: refuse new streams, let the open ones finish, then close."""
+        if self.closed:
+            return
+        self.h2.goaway()
+        self.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        data = self.h2.data_to_send()
+        if data:
+            self.transport.write(data)
+        self.closed = True
+        self.server.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        self.transport.close()

@@ -1,0 +1,152 @@
+"""The sending side of ``H2Connection``: header blocks, DATA within both flow-control windows, stream ends,
+resets and window given back, as a mixin kept apart from the frame handlers."""
+
+from __future__ import annotations
+
+from tailmark.http2 import frames
+from tailmark.http2.hpack_codec import headers_frames
+from tailmark.http2.stream_state import State, Stream
+
+_HEADER = frames.HEADER
+
+
+class Output:
+    """What the application sends; everything goes to ``_out`` until ``data_to_send``."""
+
+    # --- output ---
+
+    @property
+    def buffered_output(self) -> int:
+        """Bytes held for the peer: waiting for its flow-control window, or in the application's transport."""
+        return self._outbox_total + self.write_backlog
+
+    def data_to_send(self) -> bytes:
+        out = self._out
+        if not out:
+            return b""
+        data = b"".join(out)
+        out.clear()
+        return data
+
+    def output_flushed(self) -> None:
+        """The application's transport has sent everything: acks are no longer piling up."""
+        self._control_backlog = 0
+        self.write_backlog = 0
+        self._last_progress = self._clock()
+        if (
+            self._recv_unacked >= self.limits.connection_window // 2
+            and self._outbox_total <= self.limits.max_buffered_output
+        ):
+            self._release_connection_credit()
+
+    def open_stream(self, block: bytes, *, end_stream: bool = False) -> Stream:
+        """Client side: a new stream with its request header block."""
+        stream_id = self._next_stream_id
+        self._next_stream_id += 2
+        stream = self.streams[stream_id] = Stream(stream_id, self.peer_initial_window, self.limits.initial_window)
+        stream.open(False)
+        self._out.append(headers_frames(stream_id, block, end_stream=end_stream, max_frame=self.peer_max_frame))
+        if end_stream:
+            stream.sent_end()
+        return stream
+
+    def send_headers(self, stream: Stream, block: bytes, *, end_stream: bool = False) -> None:
+        if not stream.local_open:
+            return
+        self._out.append(headers_frames(stream.id, block, end_stream=end_stream, max_frame=self.peer_max_frame))
+        if end_stream:
+            self._sent_end(stream)
+
+    def send_data(self, stream: Stream, *chunks, end_stream: bool = False) -> None:
+        """Queue DATA (chunks are kept, not copied) and send what the windows allow."""
+        if not stream.local_open:
+            return
+        outbox = stream.outbox
+        for chunk in chunks:
+            if chunk:
+                outbox.append(chunk)
+                stream.outbox_bytes += len(chunk)
+                self._outbox_total += len(chunk)
+        stream.end_with_data = end_stream
+        self._pump(stream)
+
+    def end_stream(self, stream: Stream, trailers: bytes | None) -> None:
+        """END_STREAM once the queued DATA has gone: on a trailers HEADERS, or (None) an empty DATA frame."""
+        if not stream.local_open:
+            return
+        if trailers is None:
+            stream.end_with_data = True
+        else:
+            stream.trailers = trailers
+        self._pump(stream)
+
+    def reset_stream(self, stream: Stream, code: int) -> None:
+        """RST_STREAM: what was queued for it is dropped."""
+        if stream.closed:
+            return
+        self._out.append(frames.rst_stream(stream.id, code))
+        self.streams.pop(stream.id, None)
+        self._forget(stream, reset=code)
+
+    def acknowledge_stream(self, stream: Stream, size: int) -> None:
+        """The application took ``size`` bytes of the stream's DATA: give the peer that window back (in halves)."""
+        if not stream.remote_open:
+            return
+        stream.recv_unacked += size
+        if stream.recv_unacked >= self.limits.initial_window // 2:
+            self._out.append(frames.window_update(stream.id, stream.recv_unacked))
+            stream.recv_window += stream.recv_unacked
+            stream.recv_unacked = 0
+
+    def _pump_blocked(self) -> None:
+        for stream in list(self._blocked.values()):
+            self._pump(stream)
+
+    def _pump(self, stream: Stream) -> None:
+        """Send the stream's DATA within both windows, then its END_STREAM when everything has gone."""
+        out, outbox = self._out, stream.outbox
+        end_sent = False
+        while stream.outbox_bytes:
+            size = min(stream.outbox_bytes, stream.send_window, self.send_window, self.peer_max_frame)
+            if size <= 0:
+                self._blocked[stream.id] = stream
+                return
+            end_sent = size == stream.outbox_bytes and stream.end_with_data and stream.trailers is None
+            out.append(_HEADER.pack(size >> 16, size & 0xFFFF, frames.DATA, int(end_sent), stream.id))
+            remaining = size
+            while remaining:
+                chunk, offset = outbox[0], stream.outbox_offset
+                available = len(chunk) - offset
+                if available <= remaining:
+                    out.append(chunk if not offset else memoryview(chunk)[offset:])
+                    outbox.popleft()
+                    stream.outbox_offset = 0
+                    remaining -= available
+                else:
+                    out.append(memoryview(chunk)[offset : offset + remaining])
+                    stream.outbox_offset = offset + remaining
+                    remaining = 0
+            stream.outbox_bytes -= size
+            stream.send_window -= size
+            self.send_window -= size
+            self._outbox_total -= size
+            self._last_progress = self._now
+        self._blocked.pop(stream.id, None)
+        if stream.trailers is not None:
+            self._out.append(headers_frames(stream.id, stream.trailers, end_stream=True, max_frame=self.peer_max_frame))
+            self._sent_end(stream)
+        elif stream.end_with_data:
+            if not end_sent:
+                self._out.append(frames.frame(frames.DATA, frames.END_STREAM, stream.id))
+            self._sent_end(stream)
+
+    def _sent_end(self, stream: Stream) -> None:
+        stream.trailers = None
+        stream.end_with_data = False
+        stream.sent_end()
+        if stream.state is State.HALF_CLOSED_LOCAL and not self.client:
+            # the answer is complete: the client need not send the rest of its request (RFC 9113 §8.1)
+            self._out.append(frames.rst_stream(stream.id, frames.NO_ERROR))
+            stream.state = State.CLOSED
+        if stream.state is State.CLOSED:
+            self._remove(stream)
