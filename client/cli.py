@@ -114,6 +114,13 @@ def register(subparsers) -> None:
         "--metrics-series", metavar="REGEX", help="also keep the series whose whole name matches REGEX (default: "
         "Triton's queue time, successes, pending requests and GPU utilisation)",
     )  # fmt: skip
+    run.add_argument(
+        "--stability-percentage", type=float, metavar="P", help="perf_analyzer's within-run stability check: over "
+        "the last windows of each scenario, max/min of the rate and of the mean latency within 1 + P/100 (its "
+        "default: 10); reported in results.json, the summary and the report, never changes the verdict",
+    )  # fmt: skip
+    run.add_argument("--stability-windows", type=int, metavar="N", help="windows the check judges (default 3)")
+    run.add_argument("--stability-window-s", type=float, metavar="S", help="seconds per window (default 2)")
     run.add_argument("--no-calibration", action="store_true", help="skip measuring this client's ceiling (~2 s)")
     run.add_argument(
         "--no-host-probe", action="store_true", help="no host-noise probe (then the host is never blamed for lateness)"
@@ -125,8 +132,10 @@ def register(subparsers) -> None:
     register_sweep(subparsers, run)  # tailmark sweep: every flag of run, one run per load level
     register_search(subparsers, run)  # tailmark search: the highest rate under an SLO, over sweep's step runner
 
-    report = subparsers.add_parser("report", help="print a run's table again and rewrite its HTML report")
-    report.add_argument("run", type=Path, help="run directory or its results.json")
+    report = subparsers.add_parser(
+        "report", help="print a run's table again and rewrite its HTML report (a sweep's: every step's and the curve's)"
+    )
+    report.add_argument("run", type=Path, help="run directory, its results.json, or a sweep's directory")
     report.set_defaults(handler=report_command)
 
     accuracy = subparsers.add_parser(
@@ -361,8 +370,10 @@ def _run_with_loop(plan, args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover
         runner = asyncio.run
     scrape = _scrape_settings(args, embedded=plan.target is None)
-    if plan.target is not None:
-        return runner(_measure(plan, args, plan.target, out_dir, scrape=scrape))
+    if plan.target is not None:  # a sweep's step against the built-in server it started says so (built_in_pinning)
+        built_in = getattr(args, "built_in_pinning", None)
+        embedded, pinned = built_in is not None, built_in or None
+        return runner(_measure(plan, args, plan.target, out_dir, embedded=embedded, pinning=pinned, scrape=scrape))
     pinning = None if args.no_pin else split_cpus()
     print("starting the built-in server (tailmark serve) ...", file=sys.stderr, flush=True)
     cpus = pinning.server if pinning else None
@@ -374,6 +385,20 @@ def _run_with_loop(plan, args: argparse.Namespace) -> int:
                                          else "the built-in server printed no metrics address")  # fmt: skip
         target = server.target_for(args.transport)
         return runner(_measure(plan, args, target, out_dir, embedded=True, pinning=pinning, scrape=scrape))
+
+
+def _stability_settings(args: argparse.Namespace):
+    """--stability-*: perf_analyzer's within-run check (client/stability.py), on when any of them is given."""
+    from tailmark.cli import UsageError
+    from tailmark.client.stability import StabilitySettings
+
+    given = {k: getattr(args, f"stability_{k}", None) for k in ("percentage", "windows", "window_s")}
+    if all(v is None for v in given.values()):
+        return None
+    try:
+        return StabilitySettings(**{k: v for k, v in given.items() if v is not None})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _scrape_settings(args: argparse.Namespace, embedded: bool):
@@ -417,6 +442,7 @@ async def _measure(
     from tailmark.client.run import Run, TargetLost
     from tailmark.client.samples import file_pool, random_pool
 
+    stability = _stability_settings(args)  # a bad value is refused before anything starts
     transport = await _connect(args, target, plan.scenarios[0].request_timeout_s)
     probe = None if args.no_host_probe else HostProbe()
     try:
@@ -471,7 +497,8 @@ async def _measure(
         out_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that cannot start leaves no empty folder
         scenarios = repeat_plan(plan.scenarios, args.repeat)
         run = Run(scenarios=scenarios, transport=transport, pool=pool, out_dir=out_dir, result=result,
-                  progress=progress, probe=probe, per_request_log=args.per_request_log, metrics=scrape)  # fmt: skip
+                  progress=progress, stability=stability, probe=probe, per_request_log=args.per_request_log,
+                  metrics=scrape)  # fmt: skip
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by the user (SIGINT)")
         loop.add_signal_handler(signal.SIGTERM, run.interrupt, "terminated (SIGTERM)")
@@ -556,6 +583,16 @@ def report_command(args: argparse.Namespace) -> int:
     from tailmark.client.report import console_table, write_reports
     from tailmark.client.results import ResultsError, load_results
 
+    if (args.run / "sweep.json").is_file():  # a sweep: its steps' reports and its curve's page
+        from tailmark.client.report_sweep import report_sweep_dir
+
+        try:
+            text, written = report_sweep_dir(args.run)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print(text)
+        print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+        return 0
     path = args.run / "results.json" if args.run.is_dir() else args.run
     try:
         doc = load_results(path)

@@ -7,7 +7,7 @@ window, send lag per second) and read twice: ``for_verdict()`` gives the attribu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,8 @@ class ScenarioEvidence:
     duration_s: float = 0.0
     probe: ProbeWindow | None = None
     send_lag_p99_per_s_ms: Sequence[float] = ()  # the recorder's one-second intervals that held requests
+    window_in_log_s: tuple[float, float] | None = None  # the measured window in latency.hlog's seconds
+    stability: Mapping[str, Any] | None = None  # --stability-percentage: perf_analyzer's rule (client/stability.py)
 
     def for_verdict(self) -> Evidence:
         probe = self.probe
@@ -54,4 +56,6 @@ class ScenarioEvidence:
             "held_by_cap": self.held_by_cap,
             "send_lag_p99_per_s_ms": [round(v, 6) for v in self.send_lag_p99_per_s_ms],
             "host_probe": None if self.probe is None else self.probe.to_dict(),
+            "window_in_log_s": None if self.window_in_log_s is None else [round(t, 6) for t in self.window_in_log_s],
+            "stability": None if self.stability is None else dict(self.stability),
         }

@@ -1,24 +1,21 @@
-"""Reports for people: a console table, summary.csv and a self-contained report.html.
+"""Reports for people: a console table, summary.csv, and ``write_reports``, which writes every file a run shows.
 
 Everything here reads a results document (``RunResult.to_dict()`` during a run, ``load_results`` after),
 so ``tailmark report results.json`` renders the same output as the run did. Nothing here measures, and
-nothing that measures prints.
+nothing that measures prints. The HTML page is client/report_html.py (its plots: report_plots.py and
+report_server.py); a sweep's page is client/report_sweep.py.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import csv
-import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from tailmark.client.repeat import summary_lines
 from tailmark.client.report_tokens import token_lines
-from tailmark.client.results import ALL, LATENCIES, ClassDoc, ResultsDoc, ScenarioDoc, write_atomic
+from tailmark.client.results import LATENCIES, ClassDoc, ResultsDoc, ScenarioDoc, write_atomic
 
 _STATS = ("min", "mean", "p50", "p90", "p95", "p97", "p99", "p99_9", "max")
 _HEADER = ("scenario", "class", "queries", "rate/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "lag p99", "errors")
@@ -187,6 +184,9 @@ def _evidence_lines(scenario: ScenarioDoc) -> list[str]:
         if probe.get("client_wait_ms") is not None:
             host += f", client waited {probe['client_wait_ms']:.0f} ms for a CPU"
         lines.append(host)
+    steady = evidence.get("stability")
+    if steady:  # --stability-percentage: perf_analyzer's rule over the window's last windows
+        lines.append(f"{name} stability: {steady['detail']}")
     return lines
 
 
@@ -220,7 +220,7 @@ def csv_columns() -> list[str]:
     cols = ["scenario", "traffic_class", "result", "query_count", "ok_count", "error_count", "sample_count"]
     cols += ["duration_s", "offered_rate_qps", "achieved_rate_qps", "sample_rate_per_s", "overflow_count"]
     cols += [f"{lat}_{stat}_ms" for lat in LATENCIES for stat in _STATS]
-    return [*cols, "early_stopping_estimate_ms", "errors", "reasons"]
+    return [*cols, "early_stopping_estimate_ms", "errors", "reasons", "stable"]
 
 
 def csv_text(doc: ResultsDoc) -> str:
@@ -241,6 +241,8 @@ def csv_text(doc: ResultsDoc) -> str:
             row["early_stopping_estimate_ms"] = c["verdict"]["early_stopping_estimate_ms"]
             row["errors"] = ";".join(f"{k}={v}" for k, v in sorted(c["errors"].items()))
             row["reasons"] = "; ".join(ch["name"] for ch in c["verdict"]["checks"] if not ch["passed"])
+            steady = (scenario.get("evidence") or {}).get("stability")  # the scenario's, on each of its rows
+            row["stable"] = "" if not steady or steady["stable"] is None else str(steady["stable"]).lower()
             writer.writerow(row)
     return buffer.getvalue()
 
@@ -249,286 +251,15 @@ def write_csv(doc: ResultsDoc, path: str | Path) -> None:
     write_atomic(path, csv_text(doc))
 
 
-# --- HTML ---
-
-
-def _pyplot() -> Any | None:
-    """matplotlib's pyplot on the Agg backend, or None when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
-def _png(fig: Any) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def percentile_plot_png(plt: Any, scenario: ScenarioDoc) -> str:
-    """HDR-style percentile distribution on a log 1/(1-p) axis, one line per latency kind, base64 PNG."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    total = scenario["classes"][ALL]
-    for lat, label in (("intended_to_done", "intended → done"), ("sent_to_done", "sent → done")):
-        dist = total["latency_ms"][lat]
-        points = [(1.0 / (1.0 - p / 100.0) if p < 100 else float(dist["count"]), v) for p, v in dist["distribution"]]
-        if points:
-            ax.plot(*zip(*points, strict=True), label=label, drawstyle="steps-post")
-    ticks = [t for t in (1, 2, 10, 100, 1000, 10_000, 100_000, 1_000_000) if t <= max(total["query_count"], 2)]
-    ax.set_xscale("log")
-    ax.set_xticks(ticks, [f"{100 * (1 - 1 / t):g}%" for t in ticks])
-    ax.set_xlabel("percentile")
-    ax.set_ylabel("latency (ms)")
-    ax.set_title(f"{_label(scenario)}: latency by percentile")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    png = _png(fig)
-    plt.close(fig)
-    return png
-
-
-def lateness_plot_png(plt: Any, scenario: ScenarioDoc) -> str | None:
-    """The client's send lag and the host probe's wake-up lateness, p99 of each second, on one time axis."""
-    evidence = scenario.get("evidence") or {}
-    lag = evidence.get("send_lag_p99_per_s_ms") or []
-    if not any(lag):  # closed loop: intended = sent, nothing to show on a log axis
-        lag = []
-    probe = (evidence.get("host_probe") or {}).get("late_p99_per_s_ms") or []
-    if not lag and not probe:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 2.6))
-    if lag:
-        ax.plot(range(1, len(lag) + 1), lag, label="client send lag p99", drawstyle="steps-pre")
-    if probe:
-        ax.plot(range(1, len(probe) + 1), probe, label="host probe wake-up lateness p99", drawstyle="steps-pre")
-    bound = scenario["settings"]["effective"].get("send_lag_bound_ms")
-    if bound:
-        ax.axhline(bound, color="grey", linestyle=":", label=f"send-lag bound {bound:g} ms")
-    ax.set_yscale("log")
-    ax.set_xlabel("second of the measured window")
-    ax.set_ylabel("ms")
-    ax.set_title(f"{_label(scenario)}: client lateness vs host lateness")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
-    png = _png(fig)
-    plt.close(fig)
-    return png
-
-
-SERVER_SERIES = (
-    "nv_inference_request_success",
-    "nv_inference_pending_request_count",
-    "nv_inference_queue_duration_us",
-    "nv_gpu_utilization",
-)
-
-
-def _summed(entries: list[dict[str, Any]], name: str, key: str, model: str | None) -> list[float | None] | None:
-    """``key`` ("values" or "rate_per_s") of the series named ``name`` of ``model`` (or without a model label),
-    added point by point; None when there is none."""
-    picked = [e[key] for e in entries if e["name"] == name and e["labels"].get("model", model) == model and key in e]
-    if not picked:
-        return None
-    return [None if any(v is None for v in col) else sum(col) for col in zip(*picked, strict=True)]
-
-
-def server_metrics_plot_png(plt: Any, scenario: ScenarioDoc, series: dict[str, Any], model: str | None) -> str | None:
-    """The scraped server metrics over the scenario, in seconds from the window's start, one small panel each:
-    successes/s, pending requests, mean queue time per request, GPU utilisation, any other kept series."""
-    t, entries = series["t_s"], series["series"]
-    if len(t) < 2 or not entries:
-        return None
-    panels: list[tuple[str, list[tuple[str, list[float | None]]]]] = []
-    success = _summed(entries, "nv_inference_request_success", "rate_per_s", model)
-    if success:
-        panels.append(("successes / s", [("server", success)]))
-    pending = _summed(entries, "nv_inference_pending_request_count", "values", model)
-    if pending:
-        panels.append(("pending requests", [("server", pending)]))
-    queue = _summed(entries, "nv_inference_queue_duration_us", "rate_per_s", model)
-    if queue and success:
-        per = [None if q is None or not s else q / s / 1e3 for q, s in zip(queue, success, strict=True)]
-        panels.append(("queue ms / request", [("mean", per)]))
-    gpus = [e for e in entries if e["name"] == "nv_gpu_utilization"]
-    if gpus:
-        lines = [(e["labels"].get("gpu_uuid", "")[:12], [None if v is None else 100 * v for v in e["values"]])
-                 for e in gpus]  # fmt: skip
-        panels.append(("GPU utilisation %", lines))
-    others = [e for e in entries if e["name"] not in SERVER_SERIES and e["labels"].get("model", model) == model][:8]
-    if others:
-        lines = [(e["name"] + ("/s" if e["kind"] == "counter" else ""), e.get("rate_per_s") or e["values"])
-                 for e in others]  # fmt: skip
-        panels.append(("other kept series", lines))
-    if not panels:
-        return None
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 1.5 * len(panels) + 0.6), sharex=True, squeeze=False)
-    for ax, (title, lines) in zip(axes[:, 0], panels, strict=True):
-        for label, values in lines:
-            ax.plot(t, [float("nan") if v is None else v for v in values], label=label, drawstyle="steps-pre")
-        for edge in series["window_s"]:
-            ax.axvline(edge, color="grey", linestyle=":")
-        ax.set_ylabel(title, fontsize="small")
-        ax.grid(True, alpha=0.3)
-        if len(lines) > 1:
-            ax.legend(fontsize="x-small")
-    axes[-1, 0].set_xlabel("seconds from the measured window's start (dotted: the window)")
-    axes[0, 0].set_title(f"{_label(scenario)}: server metrics scraped from {series.get('url')}", fontsize="small")
-    png = _png(fig)
-    plt.close(fig)
-    return png
-
-
-def throughput_plot_png(plt: Any, scenario: ScenarioDoc) -> str:
-    fig, ax = plt.subplots(figsize=(7, 2.6))
-    ax.plot(range(len(scenario["throughput_per_s"])), scenario["throughput_per_s"], drawstyle="steps-post")
-    ax.set_xlabel("second of the measured window")
-    ax.set_ylabel("completed / s")
-    ax.set_title(f"{_label(scenario)}: throughput over time")
-    ax.grid(True, alpha=0.3)
-    png = _png(fig)
-    plt.close(fig)
-    return png
-
-
-_CSS = (
-    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-    "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}td.t,th.t{text-align:left}"
-    ".VALID{color:#070}.INVALID{color:#b00;font-weight:bold}pre{background:#f6f6f6;padding:8px;white-space:pre-wrap}"
-)
-
-
-def html_report(doc: ResultsDoc, *, plots: bool = True, metrics: dict[str, Any] | None = None) -> str:
-    """A self-contained page: the summary table, reasons and warnings, and inline PNG plots if possible
-    (``metrics``: the run's metrics.json, whose server metrics are plotted beside each scenario's latency)."""
-    esc = html.escape
-    plt = _pyplot() if plots else None
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>tailmark report</title>"]
-    parts.append(f"<style>{_CSS}</style></head><body><h1>tailmark report</h1>")
-    env = doc["environment"]
-    facts = [f"{k}: {env.get(k)}" for k in ("hostname", "cpu_model", "cpu_count_logical", "python", "os")]
-    target, transport = env.get("target"), env.get("client_transport")
-    if target:  # what was measured, and through which client transport (older results lack these)
-        facts.append(f"target: {target.get('address')} model {target.get('model')} v{target.get('version')}")
-    if transport:
-        facts.append(f"transport: {transport.get('kind')} x{transport.get('connections')}")
-    parts.append(f"<p>{esc(' · '.join(facts))}<br>created {esc(doc['created_at'])}, updated {esc(doc['updated_at'])}")
-    if not doc["complete"]:
-        parts.append(f" — <b>partial result</b>{': ' + esc(doc['interrupted']) if doc['interrupted'] else ''}")
-    parts.append("</p><table><tr>" + "".join(f"<th class='{'t' if i < 2 else ''}'>{esc(h)}</th>"
-                                             for i, h in enumerate((*_HEADER, "result"))) + "</tr>")  # fmt: skip
-    for scenario in doc["scenarios"]:
-        for name, c in _rows(scenario):
-            lat, lag = c["latency_ms"]["intended_to_done"], c["latency_ms"]["send_lag"]
-            cells = [_num(c["achieved_rate_qps"], 1), *(_num(lat[k]) for k in ("p50", "p90", "p99", "p99_9"))]
-            cells = [str(c["query_count"]), *cells, _num(lag["p99"]), str(c["error_count"])]
-            result = c["verdict"]["result"]
-            parts.append(f"<tr><td class='t'>{esc(_row_label(scenario))}</td><td class='t'>{esc(name)}</td>"
-                         + "".join(f"<td>{v}</td>" for v in cells)
-                         + f"<td class='t {result}'>{esc(_result(c))}</td></tr>")  # fmt: skip
-    parts.append("</table>")
-    parts += [f"<p class='legend'>{esc(line)}</p>" for line in _sent_legend(doc)]
-    endpoint = [f"endpoint: {note}" for note in (env.get("target") or {}).get("notes") or []]
-    notes = endpoint + _calibration_lines(doc) + [line for s in doc["scenarios"] for line in _notes(s)]
-    if notes:
-        parts.append(f"<pre>{esc(chr(10).join(notes).strip())}</pre>")
-    scraped = (metrics or {}).get("scenarios") or []  # one entry per scenario, in the same order
-    model = (env.get("target") or {}).get("model")
-    for i, scenario in enumerate(doc["scenarios"]):
-        parts.append(f"<h2>{esc(_label(scenario))}</h2>")
-        if plt is None:
-            if plots:
-                parts.append("<p>(plots need matplotlib: pip install tailmark[plot])</p>")
-            continue
-        if scenario["classes"][ALL]["latency_ms"]["intended_to_done"]["count"]:
-            parts.append(
-                f"<img alt='latency by percentile' src='data:image/png;base64,{percentile_plot_png(plt, scenario)}'>"
-            )
-        if scenario["throughput_per_s"]:
-            parts.append(f"<br><img alt='throughput' src='data:image/png;base64,{throughput_plot_png(plt, scenario)}'>")
-        lateness = lateness_plot_png(plt, scenario)
-        if lateness:
-            parts.append(f"<br><img alt='client and host lateness' src='data:image/png;base64,{lateness}'>")
-        if i < len(scraped):
-            server = server_metrics_plot_png(plt, scenario, {"url": metrics.get("url"), **scraped[i]}, model)  # type: ignore[union-attr]
-            if server:
-                parts.append(f"<br><img alt='server metrics' src='data:image/png;base64,{server}'>")
-    parts.append("</body></html>\n")
-    return "".join(parts)
-
-
-def write_html(doc: ResultsDoc, path: str | Path) -> None:
-    metrics = None
-    with contextlib.suppress(OSError, ValueError):  # the server metrics the run scraped (client/metrics_scrape.py)
-        metrics = json.loads((Path(path).parent / "metrics.json").read_text(encoding="utf-8"))
-    write_atomic(path, html_report(doc, metrics=metrics))
-
-
 def write_reports(doc: ResultsDoc, out_dir: str | Path) -> list[Path]:
     """summary.csv, report.html, perf_analyzer.csv and LoadGen's logs (``mlperf/<scenario>/``) in ``out_dir``
     (results.json is ``RunResult.write``'s job)."""
     from tailmark.client import outputs_mlperf, outputs_perf_analyzer
 
     out = Path(out_dir)
+    from tailmark.client.report_html import write_html
+
     write_csv(doc, out / "summary.csv")
     write_html(doc, out / "report.html")
     familiar = outputs_perf_analyzer.write(doc, out) + outputs_mlperf.write(doc, out)
     return [out / "summary.csv", out / "report.html", *familiar]
-
-
-# --- a sweep's curve ---
-
-
-def sweep_html(doc: dict[str, Any], curve_png: bytes | None = None) -> str:
-    """A sweep's page from its sweep.json: the latency-throughput curve (the sweep's curve.png, inlined), the
-    per-step table with a link to each step's own report, and the knee. Self-contained like ``html_report``."""
-    from tailmark.client.sweep import Knee, knee_text
-
-    esc = html.escape
-    steps, found = doc["steps"], Knee(**doc["knee"])
-    closed = doc["kind"] == "concurrency"
-    title = f"tailmark sweep: latency vs throughput over {'concurrency' if closed else 'request rate'}"
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"]
-    parts.append(f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1><p>")
-    state = "complete" if doc["complete"] else "<b>partial</b>" + (f": {esc(doc['stopped'])}" if doc["stopped"] else "")
-    parts.append(f"{len(steps)} steps, {state}. {esc(knee_text(found))}</p>")
-    if curve_png:
-        png = base64.b64encode(curve_png).decode("ascii")
-        parts.append(f"<img alt='latency vs throughput' src='data:image/png;base64,{png}'>")
-    else:
-        parts.append("<p>(the curve's plot needs matplotlib: pip install tailmark[plot])</p>")
-    head = ("step", "scenario", "concurrency" if closed else "target/s", "achieved/s", "p50 ms", "p90 ms", "p99 ms",
-            "p99.9 ms", "queries", "errors", "result", "run")  # fmt: skip
-    parts.append("<table><tr>" + "".join(f"<th class='{'t' if h in ('scenario', 'result', 'run') else ''}'>"
-                                         f"{esc(h)}</th>" for h in head) + "</tr>")  # fmt: skip
-    for s in steps:
-        load = s["concurrency"] if closed else s["target_qps"]
-        mark = SENT_MARK if s["scenario"] == "concurrency" else ""
-        latencies = (_num(s[k]) for k in ("p50_ms", "p90_ms", "p99_ms", "p99_9_ms"))
-        cells = [f"{load:g}", _num(s["achieved_qps"], 1), *latencies, str(s["queries"]), str(s["errors"])]
-        result = s["result"] + (f" ({s['cause']})" if s["cause"] else "")
-        result += " ← knee" if s["step"] == found.step else ""
-        link = f"{s['run_dir']}/report.html"
-        parts.append(f"<tr><td>{s['step']}</td><td class='t'>{esc(s['scenario'] + mark)}</td>"
-                     + "".join(f"<td>{v}</td>" for v in cells)
-                     + f"<td class='t {esc(s['result'])}'>{esc(result)}</td>"
-                     + f"<td class='t'><a href='{esc(link)}'>{esc(s['run_dir'])}</a></td></tr>")  # fmt: skip
-    parts.append("</table>")
-    if closed:
-        parts.append(f"<p class='legend'>{esc(SENT_LEGEND)}</p>")
-    parts.append(f"<p>latency: {esc(doc['latency'])}. The curve's numbers: curve.csv, sweep.json.</p></body></html>\n")
-    return "".join(parts)
-
-
-def write_sweep_html(sweep_dir: str | Path) -> Path:
-    """report.html in a sweep's directory, from its sweep.json and curve.png (when the sweep drew one)."""
-    folder = Path(sweep_dir)
-    doc = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
-    curve = folder / "curve.png"
-    path = folder / "report.html"
-    write_atomic(path, sweep_html(doc, curve.read_bytes() if curve.exists() else None))
-    return path

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import time
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,9 @@ from tailmark.client.results import ClassResult, RunResult, ScenarioResult, writ
 from tailmark.client.samples import SamplePool
 from tailmark.client.schedule import fixed_interval, poisson
 from tailmark.client.settings import OPEN_LOOP, EffectiveSettings, Scenario
+from tailmark.client.stability import StabilitySettings, judge
+from tailmark.client.timeline import FILE_NAME as TIMELINE
+from tailmark.client.timeline import read_slices
 from tailmark.client.token_metrics import TokenRecorder
 from tailmark.client.transport import Transport
 from tailmark.traces.arrival import DEFAULT_CLASS, Arrival
@@ -54,6 +58,7 @@ class Run:
         out_dir: Path,
         result: RunResult,
         progress: Progress,
+        stability: StabilitySettings | None = None,  # perf_analyzer's within-run check (client/stability.py)
         probe: HostProbe | None = None,
         per_request_log: bool = False,  # requests.jsonl: one line per measured request (client/request_log.py)
         metrics: ScrapeSettings | None = None,  # scrape the endpoint's Prometheus /metrics (client/metrics_scrape.py)
@@ -68,7 +73,9 @@ class Run:
         self.progress = progress
         self.probe = probe  # the host-noise probe, reset at each window's start and read at its end
         request_log = out_dir / REQUEST_LOG if per_request_log else None
-        self.recorder = Recorder(hlog_path=out_dir / "latency.hlog", request_log_path=request_log)
+        self.log_start_ns = time.perf_counter_ns()  # latency.hlog's time 0: windows are placed in it
+        self.recorder = Recorder(hlog_path=out_dir / TIMELINE, start_ns=self.log_start_ns, request_log_path=request_log)
+        self.stability = stability
         self._current: Dispatcher | None = None
         self.tokens = TokenRecorder() if getattr(transport, "generative", False) else None  # token timings
         self._server_stats: dict | None = None  # of the scenario that just ran
@@ -200,6 +207,10 @@ class Run:
         duration = window.duration_s
         start_ns = window.start_ns
         lag = [p99 / 1e6 for end_ns, p99 in self.recorder.send_lag_p99_per_interval(name) if end_ns > start_ns]
+        in_log = ((start_ns - self.log_start_ns) / NS, (window.end_ns - self.log_start_ns) / NS)
+        steady = None
+        if self.stability is not None and s.scenario is not Scenario.OFFLINE:  # whole seconds of the window in the log
+            steady = judge(read_slices(self.out_dir / TIMELINE).get(name, []), in_log, self.stability)
         return ScenarioEvidence(
             client_cpu_pct=100.0 * window.cpu_s / duration if duration > 0 else None,
             offered=sum(window.offered.values()) if open_loop else None,
@@ -208,6 +219,8 @@ class Run:
             duration_s=duration,
             probe=self.probe.report() if self.probe is not None else None,
             send_lag_p99_per_s_ms=lag,
+            window_in_log_s=in_log,
+            stability=steady,
         )
 
     async def _warm_up(self, s: EffectiveSettings) -> None:

@@ -44,7 +44,7 @@ KNEE_FACTOR = 2.0
 RATE_SCENARIOS = ("poisson", "server", "fixed-interval")
 CSV_COLUMNS = (
     "step", "scenario", "target_qps", "concurrency", "achieved_qps", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms",
-    "queries", "errors", "result", "cause", "run_dir", "repeats",
+    "queries", "errors", "result", "cause", "run_dir", "repeats", "server",
 )  # fmt: skip
 
 
@@ -67,6 +67,7 @@ class Step:
     cause: str | None  # whom an INVALID result blames (docs/verdicts.md)
     run_dir: str  # the step's run directory, relative to the sweep's
     repeats: int = 1  # runs of the step (--repeat K): its figures are their medians
+    server: str = ""  # what served the step: "built-in, pinned: server CPUs [0], client CPUs [1]" or "external"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +129,18 @@ def step_of(doc: dict[str, Any], number: int, run_dir: Path) -> Step:
         p99_ms=_median([x["p99"] for x in lats]), p99_9_ms=_median([x["p99_9"] for x in lats]),
         queries=sum(c["query_count"] for c in classes), errors=sum(c["error_count"] for c in classes),
         result="INVALID" if causes else "VALID", cause=max(set(causes), key=causes.count) if causes else None,
-        run_dir=str(run_dir), repeats=len(entries),
+        run_dir=str(run_dir), repeats=len(entries), server=server_text(doc.get("environment") or {}),
     )  # fmt: skip
+
+
+def server_text(environment: dict[str, Any]) -> str:
+    """What served a run, from its results' environment: built in (and how it was pinned) or external."""
+    if not (environment.get("target") or {}).get("embedded"):
+        return "external"
+    pinning = environment.get("pinning")
+    if not pinning:
+        return "built-in, not pinned"
+    return f"built-in, pinned: server CPUs {pinning['server_cpus']}, client CPUs {pinning['client_cpus']}"
 
 
 def _median(values: list) -> Any:
@@ -361,7 +372,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     if steps:
         print()
         print(table(steps, found))
-        from tailmark.client.report import write_sweep_html  # the curve and the steps in one page
+        from tailmark.client.report_sweep import write_sweep_html  # the curve and the steps in one page
 
         print(f"sweep report: {write_sweep_html(out_dir)}", file=sys.stderr)
     print(f"sweep: {out_dir}/sweep.json  curve: {out_dir}/curve.csv", file=sys.stderr)
@@ -395,6 +406,7 @@ def _sweep_embedded(args: argparse.Namespace) -> int:
             pinning.pin_this_process()  # the client, and the host probe it starts, on the other CPUs
         endpoint = argparse.Namespace(**vars(args))
         endpoint.target = server.target_for(getattr(args, "transport", "h2"))
+        endpoint.built_in_pinning = pinning or False  # each step's results say the server was built in, and its CPUs
         endpoint.model = args.model or EMBEDDED_MODEL
         if hasattr(args, "metrics_url") and not args.metrics_url:
             endpoint.metrics_url = server.metrics_url or None  # its own metrics, scraped as tailmark run does

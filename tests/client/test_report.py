@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from support.histograms import histogram_of
-from tailmark.client import report
+from tailmark.client import report, report_html, report_plots, report_sweep
 from tailmark.client.evidence import ScenarioEvidence
 from tailmark.client.host_probe import ProbeWindow
 from tailmark.client.results import ALL, LATENCIES, ClassResult, RunResult, ScenarioResult, load_results
@@ -129,15 +129,18 @@ def test_html_report_is_self_contained_with_plots(tmp_path) -> None:
     page = (tmp_path / "report.html").read_text()
     assert [p.name for p in paths][:3] == ["summary.csv", "report.html", "perf_analyzer.csv"]  # then LoadGen's logs
     assert "mlperf_log_summary.txt" in [p.name for p in paths]
-    assert page.count("data:image/png;base64,") == 4  # 2 percentile plots, 1 throughput, 1 client/host lateness
-    assert "client and host lateness" in page
+    # server: spectrum, send lag, time figure (from results.json: no interval log here); single-stream: spectrum, time
+    # (no throughput per second: none), and no send lag (all zero); no breakdown figure without server statistics
+    assert page.count("data:image/png;base64,") == 4
+    assert page.count("alt='latency by percentile per traffic class'") == 2 and "alt='send lag by percentile'" in page
+    assert "alt='latency over time with the host probe'" in page and "No server-side statistics" in page
     assert "<td class='t INVALID'>INVALID (client)</td>" in page and "partial result" in page
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched from elsewhere
 
 
 def test_html_report_without_matplotlib(monkeypatch) -> None:
-    monkeypatch.setattr(report, "_pyplot", lambda: None)
-    page = report.html_report(_doc())
+    monkeypatch.setattr(report_plots, "pyplot", lambda: None)
+    page = report_html.html_report(_doc())
     assert "data:image/png" not in page and "plots need matplotlib" in page and "<table>" in page
     assert "target: 10.0.0.5:8001 model resnet v1" in page and "transport: h2 x2" in page
 
@@ -158,12 +161,12 @@ def test_a_sent_to_done_scenario_is_marked_in_both_tables() -> None:
     marked = [line.split()[0] for line in lines[2:7] if line.split()[0].endswith("*")]  # the 5 rows
     assert marked == ["single-stream*", "concurrency*"]  # closed loops; the open-loop server rows are not marked
     assert lines[7] == report.SENT_LEGEND and "sent -> done" in report.SENT_LEGEND
-    page = report.html_report(doc, plots=False)
-    assert "<td class='t'>concurrency*</td>" in page and "<td class='t'>server</td>" in page
+    page = report_html.html_report(doc, plots=False)
+    assert "<a href='#s2'>concurrency*</a></td>" in page and "<a href='#s0'>server</a></td>" in page
     assert page.count(html.escape(report.SENT_LEGEND)) == 1
     doc["scenarios"] = doc["scenarios"][:1]  # the server scenario alone: no mark, no legend
     assert report.SENT_LEGEND not in report.console_table(doc)
-    assert html.escape(report.SENT_LEGEND) not in report.html_report(doc, plots=False)
+    assert html.escape(report.SENT_LEGEND) not in report_html.html_report(doc, plots=False)
 
 
 def test_a_sweep_report_has_the_curve_and_a_row_per_step(tmp_path) -> None:
@@ -176,7 +179,7 @@ def test_a_sweep_report_has_the_curve_and_a_row_per_step(tmp_path) -> None:
 
     steps = [step(1, 1, 45.0, 22.0), step(2, 2, 90.0, 23.0), step(3, 4, 99.0, 60.0, "INVALID")]
     sweep.write_outputs(tmp_path, steps, sweep.knee(steps), "concurrency", complete=True)
-    path = report.write_sweep_html(tmp_path)
+    path = report_sweep.write_sweep_html(tmp_path)
     page = path.read_text(encoding="utf-8")
     assert path == tmp_path / "report.html"
     assert page.count("<tr><td>") == 3 and "INVALID (server) ← knee" in page
