@@ -92,8 +92,19 @@ def test_without_a_target_the_sweep_starts_the_built_in_server_once(tmp_path):
     ]
     assert {t["model"] for t in targets} == {"resnet"}  # the built-in server's default model
     assert len({t["address"] for t in targets}) == 1  # one server for every step
+    for step in doc["steps"]:  # each step says the server was built in, and how it was pinned
+        environment = json.loads((out / step["run_dir"] / "results.json").read_text())["environment"]
+        assert environment["target"]["embedded"] is True and step["server"].startswith("built-in, ")
+        if environment["pinning"]:
+            assert f"client CPUs {environment['pinning']['client_cpus']}" in step["server"]
     page = (out / "report.html").read_text(encoding="utf-8")  # the curve and the steps on one page
     assert page.count("<tr><td>") == 2 and all(f"<a href='{s['run_dir']}/report.html'>" in page for s in doc["steps"])
+    assert "<p>server: built-in, " in page
+    (out / "report.html").unlink()
+    again = tailmark("report", str(out))  # a sweep's directory: every step's page, then the curve's
+    assert again.returncode == 0, again.stderr
+    assert "knee" in again.stdout and (out / "report.html").exists()
+    assert "the sweep's latency-throughput curve" in (out / doc["steps"][0]["run_dir"] / "report.html").read_text()
 
 
 def test_parse_values_and_the_knee_rule():
