@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import time
 from collections import deque
@@ -27,6 +28,8 @@ import numpy as np
 
 from tailmark.server.generative.settings import GenerativeSettings
 from tailmark.server.stats import ModelStats
+
+log = logging.getLogger(__name__)
 
 BLOCKING_TAIL_S = 0.0015
 
@@ -43,11 +46,12 @@ class Sequence:
     generated: int = 0
     finish_reason: str | None = None  # "length" (max_tokens reached) or "stop"
     cancelled: bool = False
+    error: BaseException | None = None  # the scheduler failed: iterating raises it
     _tokens: asyncio.Queue = field(default_factory=asyncio.Queue)
 
     @property
     def done(self) -> bool:
-        return self.finish_reason is not None or self.cancelled
+        return self.finish_reason is not None or self.cancelled or self.error is not None
 
     def __aiter__(self):
         return self
@@ -55,6 +59,8 @@ class Sequence:
     async def __anext__(self) -> str:
         text = await self._tokens.get()
         if text is None:
+            if self.error is not None:
+                raise RuntimeError(f"the scheduler failed: {self.error!r}") from self.error
             raise StopAsyncIteration
         return text
 
@@ -111,6 +117,17 @@ class Engine:
         self.stats.record_failure(time.perf_counter_ns() - sequence.arrival_ns)
 
     async def _run(self) -> None:
+        try:
+            await self._steps()
+        except Exception as exc:  # a bug: end every sequence with it rather than leave its client waiting
+            log.exception("synthetic LLM scheduler failed")
+            for sequence in [*self.running, *self.waiting]:
+                sequence.error = exc
+                sequence._tokens.put_nowait(None)
+            self.running.clear()
+            self.waiting.clear()
+
+    async def _steps(self) -> None:
         clock_ns = 0  # when the previous step was due to end
         while True:
             if not self.running and not self.waiting:
@@ -141,7 +158,7 @@ class Engine:
 
     def _step_ms(self, admitted: list[Sequence], decoding: int) -> float:
         s = self.settings
-        step = sum(s.prefill_ms(seq.input_tokens) for seq in admitted) + s.decode_ms(decoding)
+        step = s.prefill_ms(len(admitted), sum(seq.input_tokens for seq in admitted)) + s.decode_ms(decoding)
         for _ in admitted:
             if next(self._admitted) == s.stall_after_requests:
                 step += s.stall_ms

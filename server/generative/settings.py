@@ -3,11 +3,12 @@
 All keys are optional (defaults below); values are strings, as Triton's parameters are. One step of the
 scheduler takes
 
-    step_ms = sum over sequences admitted in the step of (prefill_base_ms + prefill_per_input_token_ms * input)
-            + decode_base_ms + decode_per_sequence_ms * decoding      (the decode part only when decoding > 0)
+    step_ms = prefill_base_ms + prefill_per_input_token_ms * (input tokens of the sequences admitted in the step)
+            + decode_base_ms + decode_per_sequence_ms * decoding
 
-so a lone request's time to first token is its prefill, and every later token takes the decode step of the
-sequences in flight.
+(the prefill part only when the step admits a sequence, the decode part only when one is decoding), so a lone
+request's time to first token is its prefill, every later token takes the decode step of the sequences in
+flight, and prefills that arrive together share one step, as a real server batches them.
 """
 
 from __future__ import annotations
@@ -87,8 +88,9 @@ class GenerativeSettings:
         if self.output_length not in OUTPUT_LENGTHS:
             raise ConfigError(f"{source}: output_length={self.output_length!r}; one of {', '.join(OUTPUT_LENGTHS)}")
 
-    def prefill_ms(self, input_tokens: int) -> float:
-        return self.prefill_base_ms + self.prefill_per_input_token_ms * input_tokens
+    def prefill_ms(self, admitted: int, input_tokens: int) -> float:
+        """One step's prefill of ``admitted`` sequences holding ``input_tokens`` in all."""
+        return self.prefill_base_ms + self.prefill_per_input_token_ms * input_tokens if admitted else 0.0
 
     def decode_ms(self, decoding: int) -> float:
         return self.decode_base_ms + self.decode_per_sequence_ms * decoding if decoding else 0.0
