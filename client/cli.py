@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tailmark.client.generative_cli import TOKEN_SETTING_FLAGS, add_generative_args, apply_preset
+from tailmark.client.search import parse_duration_ms
 from tailmark.client.search import register as register_search
 from tailmark.client.settings import Scenario
 from tailmark.client.sweep import register as register_sweep
@@ -56,6 +57,12 @@ SETTING_FLAGS: dict[str, tuple[str, type, str]] = {
     "--seed": ("schedule_seed", int, "seed of the arrival schedule"),
     "--sample-seed": ("sample_seed", int, "seed of sample selection"),
     "--timeout": ("request_timeout_s", float, "per-request deadline in seconds (default 30)"),
+    "--request-slo": (
+        "request_slo_ms",
+        parse_duration_ms,  # type: ignore[dict-item]
+        "goodput's per-request SLO, e.g. 100ms: requests/s done within it, failures as misses (default: the "
+        "latency bound; a trace's deadlines count too)",
+    ),
 }
 SETTING_FLAGS.update(TOKEN_SETTING_FLAGS)  # token bounds and goodput SLOs (client/generative_cli.py)
 
@@ -445,8 +452,10 @@ async def _measure(
     stability = _stability_settings(args)  # a bad value is refused before anything starts
     transport = await _connect(args, target, plan.scenarios[0].request_timeout_s)
     probe = None if args.no_host_probe else HostProbe()
+    routes = None
     try:
         info = await transport.model_info(plan.model, plan.model_version)
+        routes = await _class_routes(plan, args, target, transport)
         if args.transport != "openai":  # a generative answer is checked as it is read (client/generation.py)
             transport = checked(transport, info, args.validate)
         seed = plan.scenarios[0].sample_seed
@@ -498,7 +507,7 @@ async def _measure(
         scenarios = repeat_plan(plan.scenarios, args.repeat)
         run = Run(scenarios=scenarios, transport=transport, pool=pool, out_dir=out_dir, result=result,
                   progress=progress, stability=stability, probe=probe, per_request_log=args.per_request_log,
-                  metrics=scrape)  # fmt: skip
+                  metrics=scrape, routes=routes)  # fmt: skip
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by the user (SIGINT)")
         loop.add_signal_handler(signal.SIGTERM, run.interrupt, "terminated (SIGTERM)")
@@ -513,6 +522,8 @@ async def _measure(
     finally:
         if probe is not None:
             probe.close()
+        if routes is not None:
+            await routes.aclose()
         await transport.aclose()
     _print_table(console_table, result)
     check = getattr(transport, "check", None)
@@ -525,6 +536,23 @@ async def _measure(
     if args.fail_on_invalid and not result.valid:
         return EXIT_INVALID
     return 0
+
+
+async def _class_routes(plan, args: argparse.Namespace, target: str, transport):
+    """Each traffic class's transport and samples (mixed scenarios: client/traffic_mix.py), or None."""
+    from tailmark.client.response_check import checked
+    from tailmark.client.settings import Scenario
+    from tailmark.client.traffic_mix import PoolOptions, open_routes
+
+    if not any(s.scenario is Scenario.MIXED for s in plan.scenarios):
+        return None
+    timeout_s = plan.scenarios[0].request_timeout_s
+    options = PoolOptions(args.input_data, _parse_shapes(args.shape), args.pool_size, plan.scenarios[0].sample_seed)
+    return await open_routes(
+        plan.scenarios, target=target, model=plan.model, version=plan.model_version, transport=transport,
+        connect=lambda where: _connect(args, where, timeout_s), check=lambda t, i: checked(t, i, args.validate),
+        options=options,
+    )  # fmt: skip
 
 
 def _print_table(console_table, result) -> None:

@@ -158,6 +158,7 @@ class Window:
     samples: int = 0  # samples completed in the window (a request may carry a batch)
     cpu_s: float = 0.0  # client process CPU time over the window
     held_by_cap: int = 0  # arrivals that had to wait for an in-flight slot (max_outstanding)
+    deadlines: Counter[str] = field(default_factory=Counter)  # measured arrivals with their own deadline, by class
     interrupted: str = ""  # why the window ended early ("" if it did not)
 
     @property
@@ -312,11 +313,13 @@ class Dispatcher:
     # --- open loop ---
 
     async def open_loop(
-        self, schedule: Iterable[Arrival], *, warmup_ns: int, stop: Stop, max_outstanding: int
+        self, schedule: Iterable[Arrival], *, warmup_ns: int, stop: Stop, max_outstanding: int, start_ns: int = 0
     ) -> Window:
+        """``start_ns``: the schedule's time 0 (0: now, once the first requests are built); a mixed scenario's
+        classes share one."""
         ahead = self.lookahead = Lookahead(schedule, self._request, horizon_ns=HORIZON_NS, depth=self.lookahead_depth)
         ahead.prime()  # the first requests, built before the clock starts
-        start_ns = time.perf_counter_ns()
+        start_ns = start_ns or time.perf_counter_ns()
         window = self.window
         window.start_ns = window.end_ns = start_ns + warmup_ns
         cpu0 = None
@@ -345,6 +348,8 @@ class Dispatcher:
             if measured:
                 self.issued += 1
                 window.offered[arrival.traffic_class] += 1
+                if arrival.deadline_ns:
+                    window.deadlines[arrival.traffic_class] += 1
                 window.end_ns = intended_ns
                 if stop.satisfied(intended_ns - window.start_ns, self.issued):
                     break

@@ -42,6 +42,7 @@ from tailmark.client.settings import (
     ScenarioSettings,
     check_mapping,
 )
+from tailmark.client.traffic_classes import class_settings
 from tailmark.client.verdict import percentile_ns
 from tailmark.traces.arrival import DEFAULT_CLASS
 
@@ -199,7 +200,7 @@ def _coinciding(name: str, docs: Sequence[Mapping[str, Any]]) -> list[str]:
             same = ("target_qps",)
         case Scenario.TRACE:
             same = ("trace_path", "trace_speed")
-        case Scenario.SINGLE_STREAM | Scenario.MULTI_STREAM | Scenario.OFFLINE | Scenario.CONCURRENCY:
+        case Scenario.SINGLE_STREAM | Scenario.MULTI_STREAM | Scenario.OFFLINE | Scenario.CONCURRENCY | Scenario.MIXED:
             return []
     if len(docs) < 2 or any(tuple(e[k] for k in same) != tuple(effective[0][k] for k in same) for e in effective):
         return []
@@ -238,6 +239,7 @@ def _scenario_result(
         classes=classes,
         duration_s=max(d["duration_s"] for d in docs),  # the processes ran side by side
         client_cpu_pct=max(cpu) if cpu else None,  # one saturated process limits the whole load
+        class_settings=class_settings(settings) if settings.scenario is Scenario.MIXED else None,
     )
 
 

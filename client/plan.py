@@ -36,7 +36,7 @@ from tailmark.client.settings import (
 ALL = frozenset(Scenario)
 # settings that only some scenarios take (the rest apply to all)
 APPLIES_TO: dict[str, frozenset[Scenario]] = {
-    "target_qps": (OPEN_LOOP - {Scenario.TRACE}) | {Scenario.OFFLINE},
+    "target_qps": (OPEN_LOOP - {Scenario.TRACE, Scenario.MIXED}) | {Scenario.OFFLINE},
     "max_outstanding": OPEN_LOOP | {Scenario.OFFLINE},
     "latency_bound_ms": OPEN_LOOP | {Scenario.CONCURRENCY},
     "early_stopping_percentile": ALL - {Scenario.OFFLINE},
@@ -48,6 +48,9 @@ APPLIES_TO: dict[str, frozenset[Scenario]] = {
     "concurrency": frozenset({Scenario.CONCURRENCY}),
     "think_time_ms": frozenset({Scenario.CONCURRENCY}),
     "rate_cap_qps": frozenset({Scenario.CONCURRENCY}),
+    "classes": frozenset({Scenario.MIXED}),  # traffic classes: client/traffic_classes.py
+    "max_duration_s": ALL - {Scenario.MIXED},  # a mixed scenario runs min_duration_s exactly
+    "max_query_count": ALL - {Scenario.MIXED},
 }
 RUN_KEYS = {"target", "model", "model_version", "defaults", "scenarios", "mlperf"}
 

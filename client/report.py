@@ -58,12 +58,13 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 def console_table(doc: ResultsDoc) -> str:
     """One row per scenario and class, then the reasons, recommendations and warnings of each scenario."""
-    rows = [(*_HEADER, "result")]
+    rows = [(*_HEADER[:4], "goodput/s", *_HEADER[4:], "result")]
     for scenario in doc["scenarios"]:
         for name, c in _rows(scenario):
             lat, lag = c["latency_ms"]["intended_to_done"], c["latency_ms"]["send_lag"]
             rows.append((
                 _row_label(scenario), name, str(c["query_count"]), _num(c["achieved_rate_qps"], 1),
+                _num((c.get("goodput") or {}).get("rate_per_s"), 1),
                 _num(lat["p50"]), _num(lat["p90"]), _num(lat["p99"]), _num(lat["p99_9"]),
                 _num(lag["p99"]), str(c["error_count"]), _result(c),
             ))  # fmt: skip
@@ -122,6 +123,7 @@ def _notes(scenario: ScenarioDoc) -> list[str]:
             if check["recommendation"]:
                 out.append(f"    -> {check['recommendation']}")
     out += _interval_lines(scenario)
+    out += _goodput_lines(scenario)
     out += _evidence_lines(scenario)
     out += _server_metrics_lines(scenario)
     stats = scenario.get("server_stats")
@@ -155,6 +157,24 @@ def _interval_lines(scenario: ScenarioDoc) -> list[str]:
     if not parts:
         return []
     return ["", f"{_label(scenario)} p99 ms, {100 * confidence:g} % interval: " + "; ".join(parts)]
+
+
+def _goodput_lines(scenario: ScenarioDoc) -> list[str]:
+    """Each class's goodput beside its throughput, against its SLO (client/goodput.py), in one line."""
+    parts = []
+    for name, c in _rows(scenario):
+        good = c.get("goodput")
+        if not good:
+            continue
+        slo = [f"{good['slo_ms']:g} ms"] if good["slo_ms"] else [] if len(good["classes"]) < 2 else ["each its own"]
+        if good["deadline_count"]:
+            slo.append(f"{good['deadline_count']} own deadlines")
+        share = "-" if good["share"] is None else f"{100 * good['share']:.2f} %"
+        parts.append(f"{name} {good['rate_per_s']:.1f}/s of {c['achieved_rate_qps']:.1f}/s ({good['good_count']} of "
+                     f"{good['query_count']}, {share}; SLO {', '.join(slo)})")  # fmt: skip
+    if not parts:
+        return []
+    return ["", f"{_label(scenario)} goodput, requests/s within their SLO: " + "; ".join(parts)]
 
 
 def _evidence_lines(scenario: ScenarioDoc) -> list[str]:
@@ -219,6 +239,7 @@ def _server_metrics_lines(scenario: ScenarioDoc) -> list[str]:
 def csv_columns() -> list[str]:
     cols = ["scenario", "traffic_class", "result", "query_count", "ok_count", "error_count", "sample_count"]
     cols += ["duration_s", "offered_rate_qps", "achieved_rate_qps", "sample_rate_per_s", "overflow_count"]
+    cols += ["goodput_per_s", "goodput_share", "goodput_count", "request_slo_ms"]  # client/goodput.py
     cols += [f"{lat}_{stat}_ms" for lat in LATENCIES for stat in _STATS]
     return [*cols, "early_stopping_estimate_ms", "errors", "reasons", "stable"]
 
@@ -235,6 +256,9 @@ def csv_text(doc: ResultsDoc) -> str:
             for key in ("query_count", "ok_count", "error_count", "sample_count", "duration_s", "offered_rate_qps",
                         "achieved_rate_qps", "sample_rate_per_s", "overflow_count"):  # fmt: skip
                 row[key] = c[key]  # type: ignore[literal-required]
+            good = c.get("goodput") or {}
+            row.update(goodput_per_s=good.get("rate_per_s"), goodput_share=good.get("share"),
+                       goodput_count=good.get("good_count"), request_slo_ms=good.get("slo_ms"))  # fmt: skip
             for lat in LATENCIES:
                 for stat in _STATS:
                     row[f"{lat}_{stat}_ms"] = c["latency_ms"][lat][stat]  # type: ignore[literal-required]

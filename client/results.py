@@ -25,6 +25,7 @@ from hdrh.histogram import HdrHistogram
 from tailmark.client import hlog
 from tailmark.client.errors import TailmarkError
 from tailmark.client.evidence import ScenarioEvidence
+from tailmark.client.goodput import GoodputDoc, class_goodput, total_goodput
 from tailmark.client.repeat import RepeatsDoc, repeat_number, summarize
 from tailmark.client.settings import CLOSED_LOOP, EffectiveSettings, Scenario
 from tailmark.client.verdict import Verdict, bucket_bounds, buckets, judge, percentile_rank
@@ -94,6 +95,7 @@ class ClassDoc(TypedDict):
     verdict: VerdictDoc
     intervals: IntervalsDoc | None  # each percentile's confidence interval (client/intervals.py); older files lack it
     tokens: dict[str, Any] | None  # generative answers' token timings (client/token_metrics.tokens_doc); optional
+    goodput: GoodputDoc | None  # requests/s that met their SLO (client/goodput.py); None: no SLO; older files lack it
 
 
 class MetricSeriesDoc(TypedDict):
@@ -261,6 +263,7 @@ class ClassResult:
     sample_count: int | None = None  # None: queries x samples_per_query x batch_size
     offered_count: int | None = None  # arrivals intended inside the window; None: not known
     tokens: Any = None  # TokenStats of a generative transport's answers (client/token_metrics.py); None: none
+    deadline_count: int = 0  # requests that carried their own deadline (goodput counts an answer as within it)
 
     @property
     def ok_count(self) -> int:
@@ -308,6 +311,7 @@ def _aggregate(classes: Sequence[ClassResult]) -> ClassResult:
         sample_count=None if None in samples else sum(samples),  # type: ignore[arg-type]
         offered_count=None if None in offered else sum(offered),  # type: ignore[arg-type]
         tokens=_merged_tokens(classes),
+        deadline_count=sum(c.deadline_count for c in classes),
     )  # fmt: skip
 
 
@@ -341,6 +345,7 @@ class ScenarioResult:
     server_stats: Mapping[str, Any] | None = None  # client/server_stats.difference over the scenario
     evidence: ScenarioEvidence | None = None  # the client's and the host's side of the window
     server_metrics: Mapping[str, Any] | None = None  # metrics_scrape.series_doc's summary; None: not scraped
+    class_settings: Mapping[str, EffectiveSettings] | None = None  # mixed: each class's (traffic_classes.py)
 
     @cached_property
     def by_class(self) -> dict[str, ClassResult]:
@@ -356,18 +361,41 @@ class ScenarioResult:
 
     @cached_property
     def verdicts(self) -> dict[str, Verdict]:
+        if self.class_settings:  # mixed: each class by its own SLO, "all" by every class (docs/verdicts.md)
+            from tailmark.client.traffic_classes import all_classes_verdict
+
+            named = {name: self._judge(c, name) for name, c in self.by_class.items() if name != ALL}
+            return {ALL: all_classes_verdict(named), **named}
         return {name: self._judge(c) for name, c in self.by_class.items()}
+
+    def settings_of(self, name: str) -> EffectiveSettings:
+        """The settings a class is judged by: its own in a mixed scenario, else the scenario's."""
+        return (self.class_settings or {}).get(name, self.settings)
+
+    @cached_property
+    def goodput(self) -> dict[str, GoodputDoc | None]:
+        """Each class's goodput against its own SLO, and "all" summed over the classes that have one."""
+        out = {}
+        for name, c in self.by_class.items():
+            if name != ALL:
+                out[name] = class_goodput(
+                    name, c.intended_to_done, c.error_count, slo_ms=self.settings_of(name).request_slo_ms or 0.0,
+                    deadline_count=c.deadline_count, duration_s=self.duration_s,
+                )  # fmt: skip
+        if len(out) == 1:  # "all" is the one class
+            return {ALL: next(iter(out.values())), **out}
+        return {ALL: total_goodput(out.values(), self.duration_s), **out}
 
     @property
     def verdict(self) -> Verdict:
         """The scenario's verdict: the one of "all"."""
         return self.verdicts[ALL]
 
-    def _judge(self, c: ClassResult) -> Verdict:
+    def _judge(self, c: ClassResult, name: str = ALL) -> Verdict:
         offline = self.settings.scenario is Scenario.OFFLINE
         evidence = self.evidence.for_verdict() if self.evidence is not None else None
         return self._with_token_checks(c, judge(
-            self.settings, duration_s=self.duration_s, latency=c.intended_to_done,
+            self.settings_of(name), duration_s=self.duration_s, latency=c.intended_to_done,
             send_lag=None if offline else c.send_lag, sent_to_done=None if offline else c.sent_to_done,
             errors=c.errors, sample_count=c.sample_count, client_cpu_pct=self.client_cpu_pct, evidence=evidence,
         ))  # fmt: skip
@@ -391,7 +419,10 @@ class ScenarioResult:
     def _samples(self, c: ClassResult) -> int:
         if c.sample_count is not None:
             return c.sample_count
-        return (c.ok_count + c.error_count) * self.settings.samples_per_query * self.settings.batch_size
+        if c.traffic_class == ALL and self.class_settings:  # mixed: each class with its own batch size
+            return sum(self._samples(k) for name, k in self.by_class.items() if name != ALL)
+        settings = self.settings_of(c.traffic_class)
+        return (c.ok_count + c.error_count) * settings.samples_per_query * settings.batch_size
 
     def _rate(self, count: float) -> float:
         return count / self.duration_s if self.duration_s > 0 else 0.0
@@ -433,7 +464,7 @@ class ScenarioResult:
             offered_rate_qps=self.offered_rate_qps(c), achieved_rate_qps=self._rate(c.ok_count),
             sample_rate_per_s=self._rate(self._samples(c) * c.ok_count / max(c.ok_count + c.error_count, 1)),
             latency_ms=c.latency_ms, errors=dict(c.errors), overflow_count=c.overflow_count,
-            verdict=_verdict_doc(self.verdicts[name]), intervals=c.intervals,
+            verdict=_verdict_doc(self.verdicts[name]), intervals=c.intervals, goodput=self.goodput[name],
         )  # fmt: skip
 
     def to_dict(self) -> ScenarioDoc:

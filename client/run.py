@@ -36,6 +36,8 @@ from tailmark.client.stability import StabilitySettings, judge
 from tailmark.client.timeline import FILE_NAME as TIMELINE
 from tailmark.client.timeline import read_slices
 from tailmark.client.token_metrics import TokenRecorder
+from tailmark.client.traffic_classes import class_settings
+from tailmark.client.traffic_mix import MixedLoad, Routes
 from tailmark.client.transport import Transport
 from tailmark.traces.arrival import DEFAULT_CLASS, Arrival
 
@@ -62,6 +64,7 @@ class Run:
         probe: HostProbe | None = None,
         per_request_log: bool = False,  # requests.jsonl: one line per measured request (client/request_log.py)
         metrics: ScrapeSettings | None = None,  # scrape the endpoint's Prometheus /metrics (client/metrics_scrape.py)
+        routes: Routes | None = None,  # each traffic class's transport and pool (mixed scenarios: traffic_mix.py)
     ) -> None:
         if not scenarios:
             raise ValueError("a run needs at least one scenario")
@@ -84,6 +87,7 @@ class Run:
         self._server_metrics: dict | None = None  # of the scenario that just ran: its summary for results.json
         self._metrics_series: list[dict] = []  # every scenario's time series, for metrics.json
         self.interrupted = ""
+        self.routes = routes
 
     def interrupt(self, reason: str) -> None:
         """Stop after the current scenario's partial window (called from a signal handler)."""
@@ -119,10 +123,14 @@ class Run:
             self.recorder.tick()
 
     async def _run_scenario(self, name: str, s: EffectiveSettings) -> Window:
-        dispatcher = Dispatcher(
-            transport=self.transport, pool=self.pool, recorder=self.recorder, scenario=name,
-            sample_seed=s.sample_seed, resize_inputs=s.resize_inputs, tokens=self.tokens,
-        )  # fmt: skip
+        if s.scenario is Scenario.MIXED:  # one dispatcher per traffic class, side by side
+            assert self.routes is not None, "a mixed scenario needs routes (traffic_mix.open_routes)"
+            dispatcher: typing.Any = MixedLoad(routes=self.routes, recorder=self.recorder, scenario=name, settings=s)
+        else:
+            dispatcher = Dispatcher(
+                transport=self.transport, pool=self.pool, recorder=self.recorder, scenario=name,
+                sample_seed=s.sample_seed, resize_inputs=s.resize_inputs, tokens=self.tokens,
+            )  # fmt: skip
         self._current = dispatcher
         if self.interrupted:
             dispatcher.request_stop(self.interrupted)
@@ -178,6 +186,8 @@ class Run:
                     window = await dispatcher.open_loop(
                         _schedule(s), warmup_ns=warmup_ns, stop=stop, max_outstanding=s.max_outstanding
                     )
+                case Scenario.MIXED:
+                    window = await dispatcher.run(warmup_ns=warmup_ns, duration_ns=stop.min_duration_ns)
                 case _:
                     typing.assert_never(s.scenario)
             await dispatcher.drain(timeout_s=(s.request_timeout_s or 60.0) + 5.0)
@@ -248,6 +258,7 @@ class Run:
                 overflow_count=self.recorder.overflow(key)["intended_to_done"],
                 sample_count=None,
                 offered_count=window.offered.get(traffic_class, 0),
+                deadline_count=window.deadlines.get(traffic_class, 0),
                 tokens=self.tokens.stats(key) if self.tokens is not None else None,
             )
         if s.scenario is Scenario.OFFLINE and DEFAULT_CLASS in classes:
@@ -258,6 +269,7 @@ class Run:
             settings=s, classes=classes, duration_s=duration, client_cpu_pct=cpu_pct,
             throughput_per_s=tuple(window.completions_per_s), server_stats=self._server_stats,
             evidence=self._evidence, server_metrics=self._server_metrics,
+            class_settings=class_settings(s) if s.scenario is Scenario.MIXED else None,
         )  # fmt: skip
 
     def _write(self) -> None:

@@ -212,8 +212,9 @@ def judge_objective(
     failed-request count. It passes when the pooled trials show it met, or (not ``strict``) when they show
     neither met nor missed and a majority of trials meet it."""
     from tailmark.client import hlog
+    from tailmark.client.goodput import requests_within
     from tailmark.client.intervals import interval_from_counts
-    from tailmark.client.verdict import buckets, count_over, percentile_ns
+    from tailmark.client.verdict import buckets, percentile_ns
 
     bound_ns = int(objective.bound_ms * 1e6)
     share = objective.percentile / 100.0
@@ -227,14 +228,14 @@ def judge_objective(
         n = hist.get_total_count()
         if objective.goodput:
             total = n + errors
-            value = (n - count_over(hist, bound_ns)) / total if total else None
+            value = requests_within(hist, bound_ns) / total if total else None
             met += value is not None and value >= share
         else:
             value = percentile_ns(hist, objective.percentile) / 1e6 if n else None
             met += value is not None and value <= objective.bound_ms
         values.append(value)
     ok = pooled.get_total_count()
-    within = ok - count_over(pooled, bound_ns) if ok else 0
+    within = requests_within(pooled, bound_ns)
     n = ok + failed if objective.goodput else ok
     p_value = upper_tail(n, share, within) if n else 1.0
     p_missed = 1.0 - upper_tail(n, share, within + 1) if n else 1.0  # P(B <= within): evidence it is missed
@@ -561,12 +562,15 @@ def register(subparsers, run_parser: argparse.ArgumentParser) -> None:
         "and the pooled trials' confidence interval (goodput: binomial p-value) shows it; a confirmation step "
         "runs at the answer. Writes search.json and one run directory per step. Takes tailmark run's flags.",
     )
-    own = {"--scenario", "--out", "--target-qps", "--latency-bound-ms", "--percentile", "--repeat"}
+    own = {"--scenario", "--out", "--target-qps", "--latency-bound-ms", "--percentile", "--repeat", "--request-slo"}
     copy_run_flags(search, run_parser, own)
     search.add_argument("--slo", action="append", type=parse_slo, default=[], help="pP=BOUND, e.g. p99=50ms "
                         "(repeatable: every one must hold)")  # fmt: skip
     search.add_argument("--goodput", type=parse_share, help="share of requests within --request-slo, e.g. 0.99")
-    search.add_argument("--request-slo", type=parse_duration_ms, help="per-request latency bound of --goodput")
+    search.add_argument(
+        "--request-slo", type=parse_duration_ms, help="per-request latency bound of --goodput (each step's results "
+        "report their goodput against it, as tailmark run --request-slo does)",
+    )  # fmt: skip
     search.add_argument("--start-qps", type=float, default=DEFAULT_START_QPS, help="first rate (default 10)")
     search.add_argument(
         "--resolution", type=parse_resolution, default=Resolution(DEFAULT_RESOLUTION),

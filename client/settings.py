@@ -36,11 +36,12 @@ class Scenario(enum.StrEnum):
     FIXED_INTERVAL = "fixed-interval"  # open loop, constant gaps
     TRACE = "trace"  # open loop, arrival times from a trace file
     CONCURRENCY = "concurrency"  # closed loop, N requests in flight (perf_analyzer's concurrency mode)
+    MIXED = "mixed"  # open loop, several traffic classes at once, each its own arrivals and SLO (traffic_classes.py)
 
 
 # Closed loop: the next request leaves when one completes, so intended = sent and latency is sent -> done.
 CLOSED_LOOP = frozenset({Scenario.SINGLE_STREAM, Scenario.MULTI_STREAM, Scenario.CONCURRENCY})
-OPEN_LOOP = frozenset({Scenario.SERVER, Scenario.POISSON, Scenario.FIXED_INTERVAL, Scenario.TRACE})
+OPEN_LOOP = frozenset({Scenario.SERVER, Scenario.POISSON, Scenario.FIXED_INTERVAL, Scenario.TRACE, Scenario.MIXED})
 
 # Which inputs a trace's payload size (token count) resizes; the rule is samples.resized_inputs.
 RESIZE_CHOICES = ("auto", "tokens", "none")
@@ -105,6 +106,11 @@ class ScenarioSettings:
 
     # --- requests ---
     request_timeout_s: float | None = None  # 0: no deadline
+    # goodput's per-request SLO (client/goodput.py): intended -> done at most this; default the latency bound; 0: none
+    request_slo_ms: float | None = None
+
+    # --- mixed scenario only: its traffic classes (client/traffic_classes.ClassSpec), from the run file ---
+    classes: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,8 @@ class EffectiveSettings(ScenarioSettings):
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):  # a mixed scenario's classes
+        return [item.to_dict() for item in value]
     return str(value) if isinstance(value, Scenario) else value
 
 
@@ -152,6 +160,7 @@ _MIN_QUERIES = {  # (quick, mlperf); Offline counts samples
     Scenario.FIXED_INTERVAL: (100, 100),
     Scenario.TRACE: (100, 100),
     Scenario.CONCURRENCY: (100, 100),
+    Scenario.MIXED: (100, 100),  # per class
 }
 _OFFLINE_SLACK = 1.1  # LoadGen sizes the Offline query at 1.1 x min_duration x expected qps
 
@@ -171,7 +180,8 @@ def resolve(requested: ScenarioSettings, *, mlperf: bool) -> EffectiveSettings:
     token_bound = bool(r.ttft_bound_ms or r.tpot_bound_ms)  # LoadGen's LLMs: TTFT/TPOT replace the e2e bound
     min_duration_s = float(pick(r.min_duration_s, floors["min_duration_s"]))
     min_query_count = int(pick(r.min_query_count, _MIN_QUERIES[sc][1 if mlperf else 0]))
-    target_qps = float(pick(r.target_qps, 0.0 if sc in CLOSED_LOOP or sc is Scenario.TRACE else 100.0))
+    target_qps = float(pick(r.target_qps, 0.0 if sc in CLOSED_LOOP | {Scenario.TRACE, Scenario.MIXED} else 100.0))
+    latency_bound_ms = float(pick(r.latency_bound_ms, 10.0 if sc is Scenario.SERVER and not token_bound else 0.0))
     offline_samples = 0
     if sc is Scenario.OFFLINE:
         sized = int(_OFFLINE_SLACK * min_duration_s * target_qps)
@@ -189,7 +199,7 @@ def resolve(requested: ScenarioSettings, *, mlperf: bool) -> EffectiveSettings:
         concurrency=int(pick(r.concurrency, 1 if sc is Scenario.CONCURRENCY else 0)),
         think_time_ms=float(pick(r.think_time_ms, 0.0)),
         rate_cap_qps=float(pick(r.rate_cap_qps, 0.0)),
-        latency_bound_ms=float(pick(r.latency_bound_ms, 10.0 if sc is Scenario.SERVER and not token_bound else 0.0)),
+        latency_bound_ms=latency_bound_ms,
         early_stopping_percentile=float(pick(r.early_stopping_percentile, _default_percentile(sc))),
         ttft_bound_ms=float(pick(r.ttft_bound_ms, 0.0)),
         tpot_bound_ms=float(pick(r.tpot_bound_ms, 0.0)),
@@ -206,6 +216,8 @@ def resolve(requested: ScenarioSettings, *, mlperf: bool) -> EffectiveSettings:
         schedule_seed=int(pick(r.schedule_seed, OFFICIAL_SCHEDULE_SEED)),
         sample_seed=int(pick(r.sample_seed, OFFICIAL_SAMPLE_SEED)),
         request_timeout_s=float(pick(r.request_timeout_s, 30.0)),
+        request_slo_ms=float(pick(r.request_slo_ms, latency_bound_ms)),
+        classes=r.classes,
         requested=requested,
         mlperf=mlperf,
     )
@@ -226,6 +238,7 @@ def _default_percentile(scenario: Scenario) -> float:
             | Scenario.FIXED_INTERVAL
             | Scenario.TRACE
             | Scenario.CONCURRENCY
+            | Scenario.MIXED
         ):
             return 99.0
         case _:
@@ -242,7 +255,7 @@ _NON_NEGATIVE = (
     "max_outstanding", "latency_bound_ms", "min_duration_s", "max_duration_s", "min_query_count",
     "max_query_count", "warmup_s", "schedule_seed", "sample_seed", "request_timeout_s", "think_time_ms",
     "ttft_bound_ms", "tpot_bound_ms", "slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms",
-    "rate_cap_qps",
+    "rate_cap_qps", "request_slo_ms",
 )  # fmt: skip
 
 
@@ -292,6 +305,14 @@ def _check_scenario_fit(r: ScenarioSettings) -> None:
         _refuse("samples_per_query", r.samples_per_query, "only multi-stream sends more than one sample per query")
     if sc is not Scenario.OFFLINE and r.offline_sample_count is not None:
         _refuse("offline_sample_count", r.offline_sample_count, f"only used by offline, not {sc}")
+    if sc is Scenario.MIXED and not r.classes:
+        raise ConfigError("classes not set; the mixed scenario needs its traffic classes (listed in a run file)")
+    if sc is not Scenario.MIXED and r.classes:
+        _refuse("classes", "[...]", f"only used by the mixed scenario, not {sc}")
+    if sc is Scenario.MIXED:  # each class has its own rate; the scenario runs for min_duration_s exactly
+        for name in ("target_qps", "max_duration_s", "max_query_count"):
+            if getattr(r, name) is not None:
+                _refuse(name, getattr(r, name), "the mixed scenario takes rates per class and runs min_duration_s")
     if sc is Scenario.TRACE:
         if not r.trace_path:
             raise ConfigError("trace_path not set; the trace scenario needs a trace file")
@@ -306,6 +327,8 @@ def _check_scenario_fit(r: ScenarioSettings) -> None:
 def _check_mlperf(r: ScenarioSettings) -> None:
     """--mlperf runs may raise the official floors but never lower them, and use the official seeds."""
     sc = r.scenario
+    if sc is Scenario.MIXED:
+        raise ConfigError("--mlperf: mixed traffic is not an MLPerf scenario")
     if ((sc in OPEN_LOOP and sc is not Scenario.TRACE) or sc is Scenario.OFFLINE) and r.target_qps is None:
         raise ConfigError(f"target_qps not set; an --mlperf {sc} run needs an explicit target_qps")
     if r.min_duration_s is not None and r.min_duration_s < _MLPERF["min_duration_s"]:
@@ -354,6 +377,11 @@ def check_mapping(data: dict[str, Any], *, source: str = "settings") -> dict[str
         if key not in hints:
             known = ", ".join(sorted(hints))
             raise ConfigError(f"{source}: unknown setting {key!r} (known: {known})")
+        if key == "classes" and value is not None:  # a mixed scenario's traffic classes
+            from tailmark.client.traffic_classes import parse_classes
+
+            out[key] = parse_classes(value, source)
+            continue
         out[key] = _check_type(key, value, hints[key], source)
     return out
 

@@ -320,7 +320,7 @@ def judge(
                 checks.append(early_stopping_count(latency, pct))
         case Scenario.OFFLINE:  # everything is intended at t=0, so send lag says nothing here
             checks.append(min_queries(samples, settings.min_query_count, unit="samples"))
-        case Scenario.SERVER | Scenario.POISSON | Scenario.FIXED_INTERVAL | Scenario.TRACE:
+        case Scenario.SERVER | Scenario.POISSON | Scenario.FIXED_INTERVAL | Scenario.TRACE | Scenario.MIXED:
             checks.append(min_queries(queries, settings.min_query_count))
             decides, failed_bound, sent_p = False, False, None
             if bound_ns:  # always for Server; optional for the other open-loop scenarios

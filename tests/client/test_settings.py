@@ -18,12 +18,15 @@ from tailmark.client.settings import (
     resolve,
     settings_from_mapping,
 )
+from tailmark.client.traffic_classes import parse_classes
 
 
 def _request(scenario: Scenario, **kw) -> ScenarioSettings:
     if scenario is Scenario.TRACE:
         kw.setdefault("trace_path", "arrivals.csv")
-    if scenario not in CLOSED_LOOP and scenario is not Scenario.TRACE:
+    if scenario is Scenario.MIXED:  # rates are the classes' own
+        kw.setdefault("classes", parse_classes([{"name": "a", "arrival": {"process": "poisson", "rate_qps": 50}}]))
+    elif scenario not in CLOSED_LOOP and scenario is not Scenario.TRACE:
         kw.setdefault("target_qps", 50.0)
     return ScenarioSettings(scenario=scenario, **kw)
 
@@ -32,11 +35,16 @@ def _request(scenario: Scenario, **kw) -> ScenarioSettings:
 @pytest.mark.parametrize("mlperf", [False, True])
 def test_resolve_fills_every_field(scenario: Scenario, mlperf: bool) -> None:
     requested = _request(scenario)
+    if scenario is Scenario.MIXED and mlperf:
+        with pytest.raises(ConfigError, match="not an MLPerf scenario"):
+            resolve(requested, mlperf=mlperf)
+        return
     eff = resolve(requested, mlperf=mlperf)
     assert isinstance(eff, EffectiveSettings)
     assert eff.requested is requested and eff.mlperf is mlperf
     for f in dataclasses.fields(ScenarioSettings):
-        assert getattr(eff, f.name) is not None, f.name
+        if f.name != "classes" or scenario is Scenario.MIXED:  # only a mixed scenario has classes
+            assert getattr(eff, f.name) is not None, f.name
     assert eff.min_duration_s == (600.0 if mlperf else 10.0)
     assert eff.is_open_loop == (scenario not in CLOSED_LOOP and scenario is not Scenario.OFFLINE)
 

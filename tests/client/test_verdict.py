@@ -9,6 +9,7 @@ import pytest
 
 from support.histograms import histogram_of
 from tailmark.client.settings import Scenario, ScenarioSettings, resolve
+from tailmark.client.traffic_classes import parse_classes
 from tailmark.client.verdict import (
     Check,
     LatencyCounts,
@@ -171,6 +172,8 @@ def test_verdict_lists_every_failing_reason() -> None:
 def _settings(scenario: Scenario, **kw):
     if scenario is Scenario.TRACE:
         kw["trace_path"] = "t.csv"
+    if scenario is Scenario.MIXED:  # a class of a mixed scenario is judged as an open-loop scenario
+        kw["classes"] = parse_classes([{"name": "a", "arrival": {"process": "fixed", "rate_qps": 1}}])
     return resolve(ScenarioSettings(scenario=scenario, min_duration_s=1.0, **kw), mlperf=False)
 
 
@@ -183,6 +186,7 @@ _EXPECTED_CHECKS = {
     Scenario.FIXED_INTERVAL: ["min_duration", "min_queries", "client_bound", "errors"],
     Scenario.TRACE: ["min_duration", "min_queries", "client_bound", "errors"],
     Scenario.CONCURRENCY: ["min_duration", "min_queries", "early_stopping", "client_bound", "errors"],
+    Scenario.MIXED: ["min_duration", "min_queries", "client_bound", "errors"],
 }
 
 
