@@ -365,11 +365,13 @@ def walk(
     ceiling_qps: float | None = None,
     min_qps: float | None = None,
     max_steps: int = DEFAULT_MAX_STEPS,
+    on_step: Callable[[Walk], None] | None = None,
 ) -> Walk:
     """Bracket, bisect and confirm; ``step(rate, phase, confirmation)`` runs one step (``confirmation``: 0 for
     the walk's own steps, n for the n-th confirmation, which must use fresh seeds). A step blamed on the client
     or the host ends the walk (the host's after one retry with fresh seeds: its noise comes and goes), as does
-    ``max_steps``; the ceiling (which a step may report) caps every rate."""
+    ``max_steps``; the ceiling (which a step may report) caps every rate. ``on_step(walk)`` is called after
+    every step with the walk so far (its bracket as it stands), e.g. to keep search.json current."""
     result = Walk()
     floor = min_qps if min_qps is not None else start_qps / 64.0
     ceiling = [ceiling_qps]
@@ -382,6 +384,12 @@ def walk(
         started = time.perf_counter()
         outcome = step(rate, phase, confirmation)
         result.steps.append(Walked(len(result.steps) + 1, phase, rate, outcome, time.perf_counter() - started))
+        if on_step is not None:
+            passed = [w.rate_qps for w in result.steps if w.outcome.passed]
+            failed = [w.rate_qps for w in result.steps if not w.outcome.passed and not w.outcome.limited_by]
+            result.last_pass_qps = max((p for p in passed if not failed or p < min(failed)), default=None)
+            result.first_fail_qps = min(failed, default=None)
+            on_step(result)
         if outcome.ceiling_qps and not ceiling[0]:
             ceiling[0] = outcome.ceiling_qps
         if outcome.limited_by == "host" and phase != "retry":  # host noise comes and goes: one more try
@@ -486,6 +494,7 @@ def table(result: Walk, objectives: list[Objective], measured_s: float) -> str:
             else:
                 shown = "-" if e.pooled_value is None else f"{e.pooled_value:.4f}"
                 cells.append(f"{shown} p={e.p_value:.2g}")
+        cells += ["-"] * (len(objectives) - len(cells))  # a step whose run failed or was interrupted judged nothing
         verdict = "pass" if o.passed else (f"stop ({o.limited_by})" if o.limited_by else "fail")
         achieved = "-" if o.achieved_qps is None else f"{o.achieved_qps:.1f}"
         rows.append((str(w.number), w.phase, f"{w.rate_qps:g}", achieved, f"{o.trials_passed}/{o.trials}", *cells,
@@ -516,12 +525,20 @@ def _ms(value: float | None) -> str:
 
 
 def write_json(
-    path: Path, result: Walk, objectives: list[Objective], settings: dict[str, Any], wall_s: float, measured_s: float
+    path: Path,
+    result: Walk,
+    objectives: list[Objective],
+    settings: dict[str, Any],
+    wall_s: float,
+    measured_s: float,
+    complete: bool = True,
 ) -> None:
+    """search.json, atomically: after every step (``complete`` False: the walk so far) and at the end."""
     from tailmark.client.results import write_atomic
 
     doc = {
         "format": "tailmark.search/1",
+        "complete": complete,  # False: the search was still walking, or was stopped (Ctrl-C) after these steps
         "objectives": [asdict(o) | {"name": o.name} for o in objectives],
         "rule": RULE,
         "settings": settings,
@@ -664,13 +681,33 @@ def search_command(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)  # fmt: skip
         return outcome
 
-    result = walk(step, start_qps=args.start_qps, resolution=args.resolution, max_steps=args.max_steps)
+    measured_s = settings["step_s"] * args.trials
+    walked: list[Walk] = []
+
+    def keep(so_far: Walk) -> None:  # search.json after every step: a Ctrl-C keeps the steps walked so far
+        walked[:] = [so_far]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        so_far_s = time.perf_counter() - started
+        write_json(out_dir / "search.json", so_far, objectives, settings, so_far_s, measured_s, complete=False)
+
+    try:
+        result = walk(step, start_qps=args.start_qps, resolution=args.resolution, max_steps=args.max_steps,
+                      on_step=keep)  # fmt: skip
+    except KeyboardInterrupt:  # between two steps' runs (a run's own Ctrl-C ends its step and the walk)
+        if walked:
+            walked[0].stopped = "interrupted by the user (SIGINT)"
+            keep(walked[0])
+            print(f"\ntailmark search: interrupted; the {len(walked[0].steps)} steps walked so far are in "
+                  f"{out_dir}/search.json", file=sys.stderr)  # fmt: skip
+        return run_cli.EXIT_INTERRUPTED
     wall_s = time.perf_counter() - started
     if failure and result.stopped.startswith("step"):
         result.stopped = f"a step's run failed (exit code {failure[0]}); see its run directory"
+        if failure[0] == run_cli.EXIT_INTERRUPTED:
+            result.stopped = f"interrupted by the user during step {len(result.steps)}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    measured_s = settings["step_s"] * args.trials
-    write_json(out_dir / "search.json", result, objectives, settings, wall_s, measured_s)
+    interrupted = bool(failure) and failure[0] == run_cli.EXIT_INTERRUPTED
+    write_json(out_dir / "search.json", result, objectives, settings, wall_s, measured_s, complete=not interrupted)
     print()
     print(table(result, objectives, measured_s))
     print(f"{len(result.steps)} steps in {wall_s:.0f} s", file=sys.stderr)
