@@ -18,6 +18,7 @@ from tailmark.client.search import parse_duration_ms
 from tailmark.client.search import register as register_search
 from tailmark.client.settings import Scenario
 from tailmark.client.sweep import register as register_sweep
+from tailmark.client.workers import add_split_flags
 
 TRANSPORTS = ("h2", "grpc", "http", "openai")
 
@@ -138,6 +139,7 @@ def register(subparsers) -> None:
     run.set_defaults(handler=run_command)
     register_sweep(subparsers, run)  # tailmark sweep: every flag of run, one run per load level
     register_search(subparsers, run)  # tailmark search: the highest rate under an SLO, over sweep's step runner
+    add_split_flags(run)  # --workers, --shard, --start-at (client/workers.py): not copied to sweep and search
 
     report = subparsers.add_parser(
         "report", help="print a run's table again and rewrite its HTML report (a sweep's: every step's and the curve's)"
@@ -169,10 +171,20 @@ def register(subparsers) -> None:
         help="merge the runs of several client processes; verdicts judged again from the merged histograms",
         description="Adds the histograms of runs made side by side (one per client process or host) and judges "
         "each scenario again from the sums, with the settings from each run's results.json (they must agree, "
-        "except each process's share: target QPS, seeds, trace file).",
+        "except each process's share: target QPS, seeds, trace file). Shards of one run (tailmark run --shard I/N) "
+        "merge as that run, each shard's client evidence judged on its own; a shard that is missing, partial or "
+        "began late makes the result INVALID, naming it.",
     )
     merge.add_argument("inputs", type=Path, nargs="+", help="run directories or histograms.json files")
-    merge.add_argument("-o", "--output", type=Path, required=True, help="merged histograms.json to write")
+    merge.add_argument(
+        "-o", "--output", type=Path, required=True, help="merged run directory (results.json, summary.csv, "
+        "report.html, histograms.json); a name ending in .json: the merged histograms file only",
+    )  # fmt: skip
+    merge.add_argument(
+        "--start-tolerance", type=float, default=0.1, help="shards: seconds a shard may begin after the common "
+        "start (or its clock be off the target's) before the result is INVALID (default 0.1)",
+    )  # fmt: skip
+    merge.add_argument("--fail-on-invalid", action="store_true", help=f"exit {EXIT_INVALID} if any result is INVALID")
     merge.set_defaults(handler=merge_command)
 
     queries = subparsers.add_parser(
@@ -270,6 +282,10 @@ def run_command(args: argparse.Namespace) -> int:
     if args.repeat > 1 and plan.mlperf:
         raise UsageError("--repeat with --mlperf: MLPerf runs use the official seeds; make separate runs instead")
     try:
+        if args.workers is not None:
+            from tailmark.client.workers import run_workers
+
+            return run_workers(plan, args)
         return _run_with_loop(plan, args)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
@@ -448,8 +464,10 @@ async def _measure(
     from tailmark.client.results import RunResult
     from tailmark.client.run import Run, TargetLost
     from tailmark.client.samples import file_pool, random_pool
+    from tailmark.client.workers import clock_url_for, shard_for
 
     stability = _stability_settings(args)  # a bad value is refused before anything starts
+    shard = shard_for(args, plan)  # --shard I/N --start-at T, or None
     transport = await _connect(args, target, plan.scenarios[0].request_timeout_s)
     probe = None if args.no_host_probe else HostProbe()
     routes = None
@@ -501,13 +519,21 @@ async def _measure(
                 timeout_s=plan.scenarios[0].request_timeout_s or None,
             )  # fmt: skip
             result.calibration = calibration.to_dict()
-            for line in calibration.advice(list(plan.scenarios)):
+            own = [shard.advice_share(s) for s in plan.scenarios] if shard else list(plan.scenarios)
+            for line in calibration.advice(own):
                 print(f"tailmark run: warning: {line}", file=sys.stderr, flush=True)
+        if shard is not None:
+            from tailmark.client.clock_check import clock_record
+
+            shard.record["clock"] = await asyncio.to_thread(clock_record, clock_url_for(args, target))
+            environment["shard"] = shard.record  # filled in as each scenario starts
+            if shard.start_at_s is None:  # --start-at stdin (--workers): ready now; the parent sends the instant
+                await asyncio.to_thread(shard.read_start, sys.stdin, sys.stderr)
         out_dir.mkdir(parents=True, exist_ok=True)  # only now: a run that cannot start leaves no empty folder
         scenarios = repeat_plan(plan.scenarios, args.repeat)
         run = Run(scenarios=scenarios, transport=transport, pool=pool, out_dir=out_dir, result=result,
                   progress=progress, stability=stability, probe=probe, per_request_log=args.per_request_log,
-                  metrics=scrape, routes=routes)  # fmt: skip
+                  metrics=scrape, routes=routes, shard=shard)  # fmt: skip
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by the user (SIGINT)")
         loop.add_signal_handler(signal.SIGTERM, run.interrupt, "terminated (SIGTERM)")
@@ -533,6 +559,9 @@ async def _measure(
     if run.interrupted:
         print(f"tailmark run: {run.interrupted}; partial results kept in {out_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if shard is not None:
+        print(f"tailmark run: shard {shard.label}: its verdicts cover its share only; judge the whole run with "
+              "tailmark merge over every shard's directory", file=sys.stderr)  # fmt: skip
     if args.fail_on_invalid and not result.valid:
         return EXIT_INVALID
     return 0
@@ -634,14 +663,22 @@ def report_command(args: argparse.Namespace) -> int:
 
 def merge_command(args: argparse.Namespace) -> int:
     from tailmark.cli import UsageError
-    from tailmark.client.merge import MergeError, load_part, merge_runs, summary
+    from tailmark.client.merge import MergeError, summary
+    from tailmark.client.shard_merge import merge_inputs, write_run_dir
 
+    if not args.start_tolerance >= 0:
+        raise UsageError(f"--start-tolerance {args.start_tolerance:g}: must be >= 0")
     try:
-        merged = merge_runs([load_part(item) for item in args.inputs])
+        merged = merge_inputs(args.inputs, start_tolerance_s=args.start_tolerance)
     except MergeError as exc:
         raise UsageError(str(exc)) from None
-    merged.write_histograms(args.output)
+    if args.output.suffix == ".json":
+        merged.write_histograms(args.output)
+    elif write_run_dir(merged, args.output) is not None:
+        print(f"results: {args.output}/results.json  report: {args.output}/report.html", file=sys.stderr)
     print(summary(merged))
+    if args.fail_on_invalid and not all(s.verdict.valid for s in merged.scenarios):
+        return EXIT_INVALID
     return 0
 
 

@@ -32,6 +32,7 @@ from tailmark.client.results import ClassResult, RunResult, ScenarioResult, writ
 from tailmark.client.samples import SamplePool
 from tailmark.client.schedule import fixed_interval, poisson
 from tailmark.client.settings import OPEN_LOOP, EffectiveSettings, Scenario
+from tailmark.client.shards import Shard
 from tailmark.client.stability import StabilitySettings, judge
 from tailmark.client.timeline import FILE_NAME as TIMELINE
 from tailmark.client.timeline import read_slices
@@ -65,6 +66,7 @@ class Run:
         per_request_log: bool = False,  # requests.jsonl: one line per measured request (client/request_log.py)
         metrics: ScrapeSettings | None = None,  # scrape the endpoint's Prometheus /metrics (client/metrics_scrape.py)
         routes: Routes | None = None,  # each traffic class's transport and pool (mixed scenarios: traffic_mix.py)
+        shard: Shard | None = None,  # this process's share of a split load (client/shards.py)
     ) -> None:
         if not scenarios:
             raise ValueError("a run needs at least one scenario")
@@ -88,6 +90,7 @@ class Run:
         self._metrics_series: list[dict] = []  # every scenario's time series, for metrics.json
         self.interrupted = ""
         self.routes = routes
+        self.shard = shard
 
     def interrupt(self, reason: str) -> None:
         """Stop after the current scenario's partial window (called from a signal handler)."""
@@ -146,6 +149,8 @@ class Run:
         scraper = Scraper(self.metrics) if self.metrics is not None else None
         if scraper is not None:
             await scraper.start()  # one scrape before the first request, then a thread every interval
+        if self.shard is not None:
+            await self.shard.wait_for_start()  # the first scenario starts at the shards' common instant
         loop = asyncio.get_running_loop()
         watcher = loop.create_task(self.progress.watch(dispatcher, name, planned))
         window_opens = None
@@ -174,18 +179,22 @@ class Run:
                     await self._warm_up(s)
                     if self.probe is not None:
                         self.probe.reset()
+                    shard = self.shard
                     window = await dispatcher.offline(
-                        sample_count=s.offline_sample_count,
+                        sample_count=shard.offline_samples(s.offline_sample_count, s.batch_size)
+                        if shard
+                        else s.offline_sample_count,
                         batch_size=s.batch_size,
-                        max_outstanding=s.max_outstanding,
+                        max_outstanding=shard.cap(s.max_outstanding) if shard else s.max_outstanding,
                         traffic_class=DEFAULT_CLASS,
                     )
                 case Scenario.SERVER | Scenario.POISSON | Scenario.FIXED_INTERVAL | Scenario.TRACE:
                     if s.scenario is Scenario.TRACE:  # the trace sets the length: stop at its end or a maximum
                         stop.min_duration_ns = stop.min_queries = FOREVER_NS
-                    window = await dispatcher.open_loop(
-                        _schedule(s), warmup_ns=warmup_ns, stop=stop, max_outstanding=s.max_outstanding
-                    )
+                    schedule, cap = _schedule(s), s.max_outstanding
+                    if self.shard is not None:  # every N-th arrival of the whole schedule, cut where it ends
+                        (schedule, stop), cap = self.shard.schedule(schedule, stop, warmup_ns), self.shard.cap(cap)
+                    window = await dispatcher.open_loop(schedule, warmup_ns=warmup_ns, stop=stop, max_outstanding=cap)
                 case Scenario.MIXED:
                     window = await dispatcher.run(warmup_ns=warmup_ns, duration_ns=stop.min_duration_ns)
                 case _:
@@ -201,6 +210,8 @@ class Run:
                 await watcher
             self._current = None
         self.recorder.flush()
+        if self.shard is not None:
+            self.shard.started(name, s, window)
         window.samples = dispatcher.samples_completed
         self._evidence = self._gather_evidence(name, s, dispatcher, window)
         if scraper is not None:

@@ -69,7 +69,7 @@ class Verdict:
 
 # The first match wins: a result the client or the host limited says nothing about the endpoint.
 _CAUSES = (
-    ("client", {"client_bound"}),
+    ("client", {"client_bound", "shards"}),  # shards: a shard of a split load started late or is missing
     ("host", {"host_noise"}),
     ("endpoint", {"latency_bound", "early_stopping", "errors", "ttft_bound", "tpot_bound"}),
     ("length", {"min_duration", "min_queries"}),
