@@ -156,3 +156,29 @@ def test_bad_run_files_are_refused_in_one_line(tmp_path, capsys, classes, extra,
 def test_a_mixed_scenario_needs_classes(capsys):
     assert main(["run", "--target", "127.0.0.1:1", "--model", "m", "--scenario", "mixed"]) == 2
     assert "needs its traffic classes" in capsys.readouterr().err
+
+
+def test_a_class_on_its_own_target_with_deadlines(server, tmp_path):
+    """A class naming its own target gets its own connection (here: the same server as localhost); a class's
+    deadline is every request's timeout, and goodput counts the misses."""
+    port = server.target.rsplit(":", 1)[1]
+    classes = [
+        {"name": "here", "arrival": {"process": "onoff", "rate_on_qps": 50, "rate_off_qps": 0, "mean_on_s": 0.2,
+                                     "mean_off_s": 0.2}, "min_query_count": 1},
+        # the sleep model takes 50 ms: a 10 ms deadline fails every request with DEADLINE_EXCEEDED
+        {"name": "there", "target": f"localhost:{port}", "model": "sleep", "deadline": "10ms",
+         "arrival": {"process": "fixed", "rate_qps": 10}, "min_query_count": 1},
+    ]  # fmt: skip
+    out = tmp_path / "run"
+    run = tailmark(
+        "run", "--target", server.target, "--model", "identity", "--config", _run_file(tmp_path, classes),
+        "--out", str(out), "--no-progress", "--no-calibration",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    found = scenario(results(out), "mixed")["classes"]
+    expected = _expected_counts(classes)
+    assert found["here"]["ok_count"] == expected["here"] > 0 and found["here"]["goodput"] is None  # no SLO
+    assert found["there"]["errors"] == {"DEADLINE_EXCEEDED": expected["there"]}
+    assert found["there"]["goodput"]["good_count"] == 0
+    assert found["there"]["goodput"]["deadline_count"] == expected["there"] == 30
+    assert found["all"]["goodput"]["classes"] == ["there"]  # "all" counts the classes that have an SLO
