@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 
 import pytest
 import yaml
@@ -182,3 +183,31 @@ def test_a_class_on_its_own_target_with_deadlines(server, tmp_path):
     assert found["there"]["goodput"]["good_count"] == 0
     assert found["there"]["goodput"]["deadline_count"] == expected["there"] == 30
     assert found["all"]["goodput"]["classes"] == ["there"]  # "all" counts the classes that have an SLO
+
+
+def test_class_schedules_from_every_process(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    rows = [Arrival(i * 1_000_000, traffic_class="chat", batch_size=2 if i % 2 else 1) for i in range(10)]
+    write_trace(trace, rows, time_unit="ms")
+    specs = parse_classes([
+        {"name": "g", "arrival": {"process": "gamma", "rate_qps": 1000, "burstiness": 0.5}, "batch_size": 4},
+        {"name": "o", "arrival": {"process": "on-off", "rate_on_qps": 100, "rate_off_qps": 0, "mean_on_s": 1,
+                                  "mean_off_s": 1}, "deadline": "0.25s"},
+        {"name": "t", "arrival": {"process": "trace", "path": str(trace), "speed": 2}},
+        {"name": "f", "arrival": {"process": "fixed-interval", "rate_qps": 4, "phase_ms": 100}, "slo": "p99.9<=2s"},
+    ])  # fmt: skip
+    gamma = list(itertools.islice(class_schedule(specs[0], 0, SEED, 4), 5000))
+    assert {(a.traffic_class, a.batch_size) for a in gamma} == {("g", 4)}
+    assert gamma[-1].offset_ns / 1e9 == pytest.approx(5.0, rel=0.1)  # 5,000 arrivals at 1,000/s
+    assert gamma == list(itertools.islice(class_schedule(specs[0], 0, SEED, 4), 5000))  # seeded
+    assert gamma != list(itertools.islice(class_schedule(specs[0], 1, SEED, 4), 5000))  # another place, another seed
+    onoff = list(itertools.islice(class_schedule(specs[1], 1, SEED, 1), 50))
+    assert {(a.traffic_class, a.deadline_ns) for a in onoff} == {("o", 250_000_000)}
+    replay = list(class_schedule(specs[2], 2, SEED, 3))  # every row in the class; its own batches kept
+    assert [(a.offset_ns, a.batch_size) for a in replay] == [(i * 500_000, 2 if i % 2 else 3) for i in range(10)]
+    assert {a.traffic_class for a in replay} == {"t"}
+    fixed = [a.offset_ns for a in itertools.islice(class_schedule(specs[3], 3, SEED, 1), 3)]
+    assert fixed == [100_000_000, 350_000_000, 600_000_000]
+    assert (specs[3].slo_percentile, specs[3].slo_bound_ms) == (99.9, 2000.0)
+    # results.json records each class in the run file's own keys, and they read back the same
+    assert parse_classes([s.to_dict() for s in specs]) == specs
