@@ -42,6 +42,20 @@ CORPUS_MODULES = (
 CACHE_ENTRIES = 4096  # built request bodies kept (distinct prompt x input length)
 
 
+_DEFINITIONS = ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+
+
+def _docstrings(node) -> list[str]:
+    """The docstrings of a module and of the classes and functions defined in its bodies (not ast.walk, which
+    visits every expression and took seconds)."""
+    doc = ast.get_docstring(node)
+    out = [doc] if doc else []
+    for child in node.body:
+        if isinstance(child, _DEFINITIONS):
+            out += _docstrings(child)
+    return out
+
+
 @lru_cache(maxsize=1)
 def corpus() -> tuple[str, np.ndarray, np.ndarray]:
     """The corpus text, and the start and end offset of each of its tokens."""
@@ -57,11 +71,7 @@ def corpus() -> tuple[str, np.ndarray, np.ndarray]:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (OSError, SyntaxError, UnicodeDecodeError):
             continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-                doc = ast.get_docstring(node)
-                if doc:
-                    pieces.append(doc)
+        pieces += _docstrings(tree)
     text = re.sub(r"\s+", " ", " ".join(pieces)).strip()
     if not text:
         raise ConfigError(f"no docstrings found under {root}: the prompt corpus needs Python's standard library")

@@ -172,18 +172,22 @@ class TokenRecorder:
 
 
 def _counts_summary(histogram: HdrHistogram, scale: float = 1.0) -> dict[str, float | int | None]:
-    from tailmark.client.verdict import percentile_ns
+    """count, mean, p50, p99, min and max of a histogram of counts (vectorised: hdrh's own mean walks every
+    bucket in Python, ~2 s for this range)."""
+    from tailmark.client.verdict import bucket_bounds, percentile_ns
 
-    n = histogram.get_total_count()
+    lows, highs, counts = bucket_bounds(histogram)
+    n = int(counts.sum())
     if not n:
         return {"count": 0, "mean": None, "p50": None, "p99": None, "min": None, "max": None}
+    mean = float(np.dot(counts, (lows + highs) / 2)) / n
     return {
         "count": n,
-        "mean": round(histogram.get_mean_value() / scale, 3),
+        "mean": round(mean / scale, 3),
         "p50": round(percentile_ns(histogram, 50.0) / scale, 3),
         "p99": round(percentile_ns(histogram, 99.0) / scale, 3),
-        "min": round(histogram.get_min_value() / scale, 3),
-        "max": round(histogram.get_max_value() / scale, 3),
+        "min": round(int(lows[0]) / scale, 3),
+        "max": round(int(highs[-1]) / scale, 3),
     }
 
 

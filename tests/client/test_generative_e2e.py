@@ -1,0 +1,100 @@
+"""``tailmark run --transport openai`` against ``tailmark serve``'s synthetic LLM, whose timings are known.
+
+One sequence at a time (concurrency 1), the model's first token comes after its prefill, 20 ms + 0.05 ms per
+input token (200 tokens: 30 ms), and every later one after a decode step of 5 ms + 0.5 ms per sequence in
+flight (5.5 ms). The client's medians must land there: never below the model (its clock runs back to back),
+above it by at most what loopback, HTTP and a busy 2-core host add (``NOISE_MS``).
+
+Coordinated omission, for tokens: an open-loop run capped at one request in flight, with one server step
+stalled 400 ms. The requests that arrived during the stall waited in the client: their TTFT from the intended
+send shows the stall, their TTFT from the send does not. Only the stalled request itself is slow from its send.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from support.runcli import results, scenario, tailmark
+from support.serve import ServerProcess
+from tailmark.server.default_repository import write_model
+
+PREFILL_BASE_MS, PREFILL_PER_TOKEN_MS = 20.0, 0.05
+DECODE_BASE_MS, DECODE_PER_SEQUENCE_MS = 5.0, 0.5
+INPUT_TOKENS = 200
+STALL_MS, STALL_AT = 400.0, 8
+NOISE_MS = 15.0  # loopback, HTTP and a busy host's wake-ups on top of the model's times
+
+
+def _config(extra: str = "") -> str:
+    return f"""
+backend: "synthetic_llm"
+max_batch_size: 0
+model_transaction_policy {{ decoupled: true }}
+input [ {{ name: "text_input" data_type: TYPE_STRING dims: [ 1 ] }} ]
+output [ {{ name: "text_output" data_type: TYPE_STRING dims: [ -1 ] }} ]
+parameters {{ key: "prefill_base_ms" value: {{ string_value: "{PREFILL_BASE_MS}" }} }}
+parameters {{ key: "prefill_per_input_token_ms" value: {{ string_value: "{PREFILL_PER_TOKEN_MS}" }} }}
+parameters {{ key: "decode_base_ms" value: {{ string_value: "{DECODE_BASE_MS}" }} }}
+parameters {{ key: "decode_per_sequence_ms" value: {{ string_value: "{DECODE_PER_SEQUENCE_MS}" }} }}
+{extra}"""
+
+
+@pytest.fixture(scope="module")
+def llm_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("generative-client")
+    write_model(root, "llm", _config())
+    stall = f"""parameters {{ key: "stall_ms" value: {{ string_value: "{STALL_MS}" }} }}
+parameters {{ key: "stall_after_requests" value: {{ string_value: "{STALL_AT}" }} }}"""
+    write_model(root, "llm-stall", _config(stall))
+    with ServerProcess(root, "--http-port", "0") as process:
+        yield "http://" + process.rest_address
+
+
+def _run(target: str, out, *args: str) -> dict:
+    run = tailmark(
+        "run", "--target", target, "--transport", "openai", "--input-tokens", str(INPUT_TOKENS), "--ignore-eos",
+        "--no-calibration", "--no-progress", "--out", str(out), *args, timeout_s=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return results(out)
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_measured_ttft_and_itl_match_the_configured_model(llm_server, tmp_path, api):
+    doc = _run(
+        llm_server, tmp_path / api, "--model", "llm", "--api", api, "--scenario", "concurrency", "--concurrency", "1",
+        "--duration", "2", "--warmup", "0.3", "--min-queries", "10", "--output-tokens", "16",
+    )  # fmt: skip
+    tokens = scenario(doc, "concurrency")["classes"]["all"]["tokens"]
+    assert tokens["token_source"]["output"] == {"usage": tokens["requests"]}
+    assert tokens["output_tokens"]["p50"] == 16  # ignore_eos: every answer runs to max_tokens
+    expected_ttft = PREFILL_BASE_MS + PREFILL_PER_TOKEN_MS * INPUT_TOKENS  # 30 ms: the served input is ours
+    if api == "completions":
+        assert tokens["input_tokens"]["p50"] == INPUT_TOKENS  # the same tokenizer rule on both sides
+    else:  # chat's template adds the role's tokens to the served input
+        expected_ttft = PREFILL_BASE_MS + PREFILL_PER_TOKEN_MS * tokens["input_tokens"]["p50"]
+    expected_gap = DECODE_BASE_MS + DECODE_PER_SEQUENCE_MS * 1
+    latency = tokens["latency_ms"]
+    assert expected_ttft - 1.0 <= latency["ttft"]["p50"] <= expected_ttft + NOISE_MS, latency["ttft"]
+    assert expected_gap - 1.0 <= latency["itl"]["p50"] <= expected_gap + 3.0, latency["itl"]
+    assert expected_gap - 1.0 <= latency["tpot"]["p50"] <= expected_gap + 3.0, latency["tpot"]
+    assert latency["itl"]["count"] == 15 * tokens["requests"]  # every gap of every answer
+
+
+def test_a_stall_shows_in_ttft_from_the_intended_send_not_from_the_send(llm_server, tmp_path):
+    """10 arrivals/s (Poisson; ~47 ms each, so about half busy), one in flight at most, one server step stalled by
+    400 ms at request 8: about four arrivals queue in the client behind it."""
+    doc = _run(
+        llm_server, tmp_path / "stall", "--model", "llm-stall", "--scenario", "server", "--target-qps", "10",
+        "--max-outstanding", "1", "--duration", "4", "--warmup", "0", "--min-queries", "30", "--output-tokens", "4",
+        "--seed", "3",
+    )  # fmt: skip
+    everything = scenario(doc, "server")["classes"]["all"]
+    latency = everything["tokens"]["latency_ms"]
+    ttft, sent = latency["ttft"], latency["ttft_sent"]
+    assert sent["max"] >= STALL_MS and ttft["max"] >= STALL_MS  # the stalled request itself
+    # from the send only the stalled request is slow (1 of ~40: under p90); from the intended send the
+    # requests queued behind it are slow too (more than 10 %)
+    assert sent["p90"] < STALL_MS / 4, sent
+    assert ttft["p90"] > STALL_MS / 4, ttft
+    assert everything["latency_ms"]["send_lag"]["max"] >= STALL_MS / 4  # the queueing is reported, not hidden
