@@ -12,6 +12,7 @@ YAML layout (every key optional)::
     scenarios:                                      # or a plain list of names
       - {scenario: server, target_qps: 200, latency_bound_ms: 15}
       - single-stream
+      - {scenario: mixed, classes: [...]}          # traffic classes at once: client/traffic_classes.py
 """
 
 from __future__ import annotations
