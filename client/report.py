@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tailmark.client.repeat import summary_lines
-from tailmark.client.report_tokens import token_lines
+from tailmark.client.report_tokens import TOKEN_CSV_COLUMNS, token_csv_row, token_lines
 from tailmark.client.results import LATENCIES, ClassDoc, ResultsDoc, ScenarioDoc, write_atomic
 
 _STATS = ("min", "mean", "p50", "p90", "p95", "p97", "p99", "p99_9", "max")
@@ -241,6 +241,7 @@ def csv_columns() -> list[str]:
     cols += ["duration_s", "offered_rate_qps", "achieved_rate_qps", "sample_rate_per_s", "overflow_count"]
     cols += ["goodput_per_s", "goodput_share", "goodput_count", "request_slo_ms"]  # client/goodput.py
     cols += [f"{lat}_{stat}_ms" for lat in LATENCIES for stat in _STATS]
+    cols += TOKEN_CSV_COLUMNS  # generative runs (client/report_tokens.py)
     return [*cols, "early_stopping_estimate_ms", "errors", "reasons", "stable"]
 
 
@@ -262,6 +263,7 @@ def csv_text(doc: ResultsDoc) -> str:
             for lat in LATENCIES:
                 for stat in _STATS:
                     row[f"{lat}_{stat}_ms"] = c["latency_ms"][lat][stat]  # type: ignore[literal-required]
+            row.update(token_csv_row(c))
             row["early_stopping_estimate_ms"] = c["verdict"]["early_stopping_estimate_ms"]
             row["errors"] = ";".join(f"{k}={v}" for k, v in sorted(c["errors"].items()))
             row["reasons"] = "; ".join(ch["name"] for ch in c["verdict"]["checks"] if not ch["passed"])

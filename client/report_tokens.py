@@ -54,3 +54,26 @@ def token_lines(doc) -> list[str]:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return ["", "token latencies (ms; TTFT from the intended send, TTFT sent from the send):", *lines]
+
+
+# summary.csv: a few token columns per class (empty for classes without token timings)
+TOKEN_CSV_COLUMNS = [
+    "ttft_p50_ms", "ttft_p99_ms", "ttft_sent_p99_ms", "itl_p50_ms", "itl_p99_ms", "tpot_p50_ms", "tpot_p99_ms",
+    "output_tokens_per_s", "input_tokens_mean", "output_tokens_mean", "token_goodput_share", "token_source",
+]  # fmt: skip
+
+
+def token_csv_row(c) -> dict:
+    tokens = c.get("tokens")
+    if not tokens:
+        return {}
+    lat = tokens["latency_ms"]
+    good = tokens.get("goodput") or {}
+    row = {f"{name}_{stat}_ms": lat[name][stat] for name in ("ttft", "itl", "tpot") for stat in ("p50", "p99")}
+    row["ttft_sent_p99_ms"] = lat["ttft_sent"]["p99"]
+    row.update(
+        output_tokens_per_s=tokens["output_tokens_per_s"], input_tokens_mean=tokens["input_tokens"]["mean"],
+        output_tokens_mean=tokens["output_tokens"]["mean"], token_goodput_share=good.get("share"),
+        token_source="+".join(sorted(tokens["token_source"]["output"])),
+    )  # fmt: skip
+    return row

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 
 from support.runcli import results, scenario, tailmark
@@ -165,6 +167,9 @@ def test_run_over_openai_transport_measures_ttft_and_itl_as_served(tmp_path):
     names = [c["name"] for c in everything["verdict"]["checks"]]
     assert "ttft_bound" in names and "tpot_bound" in names and "latency_bound" not in names
     assert "TTFT" in run.stdout + run.stderr  # the console's token table
+    with (out / "summary.csv").open() as f:
+        row = next(r for r in csv.DictReader(f) if r["traffic_class"] == "all")
+    assert float(row["ttft_p50_ms"]) == ttft["p50"] and row["token_source"] == "usage"
 
 
 def test_bad_generative_flags_are_one_clear_error(tmp_path):
