@@ -47,7 +47,6 @@ class GrpcCall:
         "done",
         "headers_sent",
         "messages",
-        "pending_ack",
         "reader",
         "requests",
         "route",
@@ -62,7 +61,6 @@ class GrpcCall:
         self.reader: MessageReader | None = None
         self.messages: list = []  # a unary call's messages
         self.requests: asyncio.Queue | None = None  # a streaming call's messages, as they complete
-        self.pending_ack = 0  # window bytes of a streaming call's partial message, given back with it
         self.headers_sent = False
         self.done = False  # ended (status queued), or reset
         self.task: asyncio.Task | None = None
@@ -267,22 +265,33 @@ class H2Protocol(asyncio.Protocol):
             except MessageError as exc:
                 self._fail(call, exc.status, str(exc))
                 return
-        else:
-            # a streaming call's window is given back only as its handler takes the messages (_requests), so a
-            # client that outruns the model is held back by its window
-            call.pending_ack += event.flow_size
-            try:
-                messages = call.reader.feed(event.data)
-            except MessageError as exc:
-                self._fail(call, exc.status, str(exc))
+            if len(call.messages) > 1:
+                self._fail(call, Status.INTERNAL, "a unary call needs exactly one request message")
                 return
-            if messages:
-                for message in messages[:-1]:
-                    call.requests.put_nowait((message, 0))
-                call.requests.put_nowait((messages[-1], call.pending_ack))
-                call.pending_ack = 0
+        else:
+            self._stream_data(call, event)
+            if call.done:
+                return
         if event.end_stream:
             self._remote_end(call)
+
+    def _stream_data(self, call: GrpcCall, event: DataReceived) -> None:
+        """A streaming call's DATA. The bytes of a message still arriving are given back at once (a message
+        may be larger than the window); those of complete messages only as the handler takes them
+        (_requests), so a client that outruns the model is held back by its window, and one that sends past
+        it anyway gets FLOW_CONTROL_ERROR."""
+        data = event.data
+        try:
+            messages = call.reader.feed(data)
+        except MessageError as exc:
+            self._fail(call, exc.status, str(exc))
+            return
+        partial = min(call.reader.buffered, len(data))  # this frame's bytes of the message still arriving
+        self.h2.acknowledge_stream(call.stream, event.flow_size - len(data) + partial)  # padding too
+        if messages:
+            for message in messages[:-1]:
+                call.requests.put_nowait((message, 0))
+            call.requests.put_nowait((messages[-1], len(data) - partial))
 
     def _remote_end(self, call: GrpcCall) -> None:
         route = call.route

@@ -67,7 +67,7 @@ class H2Connection(FrameHandlers, Output):
         self._last_frame = self._now
         self._resets = Budget(limits.reset_burst, limits.reset_rate_per_s, self._now)
         self._empty = Budget(limits.empty_frame_burst, limits.empty_frame_rate_per_s, self._now)
-        self._settings = Budget(limits.settings_burst, limits.settings_rate_per_s, self._now)
+        self._control = Budget(limits.control_burst, limits.control_rate_per_s, self._now)
         self._handlers = {
             frames.DATA: self._on_data,
             frames.HEADERS: self._on_headers,
@@ -195,6 +195,11 @@ class H2Connection(FrameHandlers, Output):
         if not self._empty.spend(self._now):
             self.counters.empty_frames += 1
             raise ConnectionError(frames.ENHANCE_YOUR_CALM, "too many frames that carry nothing")
+
+    def _spend_control(self, kind: str) -> None:
+        if not self._control.spend(self._now):
+            self.counters.control_frames += 1
+            raise ConnectionError(frames.ENHANCE_YOUR_CALM, f"{kind} flood")
 
     def _queue_control(self, frame: bytes) -> None:
         self._control_backlog += 1

@@ -33,8 +33,8 @@ class Limits:
     reset_rate_per_s: float = 1000.0
     empty_frame_burst: int = 1000  # frames that carry nothing: empty DATA / CONTINUATION, PRIORITY, unknown
     empty_frame_rate_per_s: float = 1000.0  # types (CVE-2019-9518, -9516)
-    settings_burst: int = 1000  # SETTINGS frames (each may touch every stream's window, CVE-2019-9515)
-    settings_rate_per_s: float = 100.0
+    control_burst: int = 1000  # PING and SETTINGS frames, which each ask for an ack (CVE-2019-9512, -9515;
+    control_rate_per_s: float = 100.0  # a SETTINGS may also touch every stream's window)
 
     # --- output the peer can make us hold ---
     max_control_backlog: int = 1000  # PING / SETTINGS acks queued while the peer does not read (9512, 9515)
@@ -75,7 +75,7 @@ class LimitCounters:
         "header_list",
         "refused_streams",
         "resets",
-        "settings",
+        "control_frames",
         "table_size_updates",
         "write_timeout",
     )

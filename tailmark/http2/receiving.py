@@ -159,9 +159,7 @@ class FrameHandlers:
             return
         if len(payload) % 6:
             raise ConnectionError(frames.FRAME_SIZE_ERROR, "malformed SETTINGS")
-        if not self._settings.spend(self._now):
-            self.counters.settings += 1
-            raise ConnectionError(frames.ENHANCE_YOUR_CALM, "SETTINGS flood")
+        self._spend_control("SETTINGS")
         for key, value in frames.parse_settings(payload):
             if key == frames.INITIAL_WINDOW_SIZE:
                 if value > frames.MAX_WINDOW:
@@ -194,6 +192,7 @@ class FrameHandlers:
         if len(payload) != 8:
             raise ConnectionError(frames.FRAME_SIZE_ERROR, "PING payload must be 8 bytes")
         if not flags & frames.ACK:
+            self._spend_control("PING")
             self._queue_control(frames.frame(frames.PING, frames.ACK, 0, payload))
 
     def _on_goaway(self, flags: int, stream_id: int, payload: bytes) -> None:
