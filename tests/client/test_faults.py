@@ -25,7 +25,7 @@ def one_line(stderr: str) -> str:
 def test_unreachable_endpoint(tmp_path):
     run = tailmark(
         "run", "--target", "127.0.0.1:1", "--model", "m", "--scenario", "single-stream", "--connect-timeout", "1",
-        "--out", str(tmp_path / "r"),
+        "--out", str(tmp_path / "r"), "--no-calibration",
     )  # fmt: skip
     assert run.returncode == 1
     assert "cannot connect to 127.0.0.1:1" in one_line(run.stderr)
@@ -45,7 +45,7 @@ def test_unknown_model(server, tmp_path):
 def test_tls_against_a_plain_text_server(server, tmp_path):
     run = tailmark(
         "run", "--target", server.target, "--model", "identity", "--scenario", "single-stream", "--tls",
-        "--connect-timeout", "2",
+        "--connect-timeout", "2", "--no-calibration",
     )  # fmt: skip
     assert run.returncode == 1
     line = one_line(run.stderr)
@@ -73,7 +73,7 @@ def test_malformed_trace_names_file_and_line(server, tmp_path):
     trace.write_text('{"format": "tailmark-trace", "version": 1, "time_unit": "ms"}\n{"t": 0}\n{"t": "soon"}\n')
     run = tailmark(
         "run", "--target", server.target, "--model", "identity", "--scenario", "trace", "--trace", str(trace),
-        "--warmup", "0", "--out", str(tmp_path / "r"),
+        "--warmup", "0", "--out", str(tmp_path / "r"), "--no-calibration",
     )  # fmt: skip
     assert run.returncode == 1
     assert f"{trace}:3:" in one_line(run.stderr)
@@ -144,7 +144,8 @@ def test_server_that_dies_mid_run(test_repository, tmp_path):
 
 def test_invalid_result_exits_zero_unless_asked(server, tmp_path):
     base = ["run", "--target", server.target, "--model", "identity", "--scenario", "single-stream", "--duration", "1",
-            "--warmup", "0", "--min-queries", "100000", "--max-duration", "1", "--no-progress"]  # fmt: skip
+            "--warmup", "0", "--min-queries", "100000", "--max-duration", "1", "--no-progress",
+            "--no-calibration"]  # fmt: skip
     plain = tailmark(*base, "--out", str(tmp_path / "a"))
     assert plain.returncode == 0, plain.stderr
     assert results(tmp_path / "a")["scenarios"][0]["result"] == "INVALID"

@@ -16,7 +16,7 @@ from tailmark.client.samples import random_pool
 from tailmark.protos import inference_pb2 as pb
 
 QUICK = ("--scenario", "server", "--target-qps", "100", "--duration", "1", "--min-queries", "50", "--warmup", "0",
-         "--no-progress")  # fmt: skip
+         "--no-progress", "--no-calibration")  # fmt: skip
 
 
 def one_line(stderr: str) -> str:

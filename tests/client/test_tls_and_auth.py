@@ -20,6 +20,7 @@ def quick(target: str, out, *extra: str):
     return tailmark(
         "run", "--target", target, "--model", "identity", "--scenario", "single-stream", "--duration", "0.5",
         "--warmup", "0", "--min-queries", "10", "--out", str(out), "--no-progress", "--connect-timeout", "3", *extra,
+        "--no-calibration",
     )  # fmt: skip
 
 

@@ -18,7 +18,7 @@ def test_classes_and_deadlines_from_a_trace(server, tmp_path):
     out = tmp_path / "run"
     run = tailmark(
         "run", "--target", server.target, "--model", "sleep", "--scenario", "trace", "--trace", str(trace),
-        "--warmup", "0", "--out", str(out), "--no-progress",
+        "--warmup", "0", "--out", str(out), "--no-progress", "--no-calibration",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     classes = scenario(results(out), "trace")["classes"]

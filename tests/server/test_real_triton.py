@@ -106,7 +106,7 @@ def test_the_tailmark_client_drives_real_triton(triton, tmp_path, transport):
     out = tmp_path / "run"
     target = triton.http_target if transport == "http" else triton.target
     run = tailmark(
-        "run", "--target", target, "--model", "identity", "--scenario", "single-stream",
+        "run", "--no-calibration", "--target", target, "--model", "identity", "--scenario", "single-stream",
         "--shape", "INPUT0:16", "--duration", "1", "--warmup", "0.2", "--min-queries", "50",
         "--out", str(out), "--no-progress", "--transport", transport, timeout_s=300,
     )  # fmt: skip
@@ -203,7 +203,7 @@ def test_a_server_scenario_over_rest_is_valid(triton, tmp_path):
     server-side breakdown comes from Triton's REST statistics."""
     out = tmp_path / "run"
     run = tailmark(
-        "run", "--target", triton.http_target, "--model", "identity", "--scenario", "server",
+        "run", "--no-calibration", "--target", triton.http_target, "--model", "identity", "--scenario", "server",
         "--target-qps", "250", "--shape", "INPUT0:16", "--duration", "3", "--warmup", "0.2",
         "--min-queries", "600", "--latency-bound-ms", "50", "--out", str(out), "--no-progress",
         "--transport", "http", "--connections", "4",

@@ -57,7 +57,7 @@ def test_a_run_refuses_the_trace_in_one_line(server, write, tmp_path):
     path = write("t.jsonl", HEADER + rows + '{"t": 9, "class": "x/y"}\n')
     run = tailmark(
         "run", "--target", server.target, "--model", "identity", "--scenario", "trace", "--trace", str(path),
-        "--warmup", "0", "--out", str(tmp_path / "r"), "--no-progress",
+        "--warmup", "0", "--out", str(tmp_path / "r"), "--no-progress", "--no-calibration",
     )  # fmt: skip
     assert run.returncode == 1, run.stderr
     assert f"{path}:7: class 'x/y' contains '/'" in run.stderr
