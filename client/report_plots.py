@@ -54,9 +54,13 @@ def _spectrum_points(dist: dict[str, Any]) -> list[tuple[float, float]]:
 
 
 def _plain_log(ax: Any) -> None:
-    """A log y axis labelled 0.1, 1, 10 rather than 10^-1, 10^0, 10^1."""
+    """A log y axis labelled 0.1, 1, 10 rather than 10^-1, 10^0, 10^1; a linear one when the data spans less than
+    a decade and a half (a log axis would show no label at all)."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
+    low, high = ax.dataLim.y0, ax.dataLim.y1
+    if low > 0 and high / low < 30:
+        return
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
@@ -114,7 +118,7 @@ def send_lag_png(plt: Any, scenario: ScenarioDoc) -> str | None:
         ax.axhline(bound, color="grey", linestyle=":", label=f"send-lag bound {bound:g} ms (p99)")
     _percentile_axis(ax, classes[ALL]["query_count"])
     _plain_log(ax)
-    ax.set_ylabel("send lag (ms, log)")
+    ax.set_ylabel("send lag (ms)")
     ax.set_title(f"{_label(scenario)}: send lag (intended → sent) by percentile")
     ax.legend(fontsize="small")
     return png(plt, fig)
@@ -156,7 +160,7 @@ def timeline_png(
         per_s = scenario["throughput_per_s"]
         middle.step(range(1, len(per_s) + 1), per_s, where="pre")
     _plain_log(top)
-    top.set_ylabel("intended → done\nms (log)" if scenario["settings"].get("latency_from") != "sent" else "ms (log)")
+    top.set_ylabel("intended → done, ms" if scenario["settings"].get("latency_from") != "sent" else "sent → done, ms")
     top.set_title(f"{_label(scenario)}: latency over time (interval log) and what the host did")
     if latency:
         top.legend(fontsize="x-small", loc="upper left")
@@ -178,7 +182,7 @@ def timeline_png(
     if bound:
         bottom.axhline(bound, color="grey", linestyle="--", linewidth=0.8, label=f"send-lag bound {bound:g} ms")
     _plain_log(bottom)
-    bottom.set_ylabel("lateness\nms (log)")
+    bottom.set_ylabel("lateness, ms")
     if bottom.get_legend_handles_labels()[0]:
         bottom.legend(fontsize="x-small", loc="upper left")
     for ax in axes:
