@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tailmark.client.dispatcher import Dispatcher, Stop, Window
+from tailmark.client.errors import ConfigError, TailmarkError
 from tailmark.client.recorder import Recorder
 from tailmark.client.samples import SamplePool, file_pool, random_pool
 from tailmark.client.settings import EffectiveSettings, Scenario
@@ -90,11 +91,17 @@ async def open_routes(
             for spec in settings.classes or ():
                 where = spec.target or target
                 if where not in raw:
-                    raw[where] = await connect(where)
+                    try:
+                        raw[where] = await connect(where)
+                    except TailmarkError as exc:
+                        raise ConfigError(f"traffic class {spec.name}: {exc}") from None
                     routes.opened.append(raw[where])
                 key = (where, spec.model or model, spec.model_version if spec.model_version is not None else version)
                 if key not in infos:
-                    info = await raw[where].model_info(key[1], key[2])
+                    try:
+                        info = await raw[where].model_info(key[1], key[2])
+                    except TailmarkError as exc:  # name the class whose model or target is wrong
+                        raise ConfigError(f"traffic class {spec.name}: {exc}") from None
                     infos[key] = (check(raw[where], info), info)
                 checked, info = infos[key]
                 own_model = key[1] == model and where == target

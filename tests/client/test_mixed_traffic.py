@@ -211,3 +211,15 @@ def test_class_schedules_from_every_process(tmp_path):
     assert (specs[3].slo_percentile, specs[3].slo_bound_ms) == (99.9, 2000.0)
     # results.json records each class in the run file's own keys, and they read back the same
     assert parse_classes([s.to_dict() for s in specs]) == specs
+
+
+def test_a_class_naming_a_model_the_target_lacks_is_refused_in_one_line(server, tmp_path):
+    classes = [{"name": "probe", "model": "nope", "arrival": {"process": "fixed", "rate_qps": 1}}]
+    out = tmp_path / "run"
+    run = tailmark(
+        "run", "--target", server.target, "--model", "identity", "--config", _run_file(tmp_path, classes),
+        "--out", str(out), "--no-progress", "--no-calibration", "--no-host-probe",
+    )  # fmt: skip
+    assert run.returncode == 2 and not out.exists()
+    assert run.stderr.strip().startswith("tailmark run: traffic class probe: ") and "'nope'" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
