@@ -229,7 +229,8 @@ def _add_connection_args(parser: argparse.ArgumentParser) -> None:
         choices=TRANSPORTS,
         default="h2",
         help="h2: tailmark's own HTTP/2 gRPC client (default; 3-4x less CPU per request); grpc: grpc.aio; "
-        "http: KServe-v2 REST over HTTP/1.1 (--target http://HOST:PORT)",
+        "http: KServe-v2 REST over HTTP/1.1 (--target http://HOST:PORT); openai: OpenAI-compatible completions "
+        "or chat, with token timings (--target http://HOST:PORT, --api; README 'Generative endpoints')",
     )
     parser.add_argument(
         "--connections",
