@@ -91,6 +91,8 @@ GENERATIVE_FAMILIES = (
     ("tailmark_llm_requests_waiting", "gauge", "Sequences waiting for a batch slot", lambda e: len(e.waiting)),
     ("tailmark_llm_prompt_tokens_total", "counter", "Input tokens admitted", lambda e: e.prompt_tokens_total),
     ("tailmark_llm_generation_tokens_total", "counter", "Tokens generated", lambda e: e.generation_tokens_total),
+    ("tailmark_llm_steps_total", "counter", "Scheduler steps", lambda e: e.steps_total),
+    ("tailmark_llm_steps_late_total", "counter", "Steps over 1 ms late on the model", lambda e: e.steps_late_total),
 )
 
 

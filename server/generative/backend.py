@@ -8,6 +8,7 @@ from tailmark.protos import model_config_pb2 as mc
 from tailmark.server.backends.base import Tensors
 from tailmark.server.generative.engine import Engine
 from tailmark.server.generative.settings import GenerativeSettings
+from tailmark.server.generative.tokenizer import text_seed, token_texts
 from tailmark.server.stats import ModelStats
 
 
@@ -17,6 +18,7 @@ class GenerativeBackend:
     def __init__(self, config: mc.ModelConfig) -> None:
         self.name = config.name
         self.settings = GenerativeSettings.from_config(config)
+        token_texts(text_seed(self.settings.seed, 0, ""), 1)  # numpy's first seeding costs ~50 ms: not in a request
         self.engine: Engine | None = None  # made by bind(): it needs the loaded model's statistics
 
     def bind(self, stats: ModelStats) -> Engine:

@@ -7,7 +7,10 @@ in the step its next token: the admitted ones their first. Arrivals during a ste
 on a real server. The simulated clock runs back to back (a step starts when the last one was due to end, not
 when the loop got round to it), so the time spent handing out tokens does not add to the gaps, and a step
 that ends late is followed by one that ends on time: the token rate stays the model's. Only a loop more than
-a whole step late restarts the clock from now (that time is lost, as on a real server that stalls).
+a whole step late restarts the clock from now (that time is lost, as on a real server that stalls). A batch
+that was idle starts from its first arrival, so the scheduler's own wake-up is not charged to the first token.
+Steps that still end more than 1 ms late are counted (``steps_late_total``): the host was too busy for the
+model to hold, which a client checking its measurements against the model must know.
 
 asyncio's timers fire up to ~1 ms late (epoll and libuv count milliseconds), too coarse for 5 ms tokens:
 each step sleeps on the loop until ~1.5 ms before it ends, then finishes with a blocking ``time.sleep``
@@ -32,6 +35,7 @@ from tailmark.server.stats import ModelStats
 log = logging.getLogger(__name__)
 
 BLOCKING_TAIL_S = 0.0015
+LATE_NS = 1_000_000
 
 
 @dataclass(eq=False)
@@ -73,6 +77,8 @@ class Engine:
         self.running: list[Sequence] = []
         self.prompt_tokens_total = 0  # of admitted sequences
         self.generation_tokens_total = 0
+        self.steps_total = 0
+        self.steps_late_total = 0  # ended more than LATE_NS after the model's time: the host was too busy
         self._admitted = itertools.count(1)
         self._rng = np.random.default_rng([settings.seed, 2])
         self._wake: asyncio.Event | None = None
@@ -137,10 +143,14 @@ class Engine:
             decoding = list(self.running)
             admitted = self._admit(now)
             step_ns = round(self._step_ms(admitted, len(decoding)) * 1e6)
-            # back to back while the batch goes on and the loop is less than a step late; else from now
-            start_ns = clock_ns if decoding and now - clock_ns < step_ns else now
+            if decoding:  # back to back while the batch goes on and the loop is less than a step late
+                start_ns = clock_ns if now - clock_ns < step_ns else now
+            else:  # from the first arrival (after the step in progress then), not from the scheduler's wake-up
+                start_ns = max(clock_ns, min(s.arrival_ns for s in admitted), now - step_ns)
             clock_ns = start_ns + step_ns
             await _sleep_until(clock_ns)
+            self.steps_total += 1
+            self.steps_late_total += time.perf_counter_ns() - clock_ns > LATE_NS
             for sequence in decoding + admitted:
                 if not sequence.cancelled:
                     self._emit(sequence)
