@@ -177,7 +177,8 @@ def merge_inputs(
         if unreadable:
             raise MergeError(unreadable[0][1])
         return merge_runs(parts)
-    others = [str(p.source) for p in parts if _shard_info(p) is None]
+    unreadable += [(p.source, "no results.json beside its histograms") for p in parts if p.results is None]
+    others = [str(p.source) for p in parts if p.results is not None and _shard_info(p) is None]
     if others:
         raise MergeError(f"{', '.join(others)}: not a shard (no --shard); merge the shards of one run together")
     return merge_shards(_shard_set(shards, unreadable, expected_count), start_tolerance_s)
@@ -262,10 +263,11 @@ def _problems(shards: ShardSet, runs, name: str, position: int, tolerance_s: flo
         if name not in runs[i]:
             problems.append(f"shard {label} ({source}) has no {name} result: it stopped before it")
             continue
-        complete = part.results is not None and part.results["complete"]
-        if not complete and listed[-1] == name:
-            why = (part.results or {}).get("interrupted") or "it did not finish"
-            problems.append(f"shard {label} ({source}) is partial during {name}: {why}")
+        # an interrupted run's last scenario is its partial window; one that died without a word (killed) has
+        # whole scenarios up to its last write, and lacks the rest
+        interrupted = part.results is not None and part.results["interrupted"]
+        if interrupted and listed[-1] == name:
+            problems.append(f"shard {label} ({source}) is partial during {name}: {interrupted}")
         entries = [e for e in info.get("scenarios", []) if e["scenario"] == name]
         if entries:
             starts[i] = entries[0]["schedule_start_unix_s"]
