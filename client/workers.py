@@ -184,7 +184,8 @@ def run_workers(plan, args: argparse.Namespace) -> int:
     from tailmark.client.merge import summary
     from tailmark.client.report import console_table
 
-    print(console_table(doc))
+    if doc is not None:
+        print(console_table(doc))
     print(summary(merged))
     print(f"results: {out}/results.json  report: {out}/report.html", file=sys.stderr)
     if any(code == 130 for code in codes):

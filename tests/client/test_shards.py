@@ -24,7 +24,7 @@ import pytest
 from support.repository import sleep_config
 from support.runcli import results, tailmark
 from support.serve import ServerProcess
-from tailmark.cli import main
+from tailmark.cli import build_parser, main
 from tailmark.client.clock_check import date_offset, offset_bounds
 from tailmark.client.dispatcher import Dispatcher, Stop
 from tailmark.client.errors import ConfigError
@@ -35,6 +35,7 @@ from tailmark.client.schedule import poisson
 from tailmark.client.shard_merge import evidence_from_doc
 from tailmark.client.shards import READY, Shard, iso, parse_shard, parse_start_at
 from tailmark.client.transport import ModelInfo, NullTransport, TensorInfo
+from tailmark.client.workers import PARENT_ONLY, child_argv
 from tailmark.server.default_repository import write_model
 
 MS = 1_000_000
@@ -106,6 +107,18 @@ def test_flag_values_are_parsed_or_refused() -> None:
             parse_shard(bad)
     with pytest.raises(ConfigError, match="ISO 8601"):
         parse_start_at("noon")
+
+
+def test_workers_give_their_shards_every_run_flag() -> None:
+    argv = ["run", "--target", "h:1", "--model", "m", "--scenario", "server", "--scenario", "poisson",
+            "--target-qps", "100", "--shape", "INPUT0:4", "--header", "a: b", "--tls", "--connections", "3",
+            "--no-host-probe", "--workers", "2", "--cpus", "0,1", "--out", "x", "--fail-on-invalid"]  # fmt: skip
+    args = build_parser().parse_args(argv)
+    again = build_parser().parse_args(["run", *child_argv(args)])
+    for key, value in vars(args).items():
+        if key not in PARENT_ONLY and key != "split_parser":
+            assert getattr(again, key) == value, key
+    assert (again.workers, again.out, again.fail_on_invalid) == (None, None, False)
 
 
 def test_clock_offset_bounds_narrow_at_a_second_boundary() -> None:
