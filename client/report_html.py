@@ -34,6 +34,7 @@ from tailmark.client.report import (
     _rows,
     _sent_legend,
 )
+from tailmark.client.report_tokens import token_table_html
 from tailmark.client.results import ResultsDoc, ScenarioDoc, write_atomic
 from tailmark.client.timeline import FILE_NAME as TIMELINE
 from tailmark.client.timeline import Slice, around_window, read_slices
@@ -109,22 +110,35 @@ _SECTIONS: dict[tuple[str, int], tuple[str, str]] = {}
 
 
 def _scenario_section(plt: Any, index: int, key: str, scenario: ScenarioDoc, files: RunFiles, doc: ResultsDoc) -> str:
+    window = (scenario.get("evidence") or {}).get("window_in_log_s")
+    window = tuple(window) if window else None
+    latency = around_window(files.latency.get(key, []), window)  # the log keeps adding empty intervals after it
+    lag = around_window(files.send_lag.get(key, []), window)
+    args = (plt, index, scenario, files, doc, latency, lag, window)
     if files.folder is None:
-        return _draw_section(plt, index, key, scenario, files, doc)
+        return _draw_section(*args)
     scraped = (files.metrics or {}).get("scenarios") or []
-    shown = [scenario, len(files.latency.get(key, ())), len(files.send_lag.get(key, ()))]
+    shown = [scenario, [(s.start_s, s.count) for s in latency], [(s.start_s, s.count) for s in lag]]
     shown += [scraped[index] if index < len(scraped) else None, plt is None]
-    seen = json.dumps(shown, sort_keys=True, default=str)
-    fingerprint = hashlib.sha256(seen.encode()).hexdigest()
+    fingerprint = hashlib.sha256(json.dumps(shown, sort_keys=True, default=str).encode()).hexdigest()
     cached = _SECTIONS.get((str(files.folder), index))
     if cached is not None and cached[0] == fingerprint:
         return cached[1]
-    section = _draw_section(plt, index, key, scenario, files, doc)
+    section = _draw_section(*args)
     _SECTIONS[(str(files.folder), index)] = (fingerprint, section)
     return section
 
 
-def _draw_section(plt: Any, index: int, key: str, scenario: ScenarioDoc, files: RunFiles, doc: ResultsDoc) -> str:
+def _draw_section(
+    plt: Any,
+    index: int,
+    scenario: ScenarioDoc,
+    files: RunFiles,
+    doc: ResultsDoc,
+    latency: list[Slice],
+    lag: list[Slice],
+    window: tuple[float, float] | None,
+) -> str:
     esc = html.escape
     total = scenario["classes"]["all"]
     parts = [f"<h2 id='s{index}'>{esc(_label(scenario))}: <span class='{total['verdict']['result']}'>"
@@ -134,10 +148,6 @@ def _draw_section(plt: Any, index: int, key: str, scenario: ScenarioDoc, files: 
         parts.append(f"<pre>{esc(notes)}</pre>")
     if plt is None:
         return "".join(parts)
-    window = (scenario.get("evidence") or {}).get("window_in_log_s")
-    window = tuple(window) if window else None
-    latency = around_window(files.latency.get(key, []), window)
-    lag = around_window(files.send_lag.get(key, []), window)
     figures = [
         _img("latency by percentile per traffic class", report_plots.spectrum_png(plt, scenario)),
         _img("send lag by percentile", report_plots.send_lag_png(plt, scenario)),
@@ -179,6 +189,7 @@ def html_report(doc: ResultsDoc, *, plots: bool = True, folder: Path | None = No
     links = "".join(f"<a href='#s{i}'>{esc(_label(s))}</a>" for i, s in enumerate(doc["scenarios"]))
     parts.append(f"<nav>scenarios: {links}<a href='#breakdown'>where the time went</a></nav>")
     parts.append(_summary_table(doc))
+    parts.append(token_table_html(doc))  # generative runs (client/report_tokens.py)
     parts += [f"<p class='legend'>{esc(line)}</p>" for line in _sent_legend(doc)]
     run_notes = [f"endpoint: {note}" for note in (target or {}).get("notes") or []] + _calibration_lines(doc)
     if doc.get("repeats"):

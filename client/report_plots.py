@@ -59,7 +59,7 @@ def _plain_log(ax: Any) -> None:
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     low, high = ax.dataLim.y0, ax.dataLim.y1
-    if low > 0 and high / low < 30:
+    if math.isfinite(low) and math.isfinite(high) and low > 0 and high / low < 30:
         return
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
