@@ -22,7 +22,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -77,7 +77,11 @@ def iso(unix_s: float) -> str:
 SPLITTABLE = frozenset({Scenario.SERVER, Scenario.POISSON, Scenario.FIXED_INTERVAL, Scenario.TRACE, Scenario.OFFLINE})
 
 
-def refuse_unsplittable(scenarios: Iterable[EffectiveSettings], flag: str) -> None:
+def refuse_unsplittable(scenarios: Sequence[EffectiveSettings], flag: str) -> None:
+    if len(scenarios) > 1:  # the common instant starts the first; nothing would line the shards up for the next
+        names = ", ".join(str(s.scenario) for s in scenarios)
+        raise ConfigError(f"{flag}: {len(scenarios)} scenarios ({names}); a split run measures one scenario, started "
+                          "by every shard at the common instant: make one split run per scenario")  # fmt: skip
     for s in scenarios:
         if s.scenario in SPLITTABLE:
             continue

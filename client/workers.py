@@ -131,6 +131,7 @@ def child_argv(args: argparse.Namespace) -> list[str]:
 
 def run_workers(plan, args: argparse.Namespace) -> int:
     """Start the shards, wait for them, merge them into ``--out``; the exit code of the merged run."""
+    from tailmark.client.merge import MergeError
     from tailmark.client.shard_merge import merge_inputs, write_run_dir
     from tailmark.client.shards import STDIN, iso, parse_start_at, refuse_unsplittable
 
@@ -179,7 +180,13 @@ def run_workers(plan, args: argparse.Namespace) -> int:
         if code != 0:
             tail = (shards_dir / f"shard-{i}.log").read_text(errors="replace").strip().splitlines()[-3:]
             print(f"tailmark run: shard {i}/{count} exited {code}: " + " | ".join(tail), file=sys.stderr)
-    merged = merge_inputs(dirs, expected_count=count)
+    try:
+        merged = merge_inputs(dirs, expected_count=count)
+    except MergeError:
+        if any(code == 130 for code in codes):  # interrupted before any shard had written a result
+            print("tailmark run: interrupted; no shard had a result to keep", file=sys.stderr)
+            return 130
+        raise
     doc = write_run_dir(merged, out)
     from tailmark.client.merge import summary
     from tailmark.client.report import console_table
