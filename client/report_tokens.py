@@ -77,3 +77,22 @@ def token_csv_row(c) -> dict:
         token_source="+".join(sorted(tokens["token_source"]["output"])),
     )  # fmt: skip
     return row
+
+
+def token_table_html(doc) -> str:
+    """The token table for report.html ("" without token timings)."""
+    import html
+
+    rows = token_rows(doc)
+    if not rows:
+        return ""
+    head = "".join(f"<th class='{'t' if i < 2 else ''}'>{html.escape(h)}</th>" for i, h in enumerate(HEADER))
+    body = "".join(
+        "<tr>" + "".join(f"<td class='{'t' if i < 2 else ''}'>{html.escape(v)}</td>" for i, v in enumerate(r)) + "</tr>"
+        for r in rows
+    )
+    return (
+        "<h3>Token latencies</h3><table><tr>" + head + "</tr>" + body + "</table><p class='legend'>ms; TTFT from the "
+        "intended send, TTFT sent from the send (the difference is the client's own queueing); ITL every gap; TPOT "
+        "per request, the first token excluded (docs/generative.md)</p>"
+    )

@@ -170,6 +170,7 @@ def test_run_over_openai_transport_measures_ttft_and_itl_as_served(tmp_path):
     with (out / "summary.csv").open() as f:
         row = next(r for r in csv.DictReader(f) if r["traffic_class"] == "all")
     assert float(row["ttft_p50_ms"]) == ttft["p50"] and row["token_source"] == "usage"
+    assert "<h3>Token latencies</h3>" in (out / "report.html").read_text()
 
 
 def test_bad_generative_flags_are_one_clear_error(tmp_path):
