@@ -178,3 +178,37 @@ def test_kserve_routes_beside_v1(port):
     numbers = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [2], "data": [1.5, 2.5]}]}
     answered = _post(port, "/v2/models/identity/infer", numbers)
     assert answered.status == 200 and answered.json()["outputs"][0]["data"] == [1.5, 2.5]
+
+
+def test_the_official_openai_client_reads_every_route(port):
+    """OpenAI's own Python SDK (pydantic models of every object) against the server, when installed."""
+    openai = pytest.importorskip("openai", reason="the openai package is not installed (pip install 'tailmark[test]')")
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=TOKEN, max_retries=0, timeout=30)
+    try:
+        assert sorted(model.id for model in client.models.list()) == ["fast", "synth-llm"]
+        whole = client.completions.create(model="synth-llm", prompt="Hello", max_tokens=5, seed=3)
+        stream = client.completions.create(
+            model="synth-llm", prompt="Hello", max_tokens=5, seed=3, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = list(stream)
+        assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
+        assert chunks[-1].usage == whole.usage and whole.usage.completion_tokens == 5
+
+        messages = [{"role": "user", "content": "Hello"}]
+        chat = client.chat.completions.create(model="fast", messages=messages, max_completion_tokens=4, seed=1,
+                                              extra_body={"ignore_eos": True})  # fmt: skip
+        assert chat.choices[0].message.role == "assistant" and chat.usage.completion_tokens == 4
+        streamed = client.chat.completions.create(model="fast", messages=messages, max_completion_tokens=4, seed=1,
+                                                  extra_body={"ignore_eos": True}, stream=True)  # fmt: skip
+        text = "".join(c.choices[0].delta.content or "" for c in streamed)
+        assert text == chat.choices[0].message.content
+
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.completions.create(model="nope", prompt="x")
+        assert missing.value.code == "model_not_found"
+        with pytest.raises(openai.BadRequestError):
+            client.completions.create(model="fast", prompt="x", max_tokens=500)
+        with pytest.raises(openai.AuthenticationError):
+            client.with_options(api_key="wrong").models.list()
+    finally:
+        client.close()
