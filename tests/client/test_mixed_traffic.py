@@ -105,7 +105,7 @@ def test_goodput_from_a_traces_deadlines(server, tmp_path):
     out = tmp_path / "run"
     run = tailmark(
         "run", "--target", server.target, "--model", "sleep", "--scenario", "trace", "--trace", str(trace),
-        "--warmup", "0", "--out", str(out), "--no-progress", "--no-calibration",
+        "--warmup", "0", "--out", str(out), "--no-progress", "--no-calibration", "--no-host-probe",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     classes = scenario(results(out), "trace")["classes"]
@@ -122,7 +122,7 @@ def test_goodput_from_the_request_slo_flag(server, tmp_path):
     run = tailmark(
         "run", "--target", server.target, "--model", "sleep", "--scenario", "fixed-interval", "--target-qps", "10",
         "--duration", "2", "--warmup", "0", "--min-queries", "10", "--request-slo", "45ms", "--out", str(out),
-        "--no-progress", "--no-calibration",
+        "--no-progress", "--no-calibration", "--no-host-probe",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     doc = scenario(results(out), "fixed-interval")
