@@ -465,7 +465,7 @@ async def _measure(
     from tailmark.client.results import RunResult
     from tailmark.client.run import Run, TargetLost
     from tailmark.client.samples import file_pool, random_pool
-    from tailmark.client.workers import clock_url_for, shard_for
+    from tailmark.client.workers import shard_clock, shard_for
 
     stability = _stability_settings(args)  # a bad value is refused before anything starts
     shard = shard_for(args, plan)  # --shard I/N --start-at T, or None
@@ -524,9 +524,7 @@ async def _measure(
             for line in calibration.advice(own):
                 print(f"tailmark run: warning: {line}", file=sys.stderr, flush=True)
         if shard is not None:
-            from tailmark.client.clock_check import clock_record
-
-            shard.record["clock"] = await asyncio.to_thread(clock_record, clock_url_for(args, target))
+            shard.record["clock"] = await asyncio.to_thread(shard_clock, args, target)
             environment["shard"] = shard.record  # filled in as each scenario starts
             if shard.start_at_s is None:  # --start-at stdin (--workers): ready now; the parent sends the instant
                 await asyncio.to_thread(shard.read_start, sys.stdin, sys.stderr)

@@ -79,10 +79,18 @@ def shard_for(args: argparse.Namespace, plan) -> Shard | None:
     return shard
 
 
+def shard_clock(args: argparse.Namespace, target: str) -> dict:
+    """What this shard can learn of its clock (client/clock_check.py); nothing for --workers' children, which
+    share one host's clock."""
+    from tailmark.client.clock_check import clock_record
+
+    if getattr(args, "clock_url", None) == SAME_HOST:
+        return {"kernel": None, "date_source": None, "date_offset": None, "note": "one host, one clock (--workers)"}
+    return clock_record(clock_url_for(args, target))
+
+
 def clock_url_for(args: argparse.Namespace, target: str) -> str | None:
     url = getattr(args, "clock_url", None)
-    if url == SAME_HOST:
-        return None
     if url:
         return url
     if getattr(args, "metrics_url", None):
