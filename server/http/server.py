@@ -100,8 +100,8 @@ class _Connection(asyncio.Protocol):
         if self.lingering:  # the answer went out; the rest of a refused body is read and dropped
             return
         self.h11.receive_data(data)
-        self._arm()
         if not self.busy:
+            self._arm()
             self._next()
 
     def eof_received(self):
@@ -136,6 +136,8 @@ class _Connection(asyncio.Protocol):
                     return
             elif kind is h11.EndOfMessage:
                 self.busy = True
+                if self.timer is not None:  # computing an answer is not idling (a long generation takes minutes)
+                    self.timer.cancel()
                 task = asyncio.get_running_loop().create_task(self._handle(self.request, b"".join(self.chunks)))
                 if _is_openai(self.request):
                     self.task = task
@@ -166,6 +168,7 @@ class _Connection(asyncio.Protocol):
             self._send(status, extra, answer)
         self.busy = False
         if self.transport is not None and not self.transport.is_closing():
+            self._arm()
             self._next()
 
     def _send(self, status: int, extra: list, body: bytes, last: bool = False) -> None:
@@ -186,12 +189,11 @@ class _Connection(asyncio.Protocol):
 
     async def _stream(self, status: int, extra: list, stream: EventStream) -> None:
         """Write the head now and each chunk as the stream yields it (chunked transfer encoding: no
-        content-length); every chunk re-arms the idle timer, since the client only reads meanwhile."""
+        content-length)."""
         headers = [(b"content-type", stream.content_type), (b"cache-control", b"no-cache"), *extra]
         self.transport.write(self.h11.send(h11.Response(status_code=status, headers=headers)))
         async for data in stream.chunks:
             self.transport.write(self.h11.send(h11.Data(data=data)))
-            self._arm()
         self.transport.write(self.h11.send(h11.EndOfMessage()))
         self._next_cycle()
 
