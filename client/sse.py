@@ -44,10 +44,11 @@ class SseEvent(NamedTuple):
 class SseParser:
     """Feed it the body's bytes in any split; it returns each event once its blank line has arrived."""
 
-    __slots__ = ("_at_start", "_data", "_event", "_fields", "_id", "_partial", "_skip_lf", "events")
+    __slots__ = ("_at_start", "_data", "_event", "_fields", "_id", "_partial", "_pieces", "_skip_lf", "events")
 
     def __init__(self) -> None:
         self._partial = b""  # an unfinished line
+        self._pieces: list[bytes] = []  # more of it, from reads that held no line end (joined once, not per read)
         self._data: list[str] = []
         self._event = ""
         self._id = ""
@@ -59,16 +60,24 @@ class SseParser:
     @property
     def mid_event(self) -> bool:
         """Part of an event has arrived and its end has not."""
-        return bool(self._partial) or self._fields
+        return bool(self._partial or self._pieces) or self._fields
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         """The events that ``chunk`` completes, in order (possibly none)."""
+        if not chunk:  # (an empty read must not use up a pending CR's LF)
+            return []
         if self._skip_lf:
             self._skip_lf = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
-        if not chunk:
+                if not chunk:
+                    return []
+        if self._partial and not self._at_start and b"\n" not in chunk and b"\r" not in chunk:
+            self._pieces.append(bytes(chunk))  # a long line arriving over many reads: no quadratic copying
             return []
+        if self._pieces:
+            self._partial += b"".join(self._pieces)
+            self._pieces.clear()
         buffer = self._partial + chunk if self._partial else bytes(chunk)
         if self._at_start:
             if len(buffer) < len(_BOM) and _BOM.startswith(buffer):
@@ -108,5 +117,6 @@ class SseParser:
         """The body ended: ``StreamCut`` if it ended inside an event."""
         if self.mid_event:
             partial = self._partial[:80].decode("utf-8", errors="replace")
-            where = f"inside a line ({partial!r}...)" if self._partial else "before the blank line that ends the event"
+            inside = self._partial or self._pieces
+            where = f"inside a line ({partial!r}...)" if inside else "before the blank line that ends the event"
             raise StreamCut(f"the event stream was cut mid-event: it ended {where}")

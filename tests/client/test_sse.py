@@ -51,6 +51,8 @@ def test_line_endings_crlf_cr_and_a_crlf_split_across_reads():
     assert [e.data for e in parse_all([b"data: a\r\n\r\ndata: b\r\rdata: c\n\n"])] == ["a", "b", "c"]
     # CR at the end of one read, LF first in the next: one line end, not a blank line
     assert [e.data for e in parse_all([b"data: x\r", b"\ndata: y\r\n\r\n"])] == ["x\ny"]
+    # ... and an empty read between the halves changes nothing (found by the property below)
+    assert [e.data for e in parse_all([b"data: x\r", b"", b"\ndata: y\r\n\r\n"])] == ["x\ny"]
 
 
 def test_fields_multi_line_data_event_id_comments_and_bom():
@@ -69,9 +71,21 @@ def test_utf8_split_inside_a_character():
     assert parse_all([body[:9], body[9:12], body[12:]])[0].data == "naïve 日本"
 
 
+def test_a_4_mib_event_over_many_small_reads_is_one_event_and_linear_in_cost():
+    text = "x" * (4 << 20)
+    body = b'data: {"choices": [{"text": "' + text.encode() + b'"}]}\n\ndata: [DONE]\n\n'
+    parser = SseParser()
+    events = []
+    for at in range(0, len(body), 16384):  # 16 KiB reads: 256+ of them inside one line
+        events += parser.feed(body[at : at + 16384])
+    parser.close()
+    assert len(events) == 2 and json.loads(events[0].data)["choices"][0]["text"] == text
+
+
 def test_a_stream_cut_inside_a_line_is_an_error():
     parser = SseParser()
     parser.feed(b'data: {"choices":[{"text":"Hel')
+    parser.feed(b"lo, wor")  # more of the line, with no line end
     with pytest.raises(StreamCut, match="inside a line"):
         parser.close()
 
