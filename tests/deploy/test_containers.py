@@ -117,7 +117,8 @@ def test_compose_pair_on_disjoint_cpus_gives_a_valid_result(images, tmp_path):
         assert cpu_set(cpus) == cpu_set(server["cpuset"])
         command = _with_ports(shlex.split(client["command"]), ports)
         # a short Server scenario instead of the default's four (later flags win)
-        short = ["--scenario", "server", "--target-qps", "200", "--latency-bound-ms", "50", "--duration", "3",
+        # (resnet costs the one server CPU ~6.5 ms a request: 80/s keeps it about half busy)
+        short = ["--scenario", "server", "--target-qps", "80", "--latency-bound-ms", "100", "--duration", "7",
                  "--warmup", "1", "--out", "/runs/pair"]  # fmt: skip
         run = podman("run", "--rm", "--network", "host", "--cpuset-cpus", str(client["cpuset"]),
                      "-v", f"{runs}:/runs", images["client"], *command, *short, check=False)  # fmt: skip
