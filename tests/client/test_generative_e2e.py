@@ -98,3 +98,18 @@ def test_a_stall_shows_in_ttft_from_the_intended_send_not_from_the_send(llm_serv
     assert sent["p90"] < STALL_MS / 4, sent
     assert ttft["p90"] > STALL_MS / 4, ttft
     assert everything["latency_ms"]["send_lag"]["max"] >= STALL_MS / 4  # the queueing is reported, not hidden
+
+
+def test_offline_with_whole_answers(llm_server, tmp_path):
+    """Offline over non-streamed requests: every sample sent at once, each answer's text arriving whole."""
+    doc = _run(
+        llm_server, tmp_path / "offline", "--model", "llm", "--scenario", "offline", "--target-qps", "10",
+        "--duration", "2", "--min-queries", "20", "--output-tokens", "8", "--no-stream", "--warmup", "0",
+    )  # fmt: skip
+    everything = scenario(doc, "offline")["classes"]["all"]
+    tokens = everything["tokens"]
+    assert everything["error_count"] == 0 and tokens["requests"] == everything["ok_count"] >= 20
+    assert tokens["streamed"] == 0 and tokens["latency_ms"]["itl"]["count"] == 0  # no gaps without a stream
+    assert tokens["output_tokens_total"] == 8 * tokens["requests"]
+    # a whole answer's first token is its last: TTFT is the end-to-end latency, to the histogram's resolution
+    assert tokens["latency_ms"]["ttft"]["p50"] == pytest.approx(tokens["latency_ms"]["e2e"]["p50"], rel=0.01)
