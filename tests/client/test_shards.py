@@ -219,7 +219,8 @@ def test_a_late_a_partial_and_a_missing_shard_are_named(fixed_server, tmp_path) 
     for proc in procs:
         proc.stdin.write(f"{start_at!r}\n")
         proc.stdin.close()
-    # shard 2 is started after the common instant (given as ISO 8601, as a Job's spec would): it begins late
+    # shard 2 is started half a second after the common instant (given as ISO 8601, as a Job's spec would)
+    time.sleep(max(start_at + 0.5 - time.time(), 0))
     procs.append(_shard(fixed_server, 2, 4, dirs[2], iso(start_at)))
     time.sleep(max(start_at + 1.0 - time.time(), 0))
     procs[1].send_signal(signal.SIGTERM)  # shard 1 stops mid-window: a partial run
