@@ -97,6 +97,10 @@ def test_stream_shape_usage_and_same_text_as_the_whole_answer(port, route):
 
     plain = _post(port, path, {**body, "stream": True})  # no usage asked for: no usage chunk, no usage field
     assert all("usage" not in c and c["choices"] for c in plain.chunks())
+    options = {"include_usage": True, "continuous_usage_stats": True}  # vLLM's: the usage so far in every chunk
+    running = _post(port, path, {**body, "stream": True, "stream_options": options}).chunks()
+    counts = [c["usage"]["completion_tokens"] for c in running]
+    assert counts == ([0] if route == "chat" else []) + list(range(1, 8)) + [7]
 
 
 def test_the_seed_or_else_the_prompt_decides_the_text(port):
