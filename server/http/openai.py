@@ -169,7 +169,7 @@ class _Request:
 async def _generate(core, body: bytes, chat: bool) -> tuple[int, list, bytes | EventStream]:
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; RecursionError: nested too deep
         raise OpenAIError(400, f"the body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise OpenAIError(400, "the body must be a JSON object")

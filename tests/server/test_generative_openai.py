@@ -140,6 +140,8 @@ def test_ignore_eos_gives_max_tokens_and_the_length_model_otherwise(port):
         ("/v1/completions", {"model": "nope", "prompt": "x"}, 404, "does not exist"),
         ("/v1/completions", {"model": "identity", "prompt": "x"}, 404, "not a generative model"),
         ("/v1/completions", b"{not json", 400, "not valid JSON"),
+        ("/v1/completions", b"[" * 100_000, 400, "not valid JSON"),
+        ("/v1/completions", b'{"model": "\xff"}', 400, "not valid JSON"),
         ("/v1/completions", {"model": "fast", "prompt": 3}, 400, "'prompt'"),
         ("/v1/completions", {"model": "fast", "prompt": ["a", "b"]}, 400, "one prompt per request"),
         ("/v1/completions", {"model": "fast", "prompt": "x", "max_tokens": 0}, 400, "at least 1"),
