@@ -28,11 +28,13 @@ from tailmark.cli import build_parser, main
 from tailmark.client.clock_check import date_offset, offset_bounds
 from tailmark.client.dispatcher import Dispatcher, Stop
 from tailmark.client.errors import ConfigError
-from tailmark.client.recorder import Recorder
-from tailmark.client.results import RunResult
+from tailmark.client.evidence import ScenarioEvidence
+from tailmark.client.recorder import METRICS, Recorder
+from tailmark.client.results import ClassResult, RunResult, ScenarioResult
 from tailmark.client.samples import random_pool
 from tailmark.client.schedule import poisson
-from tailmark.client.shard_merge import evidence_from_doc
+from tailmark.client.settings import Scenario, ScenarioSettings, resolve
+from tailmark.client.shard_merge import evidence_from_doc, merge_inputs
 from tailmark.client.shards import READY, Shard, iso, parse_shard, parse_start_at
 from tailmark.client.transport import ModelInfo, NullTransport, TensorInfo
 from tailmark.client.workers import PARENT_ONLY, child_argv
@@ -134,6 +136,44 @@ def test_evidence_is_read_back_from_results_json() -> None:
     e = evidence_from_doc(doc)
     assert (e.probe_p99_ns, e.probe_max_ns, e.unsent_at_end) == (1_500_000, 2_000_000, 3)
     assert e.client_wait_pct == pytest.approx(2.5)
+
+
+def _shard_dir(root: Path, index: int, cpu_pct: float, lag_ns: int) -> Path:
+    """A shard's run directory as a shard writes it: 300 answers of ~2 ms sent ``lag_ns`` late, and its evidence."""
+    settings = resolve(ScenarioSettings(scenario=Scenario.SERVER, target_qps=200.0, min_duration_s=1.0,
+                                        min_query_count=500, latency_bound_ms=50.0), mlperf=False)  # fmt: skip
+    recorder = Recorder()
+    for k in range(300):
+        recorder.record(("server", "default"), intended_ns=0, sent_ns=lag_ns, done_ns=lag_ns + 2 * MS + k * 1000)
+    histograms = {m: recorder.histogram(("server", "default"), m) for m in METRICS}
+    evidence = ScenarioEvidence(client_cpu_pct=cpu_pct, offered=300, unsent_at_end=0, duration_s=1.5)
+    result = ScenarioResult(settings=settings, classes={"default": ClassResult("default", **histograms)},
+                            duration_s=1.5, client_cpu_pct=cpu_pct, evidence=evidence)  # fmt: skip
+    out = root / f"shard-{index}"
+    out.mkdir()
+    shard = Shard(index, 2, 1796558400.0)
+    shard.record["started_late_s"] = 0.002
+    RunResult(environment={"shard": shard.record}, scenarios=[result], complete=True).write(out / "results.json")
+    (out / "histograms.json").write_text(json.dumps(recorder.to_dict()))
+    return out
+
+
+def test_the_client_check_is_each_shards_own(tmp_path) -> None:
+    """Shard 1 saturated its CPU, shard 0 did not: the merged client check fails on shard 1's own evidence and
+    names it; with both calm the merged run (long enough only together) is VALID."""
+    dirs = [_shard_dir(tmp_path, 0, cpu_pct=20.0, lag_ns=50_000), _shard_dir(tmp_path, 1, cpu_pct=97.0, lag_ns=50_000)]
+    (result,) = merge_inputs(dirs).scenarios
+    checks = {c.name: c for c in result.verdict.checks}
+    assert not checks["client_bound"].passed and result.verdict.cause == "client"
+    assert checks["client_bound"].detail.startswith("shard 1/2: client-bound (CPU saturated): client CPU 97 %")
+    assert "shard 0/2" not in checks["client_bound"].detail
+    assert checks["shards"].passed and checks["min_queries"].passed  # 600 queries together; 300 each
+    assert result.by_class["all"].ok_count == 600
+
+    (tmp_path / "calm").mkdir()
+    calm = [_shard_dir(tmp_path / "calm", i, cpu_pct=20.0, lag_ns=50_000) for i in range(2)]
+    (result,) = merge_inputs(calm).scenarios
+    assert result.verdict.valid, result.verdict.reasons
 
 
 # --- real processes against a server of fixed latency ---
