@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tailmark.client.generative_cli import TOKEN_SETTING_FLAGS, add_generative_args, apply_preset
+from tailmark.client.generative_cli import TOKEN_SETTING_FLAGS, add_generative_args, token_settings
 from tailmark.client.search import parse_duration_ms
 from tailmark.client.search import register as register_search
 from tailmark.client.settings import Scenario
@@ -309,7 +309,7 @@ def build_plan(args: argparse.Namespace):
     common = dict(file.get("defaults") or {})
     flags = {field: getattr(args, _dest(flag)) for flag, (field, _, _) in SETTING_FLAGS.items()}
     common.update({field: value for field, value in flags.items() if value is not None})  # flags win
-    apply_preset(args, common)  # --llm-preset: TTFT/TPOT bounds unless set
+    token_settings(args, common)  # --llm-preset; token settings need --transport openai
     per_scenario = [{"scenario": e} if isinstance(e, str) else e for e in (file.get("scenarios") or [])]
     names = list(args.scenario or [])
     if not names and not per_scenario:

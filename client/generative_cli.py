@@ -4,6 +4,7 @@ Workload flags (``--api``, ``--input-tokens``, ``--output-tokens``, ``--ignore-e
 the prompt pool (client/prompts.py); the token bounds and goodput SLOs are scenario settings
 (``TOKEN_SETTING_FLAGS``, merged into cli.SETTING_FLAGS so sweep, search and run files take them too);
 ``--llm-preset`` fills the two bounds from mlperf.conf's pairs (client/token_verdict.PRESETS).
+``token_settings`` applies it and refuses token settings on a transport without token timings.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def add_generative_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--llm-preset", choices=PRESET_NAMES, help="TTFT/TPOT bounds from mlperf.conf's pair")
 
 
-def apply_preset(args: argparse.Namespace, common: dict[str, Any]) -> None:
-    """--llm-preset: the pair's bounds, unless a flag or the run file set them."""
+def token_settings(args: argparse.Namespace, common: dict[str, Any]) -> None:
+    """--llm-preset: the pair's bounds, unless a flag or the run file set them; token bounds and SLOs are refused
+    (ConfigError) for a transport that records no token timings."""
     name = getattr(args, "llm_preset", None)
     if name:
         from tailmark.client.token_verdict import PRESETS
@@ -47,6 +49,12 @@ def apply_preset(args: argparse.Namespace, common: dict[str, Any]) -> None:
         ttft, tpot = PRESETS[name]
         common.setdefault("ttft_bound_ms", ttft)
         common.setdefault("tpot_bound_ms", tpot)
+    transport = getattr(args, "transport", "openai")
+    asked = [flag for flag, (field, _, _) in TOKEN_SETTING_FLAGS.items() if common.get(field)]
+    if asked and transport != "openai":
+        from tailmark.client.errors import ConfigError
+
+        raise ConfigError(f"{asked[0]} (or --llm-preset): token timings need --transport openai, not {transport}")
 
 
 async def connect(args: argparse.Namespace, target: str, common: dict[str, Any]):

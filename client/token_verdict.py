@@ -44,26 +44,28 @@ def _bound_check(name: str, label: str, stats: TokenStats, metric: str, bound_ms
 
 
 def token_checks(settings: EffectiveSettings, stats: TokenStats | None, failed: int) -> list[Check]:
-    """The TTFT and TPOT checks the settings ask for (none when no token bound is set)."""
+    """The TTFT and TPOT checks the settings ask for (none when no token bound is set, or no token timings were
+    recorded: ``with_token_checks`` then says so in the verdict's notes)."""
+    if stats is None:
+        return []
     pct = settings.early_stopping_percentile or 99.0
     checks = []
     for name, label, metric, bound in (
         ("ttft_bound", "TTFT", "ttft", settings.ttft_bound_ms),
         ("tpot_bound", "TPOT", "tpot", settings.tpot_bound_ms),
     ):
-        if not bound:
-            continue
-        if stats is None:
-            checks.append(Check(name, False, f"no token timings recorded for a {label} bound of {bound:g} ms",
-                                "Token bounds need a generative transport (--transport openai)"))  # fmt: skip
-            continue
-        checks.append(_bound_check(name, label, stats, metric, bound, pct, failed))
+        if bound:
+            checks.append(_bound_check(name, label, stats, metric, bound, pct, failed))
     return checks
 
 
 def with_token_checks(verdict, settings: EffectiveSettings, stats: TokenStats | None, failed: int):
-    """``verdict`` with the token checks added after its own."""
+    """``verdict`` with the token checks added after its own; without token timings (a merged run: histograms.json
+    holds none) the bounds are not judged and a note says so."""
+    if stats is None:
+        if not (settings.ttft_bound_ms or settings.tpot_bound_ms):
+            return verdict
+        note = "TTFT/TPOT bounds not judged: this result holds no token timings (merged runs do not keep them)"
+        return dataclasses.replace(verdict, notes=(*verdict.notes, note))
     extra = token_checks(settings, stats, failed)
-    if not extra:
-        return verdict
-    return dataclasses.replace(verdict, checks=(*verdict.checks, *extra))
+    return dataclasses.replace(verdict, checks=(*verdict.checks, *extra)) if extra else verdict

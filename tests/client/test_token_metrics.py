@@ -14,7 +14,8 @@ from tailmark.client.generation import Generation
 from tailmark.client.results import ClassResult, ScenarioResult
 from tailmark.client.settings import Scenario, ScenarioSettings, resolve
 from tailmark.client.token_metrics import TokenRecorder, TokenStats, merged, tokens_doc
-from tailmark.client.token_verdict import PRESETS, token_checks
+from tailmark.client.token_verdict import PRESETS, token_checks, with_token_checks
+from tailmark.client.verdict import Verdict
 
 MS = 1_000_000
 
@@ -117,6 +118,13 @@ def test_ttft_and_tpot_bounds_judged_at_p99_with_early_stopping():
     assert not failing.passed
 
 
+def test_without_token_timings_the_bounds_are_not_judged_and_a_note_says_so():
+    s = settings(ttft_bound_ms=50.0)
+    verdict = with_token_checks(Verdict(checks=()), s, None, failed=0)
+    assert verdict.checks == () and "not judged" in verdict.notes[0]
+    assert with_token_checks(Verdict(checks=()), settings(), None, failed=0).notes == ()
+
+
 def test_a_scenario_result_carries_the_token_doc_and_checks():
     stats = stats_of(*[(0, 40, 10, 5)] * 600)
     empty = hlog.new_histogram()
@@ -181,4 +189,6 @@ def test_bad_generative_flags_are_one_clear_error(tmp_path):
                            "--no-progress", "--out", str(tmp_path / "y"))  # fmt: skip
     assert run.returncode != 0 and run.stderr.strip().splitlines()[-1].endswith("--input-tokens 0: must be >= 1")
     assert unknown.returncode != 0 and "does not serve model 'nope'" in unknown.stderr
+    h2 = tailmark("run", "--target", "127.0.0.1:9", "--model", "m", "--llm-preset", "llama2-70b", "--no-progress")
+    assert h2.returncode == 2 and "token timings need --transport openai, not h2" in h2.stderr
     assert not (tmp_path / "x").exists()
