@@ -61,6 +61,8 @@ def shard_for(args: argparse.Namespace, plan) -> Shard | None:
     from tailmark.client.shards import Shard, parse_shard, parse_start_at, refuse_unsplittable
 
     spec, start = getattr(args, "shard", None), getattr(args, "start_at", None)
+    if getattr(args, "cpus", None) and not getattr(args, "workers", None):
+        raise ConfigError("--cpus pins the processes of --workers; pin a single process with taskset")
     if spec is None and start is None:
         return None
     if spec is None or start is None:
@@ -139,7 +141,8 @@ def child_argv(args: argparse.Namespace) -> list[str]:
 
 def run_workers(plan, args: argparse.Namespace) -> int:
     """Start the shards, wait for them, merge them into ``--out``; the exit code of the merged run."""
-    from tailmark.client.merge import MergeError
+    from tailmark.client.merge import MergeError, summary
+    from tailmark.client.report import console_table
     from tailmark.client.shard_merge import merge_inputs, write_run_dir
     from tailmark.client.shards import STDIN, iso, parse_start_at, refuse_unsplittable
 
@@ -176,13 +179,16 @@ def run_workers(plan, args: argparse.Namespace) -> int:
             if cpus:  # before the child gets past its imports: every thread it starts inherits the mask
                 os.sched_setaffinity(children[-1].pid, {cpus[i]})
         if start_at is None:
-            _start_when_ready(children, [shards_dir / f"shard-{i}.log" for i in range(count)])
+            start_at = _start_when_ready(children, [shards_dir / f"shard-{i}.log" for i in range(count)])
+            print(f"tailmark run: every process ready; common start at {iso(start_at)}", file=sys.stderr, flush=True)
         codes = [child.wait() for child in children]
     finally:
         for child in children:  # only if the parent itself failed: never leave a shard running
             if child.poll() is None:
                 child.kill()
                 child.wait()
+            if child.stdin is not None and not child.stdin.closed:
+                child.stdin.close()
         forward()
     for i, code in enumerate(codes):
         if code != 0:
@@ -196,9 +202,6 @@ def run_workers(plan, args: argparse.Namespace) -> int:
             return 130
         raise
     doc = write_run_dir(merged, out)
-    from tailmark.client.merge import summary
-    from tailmark.client.report import console_table
-
     if doc is not None:
         print(console_table(doc))
     print(summary(merged))
@@ -212,7 +215,7 @@ def run_workers(plan, args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_when_ready(children: list[subprocess.Popen], logs: list[Path]) -> None:
+def _start_when_ready(children: list[subprocess.Popen], logs: list[Path]) -> float:
     """Wait until every living child has said READY (connected, calibrated, clock checked), then send them all
     one instant a moment ahead: a busy host that starts processes slowly delays the start, not one shard."""
     from tailmark.client.shards import READY
@@ -232,6 +235,7 @@ def _start_when_ready(children: list[subprocess.Popen], logs: list[Path]) -> Non
                 child.stdin.close()
             except BrokenPipeError:  # it died just now: merge names it
                 pass
+    return start_at
 
 
 def _forward_signals(children: list[subprocess.Popen]):

@@ -317,6 +317,7 @@ def test_a_shards_clock_is_compared_with_a_date_header(fixed_server) -> None:
         (["--shard", "0/2"], "--shard I/N and --start-at T go together"),
         (["--shard", "0/2", "--start-at", "1", "--scenario", "single-stream"], "single-stream is a closed loop"),
         (["--workers", "2", "--cpus", "0"], "1 CPUs for 2 workers"),
+        (["--cpus", "0"], "--cpus pins the processes of --workers"),
         (["--shard", "5/2", "--start-at", "1"], "expected I/N"),
         (["--workers", "2", "--scenario", "server", "--scenario", "offline"], "a split run measures one scenario"),
     ],
