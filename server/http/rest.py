@@ -53,7 +53,7 @@ def parse_infer(body: bytes, header_length: int | None, model: str, version: str
     head = body if header_length is None else body[:header_length]
     try:
         document = json.loads(head)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; RecursionError: nested too deep
         raise InvalidInput(f"malformed JSON in the request: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
         raise InvalidInput("the request must be a JSON object with an 'inputs' list")
