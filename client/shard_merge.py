@@ -212,7 +212,7 @@ def merge_shards(shards: ShardSet, start_tolerance_s: float = START_TOLERANCE_S)
     recorder = merged(p.recorder for p in parts)
     runs = {i: _scenarios(p) for i, p in shards.members.items()}
     names = max(runs.values(), key=len)  # the scenarios the furthest shard reached (a shard's list is a prefix)
-    results, notes = [], list(shards.unreadable)
+    results, notes = [], []  # an unreadable input is named in each scenario's shards check
     for position, name in enumerate(names):
         have = {i: r[name] for i, r in runs.items() if name in r}
         settings = [_settings(shards.members[i], doc) for i, doc in have.items()]
