@@ -20,9 +20,12 @@ frequency scaling off, nothing else running; expect close to linear scaling unti
 (each process walks the whole schedule to pick its share, ~1 µs per arrival, so at P processes each spends
 P x that per request it sends: a few % of a core at P = 8).
 
-Measured (2-core VM shared with five other jobs, load average 8, 2026-12-06; not a quiet box, so not a
-ceiling): P = 1 failed at the first step, 1000/s (send-lag p99 10.7 ms at 17 % CPU: the host, not the client).
-On that box the figures say nothing about scaling; run it on a quiet one.
+Measured (2-core VM shared with five other jobs, load average 8-10, 2026-12-06, ``--step-seconds 2
+--start-qps 500 --bisect 1``; not a quiet box, so no ceiling): every step failed the 1 ms bound, P = 1 at 500/s
+and 250/s (send-lag p99 7.9 and 10.4 ms at 16 and 11 % CPU), P = 2 at 1000/s and 500/s (p99 25-56 ms per
+process at 8-12 % CPU): the host's run queue, not the clients (the CPU was far from saturated). On such a box
+the figures say nothing about scaling; run it on a quiet one (bench/client_ceiling.py measured one process at
+10,000/s with p99 0.34 ms on this VM when it was quiet).
 """
 
 from __future__ import annotations
