@@ -53,7 +53,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -371,7 +371,7 @@ def walk(
     the walk's own steps, n for the n-th confirmation, which must use fresh seeds). A step blamed on the client
     or the host ends the walk (the host's after one retry with fresh seeds: its noise comes and goes), as does
     ``max_steps``; the ceiling (which a step may report) caps every rate. ``on_step(walk)`` is called after
-    every step with the walk so far (its bracket as it stands), e.g. to keep search.json current."""
+    every step with a copy of the walk so far (``so_far``), e.g. to keep search.json current."""
     result = Walk()
     floor = min_qps if min_qps is not None else start_qps / 64.0
     ceiling = [ceiling_qps]
@@ -385,11 +385,7 @@ def walk(
         outcome = step(rate, phase, confirmation)
         result.steps.append(Walked(len(result.steps) + 1, phase, rate, outcome, time.perf_counter() - started))
         if on_step is not None:
-            passed = [w.rate_qps for w in result.steps if w.outcome.passed]
-            failed = [w.rate_qps for w in result.steps if not w.outcome.passed and not w.outcome.limited_by]
-            result.last_pass_qps = max((p for p in passed if not failed or p < min(failed)), default=None)
-            result.first_fail_qps = min(failed, default=None)
-            on_step(result)
+            on_step(so_far(result))
         if outcome.ceiling_qps and not ceiling[0]:
             ceiling[0] = outcome.ceiling_qps
         if outcome.limited_by == "host" and phase != "retry":  # host noise comes and goes: one more try
@@ -462,6 +458,15 @@ def walk(
         result.stopped = "; ".join(filter(None, (at_ceiling, result.stopped)))
     result.last_pass_qps, result.first_fail_qps = low, high
     return result
+
+
+def so_far(result: Walk) -> Walk:
+    """A copy of an unfinished walk with its bracket as the steps so far place it: the highest pass below the
+    lowest fail, and that fail (steps the client or the host limited decide nothing)."""
+    passed = [w.rate_qps for w in result.steps if w.outcome.passed]
+    failed = [w.rate_qps for w in result.steps if not w.outcome.passed and not w.outcome.limited_by]
+    low = max((p for p in passed if not failed or p < min(failed)), default=None)
+    return replace(result, steps=list(result.steps), last_pass_qps=low, first_fail_qps=min(failed, default=None))
 
 
 # --- outputs ---
