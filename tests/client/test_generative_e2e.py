@@ -111,5 +111,7 @@ def test_offline_with_whole_answers(llm_server, tmp_path):
     assert everything["error_count"] == 0 and tokens["requests"] == everything["ok_count"] >= 20
     assert tokens["streamed"] == 0 and tokens["latency_ms"]["itl"]["count"] == 0  # no gaps without a stream
     assert tokens["output_tokens_total"] == 8 * tokens["requests"]
-    # a whole answer's first token is its last: TTFT is the end-to-end latency, to the histogram's resolution
-    assert tokens["latency_ms"]["ttft"]["p50"] == pytest.approx(tokens["latency_ms"]["e2e"]["p50"], rel=0.01)
+    # a whole answer's first token is its last: TTFT is the end-to-end latency but for the few µs to ms between
+    # the transport's parse and the dispatcher's stamp (more on a busy host)
+    ttft, e2e = tokens["latency_ms"]["ttft"]["p50"], tokens["latency_ms"]["e2e"]["p50"]
+    assert 0.9 * e2e - 1.0 <= ttft <= e2e, (ttft, e2e)
