@@ -337,10 +337,12 @@ def write_run_dir(run: MergedRun, out: Path) -> ResultsDoc | None:
     run.write_histograms(out / HISTOGRAMS)
     if not run.scenarios:
         return None
-    why = [f"{p.source}: {p.results['interrupted'] or 'not complete'}" for p in run.parts
-           if p.results is not None and not p.results["complete"]]  # fmt: skip
-    why += [c.detail for s in run.scenarios for c in s.verdict.checks if c.name == "shards" and not c.passed]
-    why = list(dict.fromkeys(why))  # each scenario names the same missing shard
+    # shards: their check says what is missing or partial (the same in every scenario); other runs: each partial one
+    why = list(dict.fromkeys(c.detail for s in run.scenarios for c in s.verdict.checks
+                             if c.name == "shards" and not c.passed)) or [
+        f"{p.source}: {p.results['interrupted'] or 'not complete'}" for p in run.parts
+        if p.results is not None and not p.results["complete"]
+    ]  # fmt: skip
     result = RunResult(environment=merged_environment(run), scenarios=list(run.scenarios), complete=not why,
                        interrupted="; ".join(why) or None)  # fmt: skip
     doc = result.write(out / "results.json")
