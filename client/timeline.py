@@ -90,9 +90,11 @@ def in_window(slices: list[Slice], window_s: tuple[float, float] | None, slack_s
 
 
 def around_window(slices: list[Slice], window_s: tuple[float, float] | None) -> list[Slice]:
-    """The intervals that overlap the measured window, for plotting: partial intervals at its edges are kept.
+    """The intervals that lie at least half inside the measured window, for plotting: partial intervals at its
+    edges are kept, but not the one after its end that a long pause (the run writing its reports) stretched.
     Without a window, from the first interval that holds a request to the last."""
     if window_s is not None:
-        return [s for s in slices if s.end_s > window_s[0] and s.start_s < window_s[1]]
+        begin, end = window_s
+        return [s for s in slices if min(s.end_s, end) - max(s.start_s, begin) >= 0.5 * s.length_s]
     held = [i for i, s in enumerate(slices) if s.count]
     return slices[held[0] : held[-1] + 1] if held else []
