@@ -16,7 +16,8 @@ no counterpart here.
 Failures keep the gRPC status names the rest of the client counts: HTTP statuses as the REST transport maps
 them (429 -> RESOURCE_EXHAUSTED, 503 -> UNAVAILABLE ...), a stream cut mid-event DATA_LOSS, a stream ended
 without ``[DONE]`` DATA_LOSS, a connection lost between events UNAVAILABLE, an ``error`` object in the stream
-INTERNAL, the deadline DEADLINE_EXCEEDED.
+INTERNAL, the deadline DEADLINE_EXCEEDED. A connection closed after ``[DONE]`` but before the body's last chunk
+loses nothing of the answer: it is a success.
 """
 
 from __future__ import annotations
@@ -115,9 +116,12 @@ class OpenAITransport(HttpTransport):
                 request, payload, timeout_s or self._timeout, on_data=reader.feed if reader is not None else None
             )
         except RequestFailed as exc:
-            if reader is not None and exc.status == "UNAVAILABLE" and reader.heard:
+            if reader is None or exc.status != "UNAVAILABLE" or not reader.heard:
+                raise
+            if not (reader.done and reader.failure is None):
                 raise reader.cut(exc.message) from None  # the answer had begun: not a refused connection
-            raise
+            # [DONE] arrived and then the connection closed before the body's last chunk: the answer is whole
+            status, headers = 200, [(b"content-type", b"text/event-stream")]
         if status != 200:
             raise RequestFailed(status_name(status), _error_message(body))
         if reader is None:

@@ -87,6 +87,12 @@ def test_broken_answers_are_failures_of_their_own_kind(behaviour, status, words)
     assert failure.value.status == status and words in failure.value.message
 
 
+def test_a_connection_closed_after_done_but_before_the_last_chunk_loses_nothing():
+    with SseServer(Behaviour(tokens=4, ttft_ms=1, gap_ms=1, close_after_done=True)) as server:
+        generation, _ = asyncio.run(generate(server, body(max_tokens=4)))
+    assert generation.output_tokens == 4 and len(generation.chunk_ns) == 4
+
+
 def test_a_deadline_mid_stream_is_deadline_exceeded():
     with SseServer(Behaviour(tokens=50, ttft_ms=1, gap_ms=20)) as server, pytest.raises(RequestFailed) as failure:
         asyncio.run(generate(server, body(max_tokens=50), timeout_s=0.1))

@@ -30,6 +30,7 @@ class Behaviour:
     token: str = ""  # non-empty: requests need "authorization: Bearer <token>"
     models: tuple[str, ...] = ("synth-test",)
     skip_done: bool = False  # end the body cleanly without [DONE]
+    close_after_done: bool = False  # close the connection after [DONE], before the body's last chunk
     requests: int = 0
     last_body: dict = field(default_factory=dict)
 
@@ -169,6 +170,6 @@ class SseServer:
             tail += _event({"choices": [], "usage": usage})
         if not b.skip_done:
             tail += _event("[DONE]")
-        writer.write(_chunk(held + tail) + b"0\r\n\r\n")
+        writer.write(_chunk(held + tail) + (b"" if b.close_after_done else b"0\r\n\r\n"))
         await writer.drain()
-        return True
+        return not b.close_after_done
