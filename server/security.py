@@ -13,9 +13,8 @@ import hmac
 
 import grpc
 
+from tailmark.server.settings import UNAUTHENTICATED_MESSAGE as UNAUTHENTICATED
 from tailmark.server.settings import ServerSettings
-
-UNAUTHENTICATED = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"
 
 
 def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 INT32_MAX = 2**31 - 1
+# what a call without the configured bearer token is told (UNAUTHENTICATED), on every stack
+UNAUTHENTICATED_MESSAGE = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"
 STACKS = ("h2", "aio", "sync")
 
 

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from tailmark.protos.service import HEALTH_CHECK, RPCS, Rpc
 from tailmark.server.core import InferenceCore
-from tailmark.server.grpc_handlers import (
+from tailmark.server.rpc_methods import (
     MalformedRequest,
     checked,
     control_rpcs,
@@ -40,7 +40,7 @@ class Route(NamedTuple):
 
 def status_code(exc: BaseException) -> tuple[int, str]:
     code, message = status_of(exc)
-    return code.value[0], message
+    return int(code), message
 
 
 def _unary(rpc: Rpc, fn) -> Callable[[bytes], Call]:

@@ -29,8 +29,8 @@ from tailmark.http2.events import (
     StreamReset,
 )
 from tailmark.http2.hpack_codec import literal
-from tailmark.server import security
 from tailmark.server.h2.calls import Call, Route, status_code
+from tailmark.server.settings import UNAUTHENTICATED_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class H2Protocol(asyncio.Protocol):
         if server.auth_header is not None:
             given = headers.get("authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, server.auth_header):
-                self._fail(call, Status.UNAUTHENTICATED, security.UNAUTHENTICATED)
+                self._fail(call, Status.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
                 return
         path = headers.get(":path", "")
         route = server.routes.get(path)
@@ -372,6 +372,10 @@ class H2Protocol(asyncio.Protocol):
             return
         if not call.headers_sent:
             call.headers_sent = True
+            if trailer_block is not None:  # a unary answer: in one pass when the windows allow
+                self.h2.send_response(call.stream, RESPONSE_HEADERS, (prefix(len(message)), message), trailer_block)
+                self._finish(call)
+                return
             self.h2.send_headers(call.stream, RESPONSE_HEADERS)
         self.h2.send_data(call.stream, prefix(len(message)), message)
         if trailer_block is not None:

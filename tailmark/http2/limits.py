@@ -68,6 +68,7 @@ class LimitCounters:
         "buffered_output",
         "continuations",
         "control_backlog",
+        "control_frames",
         "empty_frames",
         "flow_control",
         "header_block",
@@ -75,7 +76,6 @@ class LimitCounters:
         "header_list",
         "refused_streams",
         "resets",
-        "control_frames",
         "table_size_updates",
         "write_timeout",
     )

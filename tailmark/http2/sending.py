@@ -70,6 +70,43 @@ class Output:
         stream.end_with_data = end_stream
         self._pump(stream)
 
+    def send_response(self, stream: Stream, head: bytes, chunks: tuple, trailers: bytes) -> None:
+        """A whole answer: headers, DATA and trailers (END_STREAM). When the windows and the frame size allow it
+        all, the three frames go out in one pass (the common unary call); otherwise as send_headers,
+        send_data and end_stream would."""
+        state = stream.state
+        if (state is not State.HALF_CLOSED_REMOTE and state is not State.OPEN) or stream.ending:
+            return
+        size = sum(map(len, chunks))
+        max_frame = self.peer_max_frame
+        if (
+            stream.outbox_bytes
+            or size > stream.send_window
+            or size > self.send_window
+            or size > max_frame
+            or len(head) > max_frame
+            or len(trailers) > max_frame
+        ):
+            self.send_headers(stream, head)
+            self.send_data(stream, *chunks)
+            self.end_stream(stream, trailers)
+            return
+        stream_id, pack = stream.id, _HEADER.pack
+        self._out.extend(
+            (
+                pack(0, len(head), frames.HEADERS, frames.END_HEADERS, stream_id),
+                head,
+                pack(size >> 16, size & 0xFFFF, frames.DATA, 0, stream_id),
+                *chunks,
+                pack(0, len(trailers), frames.HEADERS, frames.END_HEADERS | frames.END_STREAM, stream_id),
+                trailers,
+            )
+        )
+        stream.send_window -= size
+        self.send_window -= size
+        self._last_progress = self._now
+        self._sent_end(stream)
+
     def end_stream(self, stream: Stream, trailers: bytes | None) -> None:
         """END_STREAM once the queued DATA has gone: on a trailers HEADERS, or (None) an empty DATA frame."""
         if not stream.local_open:
@@ -88,9 +125,16 @@ class Output:
         self.streams.pop(stream.id, None)
         self._forget(stream, reset=code)
 
+    def forget_stream(self, stream: Stream) -> None:
+        """The application is done with the stream without telling the peer (it ended, or the peer went
+        away): nothing more is sent on it and what was queued is dropped."""
+        if self.streams.pop(stream.id, None) is not None:
+            self._forget(stream, reset=frames.CANCEL)
+
     def acknowledge_stream(self, stream: Stream, size: int) -> None:
         """The application took ``size`` bytes of the stream's DATA: give the peer that window back (in halves)."""
-        if not stream.remote_open:
+        state = stream.state
+        if state is not State.OPEN and state is not State.HALF_CLOSED_LOCAL:  # the peer sends no more on it
             return
         stream.recv_unacked += size
         if stream.recv_unacked >= self.limits.initial_window // 2:

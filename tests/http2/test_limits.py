@@ -1,0 +1,113 @@
+"""Limits of the sans-IO connection that need a clock or exact counts, in memory: timeouts, budgets refilling
+with time, output held back from a peer that does not read, the per-turn frame budget and counters."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from h2_peers import RawClient
+
+from tailmark.http2 import events, frames
+from tailmark.http2.limits import Limits
+
+
+def test_frames_per_turn_leaves_the_rest_for_a_later_turn():
+    client = RawClient(Limits(frames_per_turn=10), handshake=False)
+    got = client.server.receive_data(frames.PREFACE + frames.frame(frames.PING, 0, 0, b"12345678") * 25)
+    assert got == [] and client.server.input_pending
+    client.server.receive_data(b"")
+    client.server.receive_data(b"")
+    assert not client.server.input_pending
+    client._received += client.server.data_to_send()
+    assert sum(1 for kind, flags, *_ in client.frames() if kind == frames.PING and flags & frames.ACK) == 25
+
+
+def test_reset_budget_refills_with_time():
+    client = RawClient(Limits(reset_burst=10, reset_rate_per_s=10.0))
+    for second in range(5):  # 8 open-and-reset pairs a second: within the steady rate
+        stream_ids = range(1 + 16 * second, 17 + 16 * second, 2)
+        client.send(b"".join(client.headers(sid) + frames.rst_stream(sid, frames.CANCEL) for sid in stream_ids))
+        client.clock.now += 1.0
+    assert client.goaway_code() is None and client.server.counters.resets == 0
+    burst = range(101, 141, 2)  # 20 at once: over
+    client.send(b"".join(client.headers(sid) + frames.rst_stream(sid, frames.CANCEL) for sid in burst))
+    assert client.goaway_code() == frames.ENHANCE_YOUR_CALM
+    assert client.server.counters.as_dict() == {"resets": 1}
+
+
+def test_concurrent_stream_limit_counts_only_open_streams():
+    client = RawClient(Limits(max_concurrent_streams=2))
+    client.send(client.headers(1) + client.headers(3) + client.headers(5))
+    assert [kind for kind, *_ in client.frames()][-1] == frames.RST_STREAM
+    assert client.server.counters.refused_streams == 1
+    client.send(frames.frame(frames.DATA, frames.END_STREAM, 1))
+    stream = client.server.streams[1]
+    client.server.send_headers(stream, b"\x88", end_stream=True)  # answered: stream 1 is closed
+    client.send(client.headers(7))
+    assert 7 in client.server.streams and client.server.counters.refused_streams == 1
+
+
+def test_output_held_for_a_peer_that_does_not_read_stops_its_connection_window():
+    limits = Limits(max_buffered_output=1 << 20, connection_window=1 << 20, initial_window=1 << 20)
+    client = RawClient(limits, handshake=False)
+    client.send(frames.PREFACE + frames.settings({frames.INITIAL_WINDOW_SIZE: 0}))  # it never opens its window
+    client.send(client.headers(1, end_stream=True))
+    stream = client.server.streams[1]
+    client.server.send_data(stream, b"x" * (2 << 20))  # 2 MiB held: over the 1 MiB limit
+    client.frames()
+    client.send(client.headers(3) + frames.frame(frames.DATA, 0, 3, b"y" * (600 << 10)))
+    updates = [f for f in client.frames() if f[0] == frames.WINDOW_UPDATE and f[2] == 0]
+    assert updates == [] and client.server.counters.buffered_output == 1  # no more room to send requests
+    client.send(frames.window_update(1, 4 << 20) + frames.window_update(0, 4 << 20))  # it reads after all
+    client.server.output_flushed()
+    client._received += client.server.data_to_send()
+    assert any(f[0] == frames.WINDOW_UPDATE and f[2] == 0 for f in client.frames())
+
+
+def test_write_timeout_closes_a_connection_whose_output_does_not_move():
+    client = RawClient(Limits(write_timeout_s=5.0), handshake=False)
+    client.send(frames.PREFACE + frames.settings({frames.INITIAL_WINDOW_SIZE: 0}))
+    client.send(client.headers(1, end_stream=True))
+    client.server.send_data(client.server.streams[1], b"x" * 1000)
+    client.clock.now += 4.0
+    assert not client.server.check_timeouts()
+    client.clock.now += 2.0
+    assert client.server.check_timeouts()
+    assert isinstance(client.server.events[-1], events.ConnectionTerminated)
+    assert client.server.counters.write_timeout == 1
+
+
+@pytest.mark.parametrize("stalled", ["preface", "header block"])
+def test_header_timeout(stalled):
+    client = RawClient(Limits(header_timeout_s=10.0), handshake=False)
+    if stalled == "preface":
+        client.send(frames.PREFACE[:10])
+    else:
+        client.send(frames.PREFACE + frames.settings({}) + frames.frame(frames.HEADERS, 0, 1, client.block()))
+    client.clock.now += 11.0
+    assert client.server.check_timeouts()
+
+
+def test_idle_timeout_is_off_by_default_and_graceful_when_on():
+    client = RawClient()
+    client.clock.now += 3600.0
+    assert not client.server.check_timeouts()
+    client = RawClient(Limits(idle_timeout_s=60.0))
+    client.clock.now += 61.0
+    assert client.server.check_timeouts()
+    client._received += client.server.data_to_send()
+    assert client.goaway_code() == frames.NO_ERROR
+
+
+def test_window_update_overflow_and_zero_increment():
+    client = RawClient()
+    client.send(frames.window_update(0, 0))
+    assert client.goaway_code() == frames.PROTOCOL_ERROR
+    client = RawClient()
+    client.send(client.headers(1))
+    client.send(frames.window_update(1, 2**31 - 1))
+    assert next(f for f in client.frames() if f[0] == frames.RST_STREAM)[3] == struct.pack(
+        ">I", frames.FLOW_CONTROL_ERROR
+    )
+    assert not client.server.terminated
