@@ -103,6 +103,8 @@ def test_indexed_job_pods_then_merge_job_give_one_valid_result(sleep_server, tmp
     assert merged["query_count"] == sum(p["query_count"] for p in parts) >= 200
     assert merged["ok_count"] == sum(p["ok_count"] for p in parts)
     failed = [c for c in merged["verdict"]["checks"] if not c["passed"]]
+    shards_check = next(c for c in merged["verdict"]["checks"] if c["name"] == "shards")
+    assert shards_check["passed"], shards_check["detail"]  # every shard present, whole and on time
     if merged["verdict"].get("cause") == "host":  # the tool itself says this host could not judge the run
         pytest.skip(f"the host was too noisy to judge the merged run here: {failed[-1]['detail']}")
     assert merged["verdict"]["result"] == "VALID", json.dumps(failed, indent=1)
