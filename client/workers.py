@@ -3,7 +3,7 @@
 The parent starts N ordinary ``tailmark run --shard I/N --start-at T`` processes (the same command a Kubernetes
 Indexed Job's pods run on other hosts), each with its own connections and, with ``--cpus``, pinned to a CPU of
 its own. Each child connects, calibrates and says it is ready; once all are, the parent sends them one common
-start a second ahead (``--start-at stdin``), so a slow host delays the start rather than one shard. It waits
+start two seconds ahead (``--start-at stdin``), so a slow host delays the start rather than one shard. It waits
 for them and merges their run directories into one run directory with the verdicts judged again
 (client/shard_merge.py). The children write under ``OUT/shards/shard-I/`` with their logs beside them; the merged
 results.json, summary.csv and report.html are in ``OUT``.
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from tailmark.client.shards import Shard
 
 READY_TIMEOUT_S = 300.0  # a child not ready by then is left to start late (and be named so)
-START_MARGIN_S = 1.0  # from "all ready" to the common start: the instant reaches every child and it wakes
+START_MARGIN_S = 2.0  # from "all ready" to the common start: every child reads it and reaches its wait (a busy
+# 2-core VM took most of a second)
 SAME_HOST = "none"  # --clock-url none: the children of --workers share this host's clock
 # run's flags the parent sets for each child itself (or that only the parent uses)
 PARENT_ONLY = {"workers", "cpus", "shard", "start_at", "out", "fail_on_invalid", "no_progress", "clock_url", "help"}

@@ -255,7 +255,7 @@ def test_a_late_a_partial_and_a_missing_shard_are_named(fixed_server, tmp_path) 
     procs = [_shard(fixed_server, i, 4, dirs[i], "stdin") for i in (0, 1)]
     for proc in procs:
         _when_ready(proc)
-    start_at = time.time() + 0.5
+    start_at = time.time() + 2.0  # time for both to read it and reach the wait, on a busy 2-core VM too
     for proc in procs:
         proc.stdin.write(f"{start_at!r}\n")
         proc.stdin.close()
