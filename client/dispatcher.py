@@ -308,6 +308,9 @@ class Dispatcher:
         return arrival.sample_id if arrival.sample_id >= 0 else self._rng.randrange(self.pool.count)
 
     def _request(self, arrival: Arrival) -> bytes:
+        if arrival.output_tokens and getattr(self.pool, "generative", False):  # an LLM trace's output length
+            sample = self._sample(arrival)
+            return self.pool.payload(sample, 1, arrival.payload_size, output_tokens=arrival.output_tokens)
         return self.pool.payload(self._sample(arrival), arrival.batch_size, arrival.payload_size, self._resized)
 
     # --- open loop ---

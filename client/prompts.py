@@ -12,8 +12,8 @@ token recorder keeps what the server's usage reports.
 ``batching``, ``resized_inputs``), so every scenario's dispatcher drives it unchanged. A payload is the JSON
 body of one request: completions (``prompt``) or chat (one user message), ``max_tokens`` = the output
 length, ``ignore_eos`` when asked (vLLM's extension: the answer runs to ``max_tokens``), and when streaming
-``stream_options: {"include_usage": true}`` so the server reports the tokens it served. A trace arrival's
-payload size sets that request's input tokens instead.
+``stream_options: {"include_usage": true}`` so the server reports the tokens it served. An LLM trace's rows
+set a request's input tokens (the arrival's payload size) and output tokens (``max_tokens``) instead.
 """
 
 from __future__ import annotations
@@ -136,16 +136,19 @@ class PromptPool:
         self.stream = stream
         self.ignore_eos = ignore_eos
         self.builds = 0
-        self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int, int], bytes] = OrderedDict()
 
     batching = False
+    generative = True  # the dispatcher passes an LLM trace's output lengths (Arrival.output_tokens)
 
     def resized_inputs(self, choice: str) -> tuple[str, ...]:
         """A trace's payload size always sets the prompt's length here (it is the input token count)."""
         return ("prompt",)
 
-    def body(self, prompt: str) -> dict:
-        document: dict = {"model": self.model.name, "max_tokens": self.output_tokens, "stream": self.stream}
+    def body(self, prompt: str, output_tokens: int = 0) -> dict:
+        """One request's JSON document; ``output_tokens`` (0: the pool's) is its max_tokens."""
+        document: dict = {"model": self.model.name, "max_tokens": output_tokens or self.output_tokens}
+        document["stream"] = self.stream
         if self.api == "chat":
             document["messages"] = [{"role": "user", "content": prompt}]
         else:
@@ -157,16 +160,23 @@ class PromptPool:
         return document
 
     def payload(
-        self, sample: int, batch_size: int = 1, payload_size: int = 0, resized: tuple[str, ...] | None = None
+        self,
+        sample: int,
+        batch_size: int = 1,
+        payload_size: int = 0,
+        resized: tuple[str, ...] | None = None,
+        output_tokens: int = 0,
     ) -> bytes:
-        """The JSON body for prompt ``sample`` (of ``payload_size`` input tokens when given)."""
+        """The JSON body for prompt ``sample`` (of ``payload_size`` input tokens and ``output_tokens`` max_tokens
+        when given: a trace's lengths)."""
         if batch_size != 1:
             raise ConfigError(f"batch size {batch_size}: a generative request carries one prompt")
-        key = (sample % self.count, payload_size or self.input_tokens)
+        key = (sample % self.count, payload_size or self.input_tokens, output_tokens or self.output_tokens)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        data = json.dumps(self.body(prompt_text(key[0], key[1], self.seed)), separators=(",", ":")).encode()
+        document = self.body(prompt_text(key[0], key[1], self.seed), key[2])
+        data = json.dumps(document, separators=(",", ":")).encode()
         self.builds += 1
         self._cache[key] = data
         if len(self._cache) > CACHE_ENTRIES:

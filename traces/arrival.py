@@ -20,3 +20,4 @@ class Arrival(NamedTuple):
     sample_id: int = -1  # -1: the client picks a sample from its pool
     payload_size: int = 0  # 0: the model's own input shape; else elements of the variable dim
     deadline_ns: int = 0  # 0: no per-request deadline
+    output_tokens: int = 0  # an LLM trace's generated tokens: a generative run asks for them (max_tokens); 0: none

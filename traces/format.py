@@ -60,6 +60,7 @@ class Record(NamedTuple):
             self.sample_id,
             payload_for(self, payload_from),
             self.deadline_ns,
+            self.output_tokens,
         )
 
 

@@ -181,6 +181,26 @@ def test_run_over_openai_transport_measures_ttft_and_itl_as_served(tmp_path):
     assert "<h3>Token latencies</h3>" in (out / "report.html").read_text()
 
 
+def test_an_llm_trace_sets_each_requests_input_and_output_tokens(tmp_path):
+    from tailmark.traces.format import Record
+    from tailmark.traces.writer import write_trace
+
+    rows = [Record(i * 30 * MS, input_tokens=40 + 10 * (i % 3), output_tokens=2 + i % 4) for i in range(24)]
+    write_trace(tmp_path / "llm.jsonl", rows)
+    out = tmp_path / "run"
+    with SseServer(Behaviour(tokens=50, ttft_ms=2, gap_ms=1)) as server:
+        run = tailmark(
+            "run", "--target", server.url, "--transport", "openai", "--model", "synth-test", "--scenario", "trace",
+            "--trace", str(tmp_path / "llm.jsonl"), "--duration", "0.5", "--warmup", "0", "--no-calibration",
+            "--no-progress", "--out", str(out), timeout_s=120,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+    tokens = scenario(results(out), "trace")["classes"]["all"]["tokens"]
+    assert tokens["requests"] == 24
+    assert tokens["output_tokens_total"] == sum(r.output_tokens for r in rows)  # each request's max_tokens
+    assert tokens["output_tokens"]["min"] == 2 and tokens["output_tokens"]["max"] == 5
+
+
 def test_bad_generative_flags_are_one_clear_error(tmp_path):
     with SseServer(Behaviour()) as server:
         run = tailmark("run", "--target", server.url, "--transport", "openai", "--model", "synth-test",
