@@ -281,10 +281,9 @@ def write_reports(doc: ResultsDoc, out_dir: str | Path) -> list[Path]:
     """summary.csv, report.html, perf_analyzer.csv and LoadGen's logs (``mlperf/<scenario>/``) in ``out_dir``
     (results.json is ``RunResult.write``'s job)."""
     from tailmark.client import outputs_mlperf, outputs_perf_analyzer
+    from tailmark.client.report_html import write_html  # imports matplotlib when it draws: only when needed
 
     out = Path(out_dir)
-    from tailmark.client.report_html import write_html
-
     write_csv(doc, out / "summary.csv")
     write_html(doc, out / "report.html")
     familiar = outputs_perf_analyzer.write(doc, out) + outputs_mlperf.write(doc, out)
