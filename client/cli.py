@@ -25,6 +25,14 @@ TRANSPORTS = ("h2", "grpc", "http", "openai")
 EMBEDDED_SCENARIOS = ("single-stream", "multi-stream", "server", "offline", "fixed-interval", "trace")
 ENDPOINT_SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
 EMBEDDED_MODEL = "resnet"
+EMBEDDED_LLM = "synth-llm"  # the built-in server's generative model: the default of --transport openai
+
+
+def embedded_model(transport: str | None) -> str:
+    """The built-in server's model a run without --model measures."""
+    return EMBEDDED_LLM if transport == "openai" else EMBEDDED_MODEL
+
+
 EMBEDDED_TRACE = Path(__file__).resolve().parents[1] / "traces" / "samples" / "azure_conv_5min.jsonl"
 EXIT_INVALID = 3
 EXIT_INTERRUPTED = 130
@@ -80,7 +88,9 @@ def register(subparsers) -> None:
         help="HOST:PORT of a KServe-v2 gRPC endpoint, or http(s)://HOST:PORT with --transport http "
         "(default: start the built-in server)",
     )
-    run.add_argument("--model", help=f"model name (built-in default: {EMBEDDED_MODEL})")
+    run.add_argument(
+        "--model", help=f"model name (built-in default: {EMBEDDED_MODEL}; {EMBEDDED_LLM} with --transport openai)"
+    )
     run.add_argument("--model-version", default="", help="model version (default: the newest)")
     run.add_argument(
         "--scenario", action="append", choices=[str(s) for s in Scenario], help="scenario to run (repeatable)"
@@ -301,7 +311,7 @@ def build_plan(args: argparse.Namespace):
     file: dict[str, Any] = load_plan_file(args.config) if args.config else {}
     target = args.target or file.get("target")
     embedded = target is None
-    model = args.model or file.get("model") or (EMBEDDED_MODEL if embedded else None)
+    model = args.model or file.get("model") or (embedded_model(getattr(args, "transport", None)) if embedded else None)
     if model is None:
         from tailmark.client.errors import ConfigError
 

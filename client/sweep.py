@@ -394,7 +394,7 @@ def _sweep_embedded(args: argparse.Namespace) -> int:
     """No target: one built-in server (``tailmark serve``, as ``tailmark run`` starts it, pinned the same way)
     for every step, so the steps measure one server process and the pinning is split once, not re-split from
     the client's own CPUs at each step; its default model unless ``--model`` names another."""
-    from tailmark.client.cli import EMBEDDED_MODEL
+    from tailmark.client.cli import embedded_model
     from tailmark.client.embedded import HTTP_TRANSPORTS, EmbeddedServer
     from tailmark.client.pinning import split_cpus
 
@@ -407,7 +407,7 @@ def _sweep_embedded(args: argparse.Namespace) -> int:
         endpoint = argparse.Namespace(**vars(args))
         endpoint.target = server.target_for(getattr(args, "transport", "h2"))
         endpoint.built_in_pinning = pinning or False  # each step's results say the server was built in, and its CPUs
-        endpoint.model = args.model or EMBEDDED_MODEL
+        endpoint.model = args.model or embedded_model(getattr(args, "transport", None))
         if hasattr(args, "metrics_url") and not args.metrics_url:
             endpoint.metrics_url = server.metrics_url or None  # its own metrics, scraped as tailmark run does
         return sweep_command(endpoint)

@@ -73,6 +73,25 @@ def test_builtin_default_over_rest(tmp_path):
     assert everything["ok_count"] > 0 and everything["error_count"] == 0, everything["errors"]
 
 
+def test_builtin_default_over_openai(tmp_path):
+    """--transport openai with no --target or --model: the built-in server's synthetic LLM, measured in tokens."""
+    out = tmp_path / "llm"
+    run = tailmark(
+        "run", "--transport", "openai", "--scenario", "concurrency", "--concurrency", "2", "--duration", "1",
+        "--warmup", "0.2", "--min-queries", "5", "--input-tokens", "20", "--output-tokens", "4", "--ignore-eos",
+        "--no-calibration", "--no-progress", "--out", str(out), timeout_s=300,
+    )  # fmt: skip
+    assert run.returncode in (0, 3), run.stderr  # 3: INVALID (a short run), still measured
+    doc = results(out)
+    assert doc["environment"]["target"]["model"] == "synth-llm"
+    assert doc["environment"]["target"]["address"].startswith("http://127.0.0.1:")
+    everything = scenario(doc, "concurrency")["classes"]["all"]
+    assert everything["ok_count"] > 0 and everything["error_count"] == 0, everything["errors"]
+    tokens = everything["tokens"]
+    assert tokens["output_tokens"]["min"] == tokens["output_tokens"]["max"] == 4  # --output-tokens with --ignore-eos
+    assert tokens["latency_ms"]["ttft"]["p50"] >= 20.0  # never faster than the model's 20 ms prefill
+
+
 def _assert_blame_follows_the_evidence(doc: dict) -> None:
     """The built-in default pins, probes and calibrates, and never blames an idle client for the host's lateness."""
     pinning = doc["environment"]["pinning"]
