@@ -18,10 +18,12 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
  && rm -rf /var/lib/apt/lists/*
 COPY . /wheels
+# as in server.Dockerfile: only the venv goes on, without PyTorch's own C++ test binaries
 RUN python3 -m venv /opt/tailmark \
  && /opt/tailmark/bin/pip install --no-cache-dir --no-index --find-links /wheels \
       "$(ls /wheels/tailmark-*.whl)[${EXTRAS}]" \
- && /opt/tailmark/bin/pip uninstall --yes pip
+ && /opt/tailmark/bin/pip uninstall --yes pip \
+ && rm -rf /opt/tailmark/lib/python3*/site-packages/torch/test /opt/tailmark/lib/python3*/site-packages/torch/bin/test_*
 
 FROM ${BASE}
 # versions come with the base image's distribution release, which BASE pins
