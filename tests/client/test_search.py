@@ -270,6 +270,8 @@ def test_search_finds_the_md1_rate_for_the_slo(searches):
     expected = md1_highest_rate(*SLO, service_ms, floor_ms)
     assert 65.0 <= expected <= 80.0, expected
     doc, run = out[0]
+    if doc["stopped"] and "not the endpoint, limited" in doc["stopped"]:  # the tool says this host cannot judge
+        pytest.skip(f"the search stopped on host or client noise: {doc['stopped']}")
     answer = doc["answer_qps"]
     # a step judges the rate its Poisson schedule happened to offer, 95 % within 1.96 sqrt(r / s) of the asked
     # rate (client/search.py uncertainty), and the walk stops one resolution (5 %) short: together the answer's
@@ -297,6 +299,9 @@ def test_two_seeds_agree_within_the_stated_uncertainty(searches):
     *_, out = searches
     (a, _), (b, _) = out
     assert a["settings"]["schedule_seed"] != b["settings"]["schedule_seed"]
+    for doc in (a, b):
+        if doc["stopped"] and "not the endpoint, limited" in doc["stopped"]:  # the tool says this host cannot judge
+            pytest.skip(f"a search stopped on host or client noise: {doc['stopped']}")
     # the stated uncertainty: the bracket [last pass, first fail] widened by the 95 % range of the rate a Poisson
     # schedule offers in one step (measured here: a 5 s step at 56/s offered 48.8/s, another at 53/s 57.8/s)
     for answer, (low, high) in ((a["answer_qps"], b["uncertainty_qps"]), (b["answer_qps"], a["uncertainty_qps"])):
