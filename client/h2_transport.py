@@ -14,49 +14,24 @@ import collections
 import contextlib
 import itertools
 import ssl
-import zlib
 from collections.abc import Sequence
 from urllib.parse import unquote
 
 from tailmark.client.control import ControlRpcs, control_error
 from tailmark.client.errors import ConfigError, TlsError, Unreachable
 from tailmark.client.transport import RequestFailed, TlsSettings
+from tailmark.grpc_wire.messages import MessageError, inflate
 from tailmark.grpc_wire.metadata import timeout_value
+from tailmark.grpc_wire.status import HTTP_STATUS, RESET_STATUS, Status, status_name
 from tailmark.http2 import frames
 from tailmark.http2.endpoint import Endpoint, Stream
 from tailmark.http2.hpack_codec import literal
 from tailmark.protos.service import RPCS
 
-# gRPC status codes by number (google.rpc.Code), for RequestFailed.status
-STATUS_NAMES = (
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-)
-# gRPC's mapping of HTTP statuses that are not 200 (doc/http-grpc-status-mapping.md)
-HTTP_STATUS = {"400": 13, "401": 16, "403": 7, "404": 12, "429": 14, "502": 14, "503": 14, "504": 14}
-RESET_STATUS = {frames.CANCEL: 1, frames.REFUSED_STREAM: 14, 0xB: 8}  # ENHANCE_YOUR_CALM: RESOURCE_EXHAUSTED
-INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED = 13, 14, 4
+INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED = Status.INTERNAL, Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED
 LAST_STREAM_ID = 2**31 - 1
+INFLATE_LIMIT = 2**31 - 1  # a compressed answer is inflated a megabyte at a time up to this
 BLOCK_CACHE = 256
-
-
-def _name(code: int) -> str:
-    return STATUS_NAMES[code] if 0 <= code < len(STATUS_NAMES) else "UNKNOWN"
 
 
 class _Call(Stream):
@@ -77,9 +52,11 @@ class _Call(Stream):
 class ClientConnection(Endpoint):
     """One HTTP/2 connection carrying unary gRPC calls."""
 
-    def __init__(self, head: bytes) -> None:
+    def __init__(self, head: tuple[bytes, bytes]) -> None:
         super().__init__()
-        self._head = head  # :method, :scheme, :authority, content-type, te and metadata, encoded once
+        # (:method, :scheme, :authority) and (content-type, te, user-agent, metadata), encoded once: :path
+        # goes between them, as pseudo-header fields come before the others (RFC 9113 §8.3)
+        self._pseudo, self._regular = head
         self._blocks: dict[tuple[str, float | None], bytes] = {}  # whole request header blocks, built once
         self._ids = itertools.count(1, 2)
         self._queued: collections.deque[_Call] = collections.deque()  # over the server's stream limit
@@ -133,7 +110,7 @@ class ClientConnection(Endpoint):
     def _block(self, path: str, timeout_s: float | None) -> bytes:
         """The request's header block; kept for the next call with the same path and timeout (per-request
         deadlines all differ: past BLOCK_CACHE of them, new ones are built each time instead)."""
-        block = self._head + literal(":path", path)
+        block = self._pseudo + literal(":path", path) + self._regular
         if timeout_s:
             block += literal("grpc-timeout", timeout_value(timeout_s))
         if len(self._blocks) < BLOCK_CACHE:
@@ -195,7 +172,8 @@ class ClientConnection(Endpoint):
         call = self.streams.get(stream_id)
         if call is not None and len(payload) == 4:
             error = frames.u32(payload)
-            self._finish(call, RESET_STATUS.get(error, INTERNAL), f"stream reset by the server (code {error})", False)
+            message = f"stream reset by the server (code {error})"
+            self._finish(call, RESET_STATUS.get(error, INTERNAL), message, reset=False)
 
     def on_goaway(self, flags: int, stream_id: int, payload: bytes) -> None:
         self._going_away = True
@@ -235,7 +213,7 @@ class ClientConnection(Endpoint):
             if code == 0:
                 self._resolve(call)
             else:
-                future.set_exception(RequestFailed(_name(code), message))
+                future.set_exception(RequestFailed(status_name(code), message))
         if self._going_away and not self.streams:
             self.close()
         elif self._queued and len(self.streams) < self.peer_max_streams:
@@ -253,9 +231,9 @@ class ClientConnection(Endpoint):
                 call.future.set_exception(RequestFailed("INTERNAL", "compressed response without grpc-encoding"))
                 return
             try:
-                message = zlib.decompress(message, 47)  # gzip or zlib header, detected
-            except zlib.error as exc:
-                call.future.set_exception(RequestFailed("INTERNAL", f"cannot decompress the response: {exc}"))
+                message = bytes(inflate(message, 47, INFLATE_LIMIT))  # 47: a gzip or zlib header, detected
+            except MessageError as exc:
+                call.future.set_exception(RequestFailed(exc.status.name, f"the response: {exc}"))
                 return
         call.future.set_result(message)
 
@@ -288,16 +266,18 @@ class H2Transport(ControlRpcs):
                 raise ConfigError(f"header {key!r}: names and values must be ASCII (HTTP/2 metadata)")
         self._ssl = tls.ssl_context("h2") if tls is not None else None
         authority = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
-        head = (
+        pseudo = (
             b"\x83"  # :method POST (static table 3)
             + (b"\x87" if tls is not None else b"\x86")  # :scheme https / http
             + literal(":authority", authority)
-            + literal("content-type", "application/grpc")
+        )
+        regular = (
+            literal("content-type", "application/grpc")
             + literal("te", "trailers")
             + literal("user-agent", "tailmark-h2")
             + b"".join(literal(key.lower(), value) for key, value in metadata)
         )
-        self._head = head
+        self._head = (pseudo, regular)
         self._timeout = timeout_s or None
         self._connections: list[ClientConnection | None] = [None] * max(1, connections)
         self._reconnecting: dict[int, asyncio.Task] = {}

@@ -43,6 +43,7 @@ class H2Connection(FrameHandlers, Output):
         self._in = bytearray()
         self._out: list = []
         self._preface_pending = not client
+        self._max_block = limits.max_header_block_bytes
         self._block: list | None = None  # a header block in CONTINUATIONs: [stream id, flags, bytes, frames]
         self._block_started = 0.0
         self._decoder = HeaderDecoder(

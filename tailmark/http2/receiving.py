@@ -15,7 +15,7 @@ from tailmark.http2.events import (
     StreamReset,
 )
 from tailmark.http2.hpack_codec import HeaderBlockRefused, HeaderListTooLarge
-from tailmark.http2.stream_state import ConnectionError, Stream, StreamError
+from tailmark.http2.stream_state import ConnectionError, State, Stream, StreamError
 
 
 class FrameHandlers:
@@ -40,7 +40,7 @@ class FrameHandlers:
             if self._idle(stream_id):
                 raise ConnectionError(frames.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
             return  # a stream already closed (reset, or answered): its late data is dropped
-        if stream.closed:
+        if stream.state is State.CLOSED:
             return
         try:
             stream.receive_data(size, bool(end))
@@ -49,16 +49,18 @@ class FrameHandlers:
             raise
         data = frames.unpad(flags, payload) if flags & frames.PADDED else payload
         self.events.append(DataReceived(stream, data, size, bool(end)))
-        if end:
+        if end and stream.state is State.CLOSED:
             self._ended_remote(stream)
 
     def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id == 0:
             raise ConnectionError(frames.PROTOCOL_ERROR, "HEADERS on stream 0")
-        try:
-            block = frames.unpad(flags, payload)
-        except ValueError as exc:
-            raise ConnectionError(frames.PROTOCOL_ERROR, str(exc)) from None
+        block = payload
+        if flags & (frames.PADDED | frames.PRIORITY_FLAG):
+            try:
+                block = frames.unpad(flags, payload)
+            except ValueError as exc:
+                raise ConnectionError(frames.PROTOCOL_ERROR, str(exc)) from None
         if flags & frames.END_HEADERS:
             self._header_block(stream_id, flags, block)
             return
@@ -88,11 +90,9 @@ class FrameHandlers:
             self._spend_empty()
 
     def _header_block(self, stream_id: int, flags: int, block: bytes) -> None:
-        if len(block) > self.limits.max_header_block_bytes:
+        if len(block) > self._max_block:
             self.counters.header_block += 1
-            raise ConnectionError(frames.ENHANCE_YOUR_CALM, f"header block over {self.limits.max_header_block_bytes}")
-        if not self.client and stream_id % 2 == 0:
-            raise ConnectionError(frames.PROTOCOL_ERROR, f"HEADERS on stream {stream_id} (clients open odd ones)")
+            raise ConnectionError(frames.ENHANCE_YOUR_CALM, f"header block over {self._max_block}")
         error = None
         try:
             headers = self._decoder.decode(block)  # always decoded: the dynamic table must stay in step
@@ -108,13 +108,15 @@ class FrameHandlers:
         end = bool(flags & frames.END_STREAM)
         stream = self.streams.get(stream_id)
         if stream is not None:
-            if stream.closed:
+            if stream.state is State.CLOSED:
                 return
             stream.receive_headers(end)
             self.events.append(HeadersReceived(stream, headers, end, error))
-            if end:
+            if end and stream.state is State.CLOSED:
                 self._ended_remote(stream)
             return
+        if not self.client and stream_id % 2 == 0:
+            raise ConnectionError(frames.PROTOCOL_ERROR, f"HEADERS on stream {stream_id} (clients open odd ones)")
         if self.client or stream_id <= self.highest_peer_stream:
             if self._idle(stream_id):
                 raise ConnectionError(frames.PROTOCOL_ERROR, f"HEADERS on idle stream {stream_id}")

@@ -125,12 +125,6 @@ class Output:
         self.streams.pop(stream.id, None)
         self._forget(stream, reset=code)
 
-    def forget_stream(self, stream: Stream) -> None:
-        """The application is done with the stream without telling the peer (it ended, or the peer went
-        away): nothing more is sent on it and what was queued is dropped."""
-        if self.streams.pop(stream.id, None) is not None:
-            self._forget(stream, reset=frames.CANCEL)
-
     def acknowledge_stream(self, stream: Stream, size: int) -> None:
         """The application took ``size`` bytes of the stream's DATA: give the peer that window back (in halves)."""
         state = stream.state

@@ -113,13 +113,15 @@ class Stream:
 
     def receive_headers(self, end_stream: bool) -> None:
         """A later header block from the peer: response headers, or trailers (which must end the stream)."""
-        if not self.remote_open:
+        state = self.state
+        if state is not State.OPEN and state is not State.HALF_CLOSED_LOCAL:
             raise StreamError(self.id, frames.STREAM_CLOSED, f"HEADERS on half-closed stream {self.id}")
         if end_stream:
             self.received_end()
 
     def receive_data(self, size: int, end_stream: bool) -> None:
-        if not self.remote_open:
+        state = self.state
+        if state is not State.OPEN and state is not State.HALF_CLOSED_LOCAL:
             raise StreamError(self.id, frames.STREAM_CLOSED, f"DATA on closed stream {self.id}")
         if size > self.recv_window:
             raise StreamError(
