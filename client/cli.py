@@ -327,7 +327,7 @@ def build_plan(args: argparse.Namespace):
     if embedded:  # the built-in server's model: rates and the sample trace chosen for it
         per_scenario = [*per_scenario, *(_embedded_entry(name, common) for name in names)]
         names = []
-    settings = scenario_settings(names, common, per_scenario)
+    settings = scenario_settings(names, common, per_scenario, flags=flags)
     mlperf = bool(args.mlperf or file.get("mlperf"))
     return RunPlan(
         target=target,

@@ -1,6 +1,7 @@
 """What a ``tailmark run`` will do: the target, the model, and each scenario's settings.
 
-Scenario settings come from a YAML file and from flags (flags win). Settings given once apply to every
+Scenario settings come from a YAML file and from flags (flags win, over a scenario's own entry too: a
+``--duration 5`` shortens every scenario of the file it fits). Settings given once apply to every
 listed scenario where they mean something (``target_qps`` to the open-loop ones and Offline, say);
 one that fits none of them is refused, never dropped.
 
@@ -82,9 +83,13 @@ def load_plan_file(path: Path) -> dict[str, Any]:
 
 
 def scenario_settings(
-    names: list[str], common: dict[str, Any], per_scenario: list[dict[str, Any]] | None = None
+    names: list[str],
+    common: dict[str, Any],
+    per_scenario: list[dict[str, Any]] | None = None,
+    flags: dict[str, Any] | None = None,
 ) -> list[ScenarioSettings]:
-    """One ScenarioSettings per scenario: ``common`` where each setting fits, then that scenario's own."""
+    """One ScenarioSettings per scenario: ``common`` where each setting fits, then that scenario's own, then
+    ``flags`` (the command line's, also in ``common``): what the user typed last wins over the run file."""
     common = check_mapping({k: v for k, v in common.items() if v is not None}, source="flags")
     entries = [dict(item) for item in (per_scenario or [])] + [{"scenario": name} for name in names]
     if not entries:
@@ -99,7 +104,8 @@ def scenario_settings(
     result = []
     for entry in parsed:
         fits = {k: v for k, v in common.items() if entry["scenario"] in APPLIES_TO.get(k, ALL)}
-        result.append(ScenarioSettings(**{**fits, **entry}))
+        typed = {k: fits[k] for k, v in (flags or {}).items() if v is not None and k in fits}
+        result.append(ScenarioSettings(**{**fits, **entry, **typed}))
     return result
 
 

@@ -176,3 +176,24 @@ def test_load_yaml_refusals(tmp_path, text: str, message: str) -> None:
 def test_load_yaml_missing_file(tmp_path) -> None:
     with pytest.raises(ConfigError, match=re.escape("nope.yaml")):
         load_yaml(tmp_path / "nope.yaml")
+
+
+def test_flags_win_over_the_run_file_even_inside_a_scenario_entry(tmp_path) -> None:
+    from tailmark.cli import build_parser
+    from tailmark.client.cli import build_plan
+
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "defaults: {warmup_s: 1}\nscenarios:\n  - {scenario: server, target_qps: 50, min_duration_s: 20}\n"
+        "  - {scenario: single-stream, min_duration_s: 20}\n"
+    )
+    base = ["run", "--config", str(path), "--target", "127.0.0.1:1", "--model", "m"]
+
+    def plan(*flags: str):
+        return {s.scenario.value: s for s in build_plan(build_parser().parse_args([*base, *flags])).scenarios}
+
+    from_file = plan()
+    assert from_file["server"].min_duration_s == 20.0 and from_file["server"].target_qps == 50.0
+    typed = plan("--duration", "3", "--target-qps", "70", "--warmup", "0.5")
+    assert typed["server"].min_duration_s == typed["single-stream"].min_duration_s == 3.0
+    assert typed["server"].target_qps == 70.0 and typed["server"].warmup_s == 0.5
