@@ -5,8 +5,8 @@ requested seeds plus k - 1 (``schedule_seed`` and ``sample_seed``), so repeat 1 
 and every repeat's seeds are in its settings. Each repeat's scenarios are kept in results.json as they are
 (``scenarios``, in the order run, each with its ``repeat`` number), and ``repeats`` adds, per scenario of the
 list: how many repeats finished and how many were VALID, and the median, min and max of the achieved rate and of
-each percentile of intended → done over them, and perf_analyzer's stability check: whether the rate and p99 of
-each of the last 3 repeats lie within 10 % of their mean.
+each percentile of intended → done over them, and perf_analyzer's stability check over the last 3 repeats: max/min
+of the rate, and of p99, at most 1.10 (client/stability.py's rule, which also judges windows within one run).
 
 One short run's p99 can move tenfold on a shared host (docs/verdicts.md); the spread over repeats says how far
 to trust one number, and ``tailmark compare`` tests two sets of repeats against each other.
@@ -25,6 +25,8 @@ import dataclasses
 import statistics
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypedDict
+
+from tailmark.client.stability import steady
 
 if TYPE_CHECKING:
     from tailmark.client.results import ScenarioDoc
@@ -122,23 +124,23 @@ def stability(
     tolerance_pct: float = STABILITY_PCT,
     last: int = STABILITY_LAST,
 ) -> StabilityDoc:
-    """perf_analyzer's stability rule over repeats: each of the last ``last`` values of the rate and of p99 lies
-    within ``tolerance_pct`` of their mean."""
+    """perf_analyzer's stability rule over repeats: over the last ``last`` repeats, max/min of the rate and of p99
+    each at most 1 + ``tolerance_pct``/100 (a repeat without a value is not stable)."""
     if len(rates) < last:
         detail = f"{len(rates)} repeats; stability needs {last}"
         return StabilityDoc(tolerance_pct=tolerance_pct, last=last, stable=None, detail=detail)
     moving = []
     for label, values, unit in (("rate", rates[-last:], "/s"), ("p99", p99s[-last:], " ms")):
         known = [v for v in values if v is not None]
-        mean = statistics.fmean(known) if len(known) == last else None
-        if not mean or any(abs(v - mean) > tolerance_pct / 100.0 * mean for v in known):
+        if len(known) < last or not steady(known, tolerance_pct):
             shown = "..".join(
                 "-" if v is None else f"{v:.3g}" for v in (min(known, default=None), max(known, default=None))
             )
             moving.append(f"{label} {shown}{unit}")
-    detail = f"stable: the rate and p99 of the last {last} repeats within {tolerance_pct:g} % of their mean"
+    limit = f"max/min within {1 + tolerance_pct / 100:g}"
+    detail = f"stable: the rate and p99 of the last {last} repeats, {limit}"
     if moving:
-        detail = f"not stable: over the last {last} repeats {', '.join(moving)}, beyond {tolerance_pct:g} % of the mean"
+        detail = f"not stable: over the last {last} repeats {', '.join(moving)}, beyond {limit}"
     return StabilityDoc(tolerance_pct=tolerance_pct, last=last, stable=not moving, detail=detail)
 
 

@@ -17,6 +17,7 @@ summary.csv. ``stable`` is None when the window holds fewer than N whole windows
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,11 @@ class StabilitySettings:
             raise ValueError(f"--stability-windows {self.windows}: must be >= 2")
         if not self.window_s > 0:
             raise ValueError(f"--stability-window-s {self.window_s:g}: must be > 0")
+
+
+def steady(values: Sequence[float], percentage: float) -> bool:
+    """perf_analyzer's test of one measure over its last measurements: all positive, max/min <= 1 + percentage/100."""
+    return min(values) > 0 and max(values) / min(values) <= 1.0 + percentage / 100.0
 
 
 def windows_of(slices: list[Slice], window_s: float) -> list[list[Slice]]:
@@ -98,9 +104,9 @@ def judge(
     if min(rates) <= 0 or None in means:
         moving.append("a window completed no request")
     else:
-        if max(rates) / min(rates) > limit:
+        if not steady(rates, settings.percentage):
             moving.append(f"rate {min(rates):.1f}..{max(rates):.1f}/s")
-        if max(means) / min(means) > limit:
+        if not steady(means, settings.percentage):
             moving.append(f"mean latency {min(means):.3f}..{max(means):.3f} ms")
     doc["stable"] = not moving
     span = f"the last {settings.windows} windows of {settings.window_s:g} s"
