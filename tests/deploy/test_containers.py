@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -55,8 +56,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> dict[str, str]:
-    """{"server": tag, "client": tag}, built now from a fresh wheelhouse of this checkout."""
+def images(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """{"server": tag, "client": tag}, built now from a fresh wheelhouse of this checkout; removed afterwards."""
     if podman("image", "exists", BASE, check=False).returncode != 0:
         if shutil.which("mmdebstrap") is None:
             pytest.skip(f"no base image {BASE} and no mmdebstrap to make one (apt-get install mmdebstrap)")
@@ -70,12 +71,14 @@ def images(tmp_path_factory) -> dict[str, str]:
     for role in ("server", "client"):
         tag = f"localhost/tailmark-{role}:{TAG}"
         started = time.monotonic()
-        podman("build", "--format", "docker", "--build-arg", f"BASE={BASE}", "-f", str(DOCKER / f"{role}.Dockerfile"),
-               "-t", tag, str(wheelhouse), timeout_s=1500)  # fmt: skip
+        # --layers=false: no cached layer per step, so a run leaves its two images and nothing else behind
+        podman("build", "--layers=false", "--format", "docker", "--build-arg", f"BASE={BASE}",
+               "-f", str(DOCKER / f"{role}.Dockerfile"), "-t", tag, str(wheelhouse), timeout_s=1500)  # fmt: skip
         size = podman("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip()
         print(f"{tag}: built in {time.monotonic() - started:.0f} s, {int(size) / 1e6:.0f} MB")
         built[role] = tag
-    return built
+    yield built
+    podman("rmi", *built.values(), check=False)
 
 
 def _with_ports(tokens: list[str], ports: dict[str, str]) -> list[str]:
