@@ -4,7 +4,7 @@ base (deploy/docker/make-base-image: no registry needed), the pair started with 
 client starts, run directories on a volume), and a VALID result from the client container; then
 `podman kube play` of the server Deployment (deploy/k8s/server.yaml) until its grpc.health.v1 check answers.
 
-Building takes minutes (about 4 on 2 cores), so it runs only with TAILMARK_CONTAINER_TESTS=1, and only where
+Building takes minutes (2 to 7 on 2 cores), so it runs only with TAILMARK_CONTAINER_TESTS=1, and only where
 podman is installed; the linters in test_deploy_lint.py always run. TAILMARK_CONTAINER_BASE names another base
 (default localhost/debian:bookworm, made if missing); TAILMARK_TORCH_INDEX the index torch comes from (default:
 pip's own configuration). Hosts where crun refuses hybrid cgroups or raising ulimits is not allowed need
