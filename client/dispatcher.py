@@ -25,6 +25,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from tailmark.client.cancellation import CANCELLED_BY_CLIENT
 from tailmark.client.lookahead import DEPTH, HORIZON_NS, Lookahead
 from tailmark.client.recorder import Recorder
 from tailmark.client.samples import SamplePool
@@ -160,6 +161,7 @@ class Window:
     held_by_cap: int = 0  # arrivals that had to wait for an in-flight slot (max_outstanding)
     deadlines: Counter[str] = field(default_factory=Counter)  # measured arrivals with their own deadline, by class
     interrupted: str = ""  # why the window ended early ("" if it did not)
+    cancelled: Counter[str] = field(default_factory=Counter)  # measured requests the client cut on purpose, by class
 
     @property
     def duration_s(self) -> float:
@@ -229,7 +231,8 @@ class Dispatcher:
         measured: bool,
         samples: int = 1,
         deadline_ns: int = 0,
-    ) -> None:
+    ) -> object:
+        """Send one request and count it; returns its answer (None when it failed: multi-turn sessions read it)."""
         sent_ns = time.perf_counter_ns()
         if measured:
             _count_second(self.window.sends_per_s, (sent_ns - self.window.start_ns) // NS)
@@ -243,9 +246,11 @@ class Dispatcher:
             answer = await self.transport.infer(payload, timeout_s)
         except RequestFailed as exc:
             self._failure(exc.status, traffic_class, measured, intended_ns, sent_ns, len(payload))
+            return None
         else:
             key = (self.scenario, traffic_class)
             self._succeeded(measured, key, intended_ns, sent_ns, len(payload), samples, answer)
+            return answer
         finally:
             self.outstanding -= 1
             self._slot_freed.set()
@@ -274,7 +279,12 @@ class Dispatcher:
     def _failure(
         self, status: str, traffic_class: str, measured: bool, intended_ns: int, sent_ns: int, request_bytes: int
     ) -> None:
-        """Count a failed request (with its instants and size, for the request log) and watch for a lost target."""
+        """Count a failed request (with its instants and size, for the request log) and watch for a lost target.
+        A request the client cancelled on purpose (client/cancellation.py) is counted apart, not as an error."""
+        if status == CANCELLED_BY_CLIENT:
+            if measured:
+                self.window.cancelled[traffic_class] += 1
+            return
         if measured:
             self.recorder.record_error((self.scenario, traffic_class), status, intended_ns, sent_ns, request_bytes)
             self.failed += 1

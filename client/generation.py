@@ -47,6 +47,7 @@ class Generation:
     streamed: bool = True
     finish_reason: str | None = None
     input_tokens_counted: int = 0  # the prompt counted with count_tokens (set by the transport)
+    request: bytes = b""  # the request body (the prefix workload's counts look it up)
 
     @property
     def token_source(self) -> str:
@@ -103,10 +104,11 @@ class StreamReader:
     """Reads one SSE answer; ``feed`` never raises (it runs inside the connection's callback): a problem is
     kept as ``failure`` and raised by ``result()``."""
 
-    __slots__ = ("_parser", "done", "failure", "generation")
+    __slots__ = ("_parser", "done", "failure", "generation", "on_text")
 
-    def __init__(self, generation: Generation) -> None:
+    def __init__(self, generation: Generation, on_text=None) -> None:
         self.generation = generation
+        self.on_text = on_text  # called with the generation after each text chunk (cancellation.py's trigger)
         self.done = False  # [DONE] arrived
         self.failure: RequestFailed | None = None
         self._parser = SseParser()
@@ -134,6 +136,8 @@ class StreamReader:
             if text:
                 generation.chunk_ns.append(now)
                 generation.text.append(text)
+                if self.on_text is not None:
+                    self.on_text(generation)
             _take_usage(generation, document)
             _finish(generation, document)
 

@@ -25,6 +25,9 @@ TOKEN_SETTING_FLAGS: dict[str, tuple[str, type, str]] = {
                       "(and it meets the other --slo-* given)"),
     "--slo-tpot-ms": ("slo_tpot_ms", float, "token goodput: per-request TPOT at most this"),
     "--slo-e2e-ms": ("slo_e2e_ms", float, "token goodput: intended -> last byte at most this"),
+    "--turns": ("turns", int, "multi-turn sessions of this many turns, each sent after the last answer + "
+                "--think-time-ms with the history carried; concurrency: N sessions at a time, server/poisson: "
+                "--target-qps sessions/s (default 1: single requests)"),
 }  # fmt: skip
 
 
@@ -37,6 +40,34 @@ def add_generative_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ignore-eos", action="store_true", help="ask the server to generate all max_tokens")
     group.add_argument("--no-stream", action="store_true", help="non-streaming requests (no TTFT, no gaps)")
     group.add_argument("--llm-preset", choices=PRESET_NAMES, help="TTFT/TPOT bounds from mlperf.conf's pair")
+    group.add_argument(
+        "--shared-prefix-tokens",
+        type=int,
+        default=0,
+        help="shared-prefix workload: prompts start with one of --prefix-count prefixes this long",
+    )
+    group.add_argument("--prefix-count", type=int, default=1, help="distinct shared prefixes (default 1)")
+    group.add_argument(
+        "--prefix-reuse", type=float, default=1.0, help="share of prompts that start with a shared prefix (default 1.0)"
+    )
+    group.add_argument(
+        "--cancel-after-ms",
+        type=float,
+        default=0.0,
+        help="close the stream of (a --cancel-share of) requests this long after the send",
+    )
+    group.add_argument(
+        "--cancel-after-tokens",
+        type=int,
+        default=0,
+        help="close the stream of (a --cancel-share of) requests after this many tokens",
+    )
+    group.add_argument(
+        "--cancel-share",
+        type=float,
+        default=1.0,
+        help="share of requests cancelled, drawn from --sample-seed (default 1.0 when cancelling)",
+    )
 
 
 def token_settings(args: argparse.Namespace, common: dict[str, Any]) -> None:
@@ -63,7 +94,25 @@ async def connect(args: argparse.Namespace, target: str, common: dict[str, Any])
 
     if args.connections < 1:
         raise UsageError(f"--connections {args.connections}: must be >= 1")
-    return await OpenAITransport.connect(target, api=args.api, connections=args.connections, **common)
+    transport = await OpenAITransport.connect(target, api=args.api, connections=args.connections, **common)
+    cancel = cancel_policy(args)
+    if cancel is None:
+        return transport
+    from tailmark.client.cancellation import CancellingTransport
+
+    return CancellingTransport(transport, cancel)
+
+
+def cancel_policy(args: argparse.Namespace):
+    """--cancel-after-ms / --cancel-after-tokens / --cancel-share (client/cancellation.py), or None."""
+    after_ms, after_tokens = getattr(args, "cancel_after_ms", 0.0), getattr(args, "cancel_after_tokens", 0)
+    share = getattr(args, "cancel_share", 1.0)
+    if not (after_ms or after_tokens or share != 1.0):
+        return None
+    from tailmark.client.cancellation import CancelPolicy
+
+    seed = getattr(args, "sample_seed", None) or 0
+    return CancelPolicy(after_ms=after_ms, after_tokens=after_tokens, share=share, seed=seed)
 
 
 def prompt_pool(args: argparse.Namespace, info, seed: int):
@@ -75,5 +124,19 @@ def prompt_pool(args: argparse.Namespace, info, seed: int):
         raise ConfigError("--input-data: the openai transport builds prompts itself (--input-tokens)")
     return PromptPool(
         info, api=args.api, count=args.pool_size, input_tokens=args.input_tokens, output_tokens=args.output_tokens,
-        seed=seed, stream=not args.no_stream, ignore_eos=args.ignore_eos,
+        seed=seed, stream=not args.no_stream, ignore_eos=args.ignore_eos, prefix=prefix_spec(args),
     )  # fmt: skip
+
+
+def prefix_spec(args: argparse.Namespace):
+    """--shared-prefix-tokens / --prefix-count / --prefix-reuse (client/prefix_workload.py), or None."""
+    tokens = getattr(args, "shared_prefix_tokens", 0)
+    if not tokens:
+        if getattr(args, "prefix_count", 1) != 1 or getattr(args, "prefix_reuse", 1.0) != 1.0:
+            from tailmark.client.errors import ConfigError
+
+            raise ConfigError("--prefix-count and --prefix-reuse need --shared-prefix-tokens")
+        return None
+    from tailmark.client.prefix_workload import PrefixSpec
+
+    return PrefixSpec(tokens=tokens, count=args.prefix_count, reuse=args.prefix_reuse)

@@ -107,10 +107,11 @@ class OpenAITransport(HttpTransport):
         self._bodies[payload] = prepared
         return prepared
 
-    async def infer(self, payload: bytes, timeout_s: float | None = None) -> Generation:  # type: ignore[override]
+    async def infer(self, payload: bytes, timeout_s: float | None = None, on_text=None) -> Generation:  # type: ignore[override]
+        """``on_text``: called with the Generation after each streamed text chunk (client/cancellation.py)."""
         request, stream, prompt_tokens = self._bodies.get(payload) or self._prepare(payload)
-        generation = Generation()
-        reader = StreamReader(generation) if stream else None
+        generation = Generation(request=payload)
+        reader = StreamReader(generation, on_text) if stream else None
         try:
             status, headers, body = await self._exchange(
                 request, payload, timeout_s or self._timeout, on_data=reader.feed if reader is not None else None

@@ -48,7 +48,8 @@ APPLIES_TO: dict[str, frozenset[Scenario]] = {
     "trace_speed": frozenset({Scenario.TRACE}),
     "resize_inputs": frozenset({Scenario.TRACE}),  # only trace arrivals carry payload sizes
     "concurrency": frozenset({Scenario.CONCURRENCY}),
-    "think_time_ms": frozenset({Scenario.CONCURRENCY}),
+    "think_time_ms": frozenset({Scenario.CONCURRENCY, Scenario.SERVER, Scenario.POISSON}),  # sessions think too
+    "turns": frozenset({Scenario.CONCURRENCY, Scenario.SERVER, Scenario.POISSON}),  # multi-turn (sessions.py)
     "rate_cap_qps": frozenset({Scenario.CONCURRENCY}),
     "classes": frozenset({Scenario.MIXED}),  # traffic classes: client/traffic_classes.py
     "max_duration_s": ALL - {Scenario.MIXED},  # a mixed scenario runs min_duration_s exactly

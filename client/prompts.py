@@ -31,6 +31,7 @@ import numpy as np
 
 from tailmark.client.errors import ConfigError
 from tailmark.client.generation import TOKEN_PATTERN, TOKENIZER_NAME
+from tailmark.client.prefix_workload import PrefixSpec, prefixed_prompt
 from tailmark.client.transport import ModelInfo
 
 CORPUS_MODULES = (
@@ -117,6 +118,7 @@ class PromptPool:
         seed: int,
         stream: bool = True,
         ignore_eos: bool = False,
+        prefix: PrefixSpec | None = None,  # a shared-prefix workload (client/prefix_workload.py)
     ) -> None:
         if api not in ("completions", "chat"):
             raise ConfigError(f"--api {api!r}: must be completions or chat")
@@ -137,6 +139,11 @@ class PromptPool:
         self.ignore_eos = ignore_eos
         self.builds = 0
         self._cache: OrderedDict[tuple[int, int, int], bytes] = OrderedDict()
+        self.prefix = prefix
+        if prefix is not None:
+            prefix.check(input_tokens)
+        self._prefix_of_prompt = prefix.assign(count, seed) if prefix is not None else []
+        self._prefix_of_body: dict[bytes, int] = {}  # built body -> its shared prefix (-1: none)
 
     batching = False
     generative = True  # the dispatcher passes an LLM trace's output lengths (Arrival.output_tokens)
@@ -175,13 +182,27 @@ class PromptPool:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        document = self.body(prompt_text(key[0], key[1], self.seed), key[2])
+        document = self.body(self.prompt(key[0], key[1]), key[2])
         data = json.dumps(document, separators=(",", ":")).encode()
         self.builds += 1
         self._cache[key] = data
+        if self.prefix is not None:
+            self._prefix_of_body[data] = self._prefix_of_prompt[key[0]] if key[1] > self.prefix.tokens else -1
         if len(self._cache) > CACHE_ENTRIES:
-            self._cache.popitem(last=False)
+            self._prefix_of_body.pop(self._cache.popitem(last=False)[1], None)
         return data
+
+    def prompt(self, index: int, input_tokens: int = 0) -> str:
+        """Prompt text number ``index`` (a shared prefix first when the prefix workload gives it one)."""
+        input_tokens = input_tokens or self.input_tokens
+        if self.prefix is None:
+            return prompt_text(index, input_tokens, self.seed)
+        prefix = self._prefix_of_prompt[index % self.count]
+        return prefixed_prompt(prompt_text, self.prefix, prefix, index, input_tokens, self.seed)
+
+    def prefix_of(self, body: bytes) -> int | None:
+        """The shared prefix a body built here starts with (-1: none); None: not a body of this pool's workload."""
+        return self._prefix_of_body.get(body) if self.prefix is not None else None
 
     def describe(self) -> dict:
         """The workload, for the results' environment."""
@@ -194,4 +215,5 @@ class PromptPool:
             "ignore_eos": self.ignore_eos,
             "seed": self.seed,
             "corpus": describe_corpus(),
+            "shared_prefix": self.prefix.to_dict(self.count, self.seed) if self.prefix is not None else None,
         }

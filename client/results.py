@@ -96,6 +96,7 @@ class ClassDoc(TypedDict):
     intervals: IntervalsDoc | None  # each percentile's confidence interval (client/intervals.py); older files lack it
     tokens: dict[str, Any] | None  # generative answers' token timings (client/token_metrics.tokens_doc); optional
     goodput: GoodputDoc | None  # requests/s that met their SLO (client/goodput.py); None: no SLO; older files lack it
+    cancelled_count: int | None  # requests the client cancelled on purpose (client/cancellation.py); optional
 
 
 class MetricSeriesDoc(TypedDict):
@@ -133,6 +134,7 @@ class ScenarioDoc(TypedDict):
     evidence: dict[str, Any] | None  # the client's and the host's side of the window (ScenarioEvidence.to_dict)
     repeat: int | None  # which repeat of --repeat this is (1-based); absent when the run was not repeated
     server_metrics: ServerMetricsDoc | None  # the endpoint's scraped /metrics (client/metrics_scrape.py); optional
+    sessions: dict[str, Any] | None  # multi-turn sessions' counts and per-turn tokens (client/sessions.py); optional
 
 
 class ResultsDoc(TypedDict):
@@ -264,6 +266,7 @@ class ClassResult:
     offered_count: int | None = None  # arrivals intended inside the window; None: not known
     tokens: Any = None  # TokenStats of a generative transport's answers (client/token_metrics.py); None: none
     deadline_count: int = 0  # requests that carried their own deadline (goodput counts an answer as within it)
+    cancelled_count: int = 0  # requests the client cancelled on purpose: neither errors nor successes
 
     @property
     def ok_count(self) -> int:
@@ -312,6 +315,7 @@ def _aggregate(classes: Sequence[ClassResult]) -> ClassResult:
         offered_count=None if None in offered else sum(offered),  # type: ignore[arg-type]
         tokens=_merged_tokens(classes),
         deadline_count=sum(c.deadline_count for c in classes),
+        cancelled_count=sum(c.cancelled_count for c in classes),
     )  # fmt: skip
 
 
@@ -346,6 +350,7 @@ class ScenarioResult:
     evidence: ScenarioEvidence | None = None  # the client's and the host's side of the window
     server_metrics: Mapping[str, Any] | None = None  # metrics_scrape.series_doc's summary; None: not scraped
     class_settings: Mapping[str, EffectiveSettings] | None = None  # mixed: each class's (traffic_classes.py)
+    sessions: Mapping[str, Any] | None = None  # multi-turn sessions (client/sessions.py); None: single requests
 
     @cached_property
     def by_class(self) -> dict[str, ClassResult]:
@@ -408,6 +413,8 @@ class ScenarioResult:
 
     def _class_doc_with_tokens(self, name: str, c: ClassResult) -> ClassDoc:
         doc = self._class_doc(name, c)
+        if c.cancelled_count:
+            doc["cancelled_count"] = c.cancelled_count
         if c.tokens is not None:
             from tailmark.client.token_metrics import tokens_doc
 
@@ -468,6 +475,12 @@ class ScenarioResult:
         )  # fmt: skip
 
     def to_dict(self) -> ScenarioDoc:
+        doc = self._scenario_doc()
+        if self.sessions is not None:
+            doc["sessions"] = dict(self.sessions)
+        return doc
+
+    def _scenario_doc(self) -> ScenarioDoc:
         return ScenarioDoc(
             scenario=str(self.settings.scenario),
             result=self.verdict.label,

@@ -82,7 +82,9 @@ class Run:
         self.recorder = Recorder(hlog_path=out_dir / TIMELINE, start_ns=self.log_start_ns, request_log_path=request_log)
         self.stability = stability
         self._current: Dispatcher | None = None
-        self.tokens = TokenRecorder() if getattr(transport, "generative", False) else None  # token timings
+        generative = getattr(transport, "generative", False)  # token timings; prefix counts from the prompt pool
+        self.tokens = TokenRecorder(prefix_of=getattr(pool, "prefix_of", None)) if generative else None
+        self._sessions: dict | None = None  # multi-turn sessions of the scenario that just ran (client/sessions.py)
         self._server_stats: dict | None = None  # of the scenario that just ran
         self._evidence: ScenarioEvidence | None = None  # of the scenario that just ran
         self.metrics = metrics
@@ -157,7 +159,10 @@ class Run:
         if self.probe is not None and s.scenario is not Scenario.OFFLINE:  # Offline's window opens after its warm-up
             window_opens = loop.call_later(s.warmup_s, self.probe.reset)
         try:
+            self._sessions = None
             match s.scenario:
+                case Scenario.CONCURRENCY | Scenario.SERVER | Scenario.POISSON if s.turns > 1:
+                    window = await self._run_sessions(dispatcher, s, warmup_ns, stop)
                 case Scenario.SINGLE_STREAM | Scenario.MULTI_STREAM:
                     window = await dispatcher.closed_loop(
                         samples_per_query=s.samples_per_query,
@@ -222,6 +227,21 @@ class Run:
         )
         return window
 
+    async def _run_sessions(self, dispatcher: Dispatcher, s: EffectiveSettings, warmup_ns: int, stop: Stop) -> Window:
+        """Multi-turn sessions: N at a time (concurrency) or arriving at target_qps a second (server, poisson)."""
+        from tailmark.client.sessions import SessionLoop
+
+        think_ns = round(s.think_time_ms * 1e6)
+        loop = SessionLoop(dispatcher, turns=s.turns, think_time_ns=think_ns, traffic_class=DEFAULT_CLASS)
+        if s.scenario is Scenario.CONCURRENCY:
+            window = await loop.concurrent(sessions=s.concurrency, warmup_ns=warmup_ns, stop=stop)
+            arrival = f"{s.concurrency} sessions at a time"
+        else:
+            window = await loop.arriving(rate_qps=s.target_qps, seed=s.schedule_seed, warmup_ns=warmup_ns, stop=stop)
+            arrival = f"Poisson, {s.target_qps:g} sessions/s"
+        self._sessions = loop.to_dict(arrival=arrival)
+        return window
+
     def _gather_evidence(self, name: str, s: EffectiveSettings, dispatcher: Dispatcher, window: Window):
         """The client's and the host's side of the window just measured (see client/evidence.py)."""
         open_loop = s.scenario in OPEN_LOOP
@@ -270,6 +290,7 @@ class Run:
                 sample_count=None,
                 offered_count=window.offered.get(traffic_class, 0),
                 deadline_count=window.deadlines.get(traffic_class, 0),
+                cancelled_count=window.cancelled.get(traffic_class, 0),
                 tokens=self.tokens.stats(key) if self.tokens is not None else None,
             )
         if s.scenario is Scenario.OFFLINE and DEFAULT_CLASS in classes:
@@ -280,7 +301,7 @@ class Run:
             settings=s, classes=classes, duration_s=duration, client_cpu_pct=cpu_pct,
             throughput_per_s=tuple(window.completions_per_s), server_stats=self._server_stats,
             evidence=self._evidence, server_metrics=self._server_metrics,
-            class_settings=class_settings(s) if s.scenario is Scenario.MIXED else None,
+            class_settings=class_settings(s) if s.scenario is Scenario.MIXED else None, sessions=self._sessions,
         )  # fmt: skip
 
     def _write(self) -> None:

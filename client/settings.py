@@ -77,6 +77,9 @@ class ScenarioSettings:
     concurrency: int | None = None  # requests in flight; each is sent when one completes; default 1
     think_time_ms: float | None = None  # pause after a completion before that slot sends again; 0: none
     rate_cap_qps: float | None = None  # the loop never sends faster than this (a leaky bucket); 0: no cap
+    # multi-turn sessions (client/sessions.py): turns per session, each after the last answer + think_time_ms;
+    # concurrency: N sessions at a time; server/poisson: sessions arrive at target_qps. 1: single requests
+    turns: int | None = None
 
     # --- latency target ---
     latency_bound_ms: float | None = None  # Server 10; 0: no bound (poisson, fixed-interval, trace)
@@ -199,6 +202,7 @@ def resolve(requested: ScenarioSettings, *, mlperf: bool) -> EffectiveSettings:
         concurrency=int(pick(r.concurrency, 1 if sc is Scenario.CONCURRENCY else 0)),
         think_time_ms=float(pick(r.think_time_ms, 0.0)),
         rate_cap_qps=float(pick(r.rate_cap_qps, 0.0)),
+        turns=int(pick(r.turns, 1)),
         latency_bound_ms=latency_bound_ms,
         early_stopping_percentile=float(pick(r.early_stopping_percentile, _default_percentile(sc))),
         ttft_bound_ms=float(pick(r.ttft_bound_ms, 0.0)),
@@ -250,7 +254,7 @@ def _refuse(name: str, value: Any, rule: str) -> typing.NoReturn:
 
 
 _POSITIVE = ("target_qps", "trace_speed", "send_lag_bound_ms", "client_cpu_bound_pct")
-_AT_LEAST_ONE = ("samples_per_query", "batch_size", "offline_sample_count", "concurrency")
+_AT_LEAST_ONE = ("samples_per_query", "batch_size", "offline_sample_count", "concurrency", "turns")
 _NON_NEGATIVE = (
     "max_outstanding", "latency_bound_ms", "min_duration_s", "max_duration_s", "min_query_count",
     "max_query_count", "warmup_s", "schedule_seed", "sample_seed", "request_timeout_s", "think_time_ms",
@@ -288,8 +292,11 @@ def _check_scenario_fit(r: ScenarioSettings) -> None:
         for name in ("target_qps", "max_outstanding"):
             if getattr(r, name) is not None:
                 _refuse(name, getattr(r, name), f"scenario {sc} is closed loop; it has no offered rate or cap")
+    sessions = (r.turns or 1) > 1  # multi-turn sessions also think between turns under server and poisson
+    if sessions and sc not in (Scenario.CONCURRENCY, Scenario.SERVER, Scenario.POISSON):
+        _refuse("turns", r.turns, f"multi-turn sessions run in the concurrency, server or poisson scenario, not {sc}")
     if sc is not Scenario.CONCURRENCY:
-        for name in ("concurrency", "think_time_ms", "rate_cap_qps"):
+        for name in ("concurrency", "rate_cap_qps") + (() if sessions else ("think_time_ms",)):
             if getattr(r, name) is not None:
                 _refuse(name, getattr(r, name), f"only used by the concurrency scenario, not {sc}")
     # a concurrency run may take a bound (judged on sent -> done); single- and multi-stream report a percentile

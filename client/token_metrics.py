@@ -59,6 +59,7 @@ class TokenStats:
     output_tokens: int = 0
     output_source: Counter[str] = field(default_factory=Counter)  # "usage" / "counted" -> requests
     input_source: Counter[str] = field(default_factory=Counter)
+    prefix: Counter[str] = field(default_factory=Counter)  # "shared" / "unique" prompts (prefix workload only)
     per_request: array.array = field(default_factory=lambda: array.array("q"))  # ttft, tpot, e2e per request
     _rows: list[int] = field(default_factory=list)  # pending: ttft, ttft_sent, ttst, tpot, e2e, in, out, mtps
     _gaps: list[int] = field(default_factory=list)  # pending inter-chunk gaps
@@ -146,6 +147,7 @@ def merged(stats: Iterable[TokenStats]) -> TokenStats:
         total.output_tokens += part.output_tokens
         total.output_source.update(part.output_source)
         total.input_source.update(part.input_source)
+        total.prefix.update(part.prefix)
         total.per_request.extend(part.per_request)
     return total
 
@@ -153,8 +155,11 @@ def merged(stats: Iterable[TokenStats]) -> TokenStats:
 class TokenRecorder:
     """``TokenStats`` per (scenario, traffic class); the dispatcher calls ``record`` for each measured answer."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix_of=None) -> None:
+        """``prefix_of(body)``: the shared prefix a request body starts with (-1: none; None: not counted),
+        from the prompt pool of a shared-prefix workload (client/prefix_workload.py)."""
         self._stats: dict[tuple[str, str], TokenStats] = {}
+        self.prefix_of = prefix_of
 
     def record(self, key: tuple[str, str], intended_ns: int, sent_ns: int, done_ns: int, answer) -> None:
         if not isinstance(answer, Generation):
@@ -163,6 +168,8 @@ class TokenRecorder:
         if stats is None:
             stats = self._stats[key] = TokenStats()
         stats.record(intended_ns, sent_ns, done_ns, answer)
+        if self.prefix_of is not None and (prefix := self.prefix_of(answer.request)) is not None:
+            stats.prefix["shared" if prefix >= 0 else "unique"] += 1
 
     def stats(self, key: tuple[str, str]) -> TokenStats | None:
         stats = self._stats.get(key)
@@ -222,4 +229,13 @@ def tokens_doc(stats: TokenStats, *, duration_s: float, failed: int, slos_ms: di
         "output_tokens_per_s_per_request": _counts_summary(stats.counts["output_milli_tokens_per_s"], 1000.0),
         "latency_ms": {name: latency_summary(stats.times[name]) for name in TIME_METRICS},
         "goodput": goodput,
+        "prefix_reuse": _prefix_doc(stats.prefix),
     }
+
+
+def _prefix_doc(prefix: Counter[str]) -> dict | None:
+    """How many answered requests started with a shared prefix, of those counted (None: no prefix workload)."""
+    counted = prefix["shared"] + prefix["unique"]
+    if not counted:
+        return None
+    return {"shared": prefix["shared"], "unique": prefix["unique"], "share": round(prefix["shared"] / counted, 6)}
