@@ -1,9 +1,9 @@
 """``python -m tailmark.deploy.healthcheck [HOST:PORT]``: one grpc.health.v1 Check; exit 0 only when SERVING.
 
-The images' HEALTHCHECK runs it inside the server container (``TAILMARK_HEALTH_TARGET`` when the server is
-started on another port). The same bytes are
-Triton's health service, so it also probes a Triton endpoint. Kubernetes needs no copy of it: the kubelet has
-its own gRPC probe (``readinessProbe.grpc``).
+The images' HEALTHCHECK runs it inside the server container; a server on another port needs the address as
+the argument or in ``TAILMARK_HEALTH_TARGET`` (podman 4.3 does not hand ``run -e`` variables to the check: pass
+the argument there). The same bytes are Triton's health service, so it also probes a Triton endpoint.
+Kubernetes needs no copy of it: the kubelet has its own gRPC probe (``readinessProbe.grpc``).
 """
 
 from __future__ import annotations
