@@ -16,6 +16,7 @@ from typing import Any
 from tailmark.client.repeat import summary_lines
 from tailmark.client.report_tokens import TOKEN_CSV_COLUMNS, token_csv_row, token_lines
 from tailmark.client.results import LATENCIES, ClassDoc, ResultsDoc, ScenarioDoc, write_atomic
+from tailmark.client.sessions import session_lines
 
 _STATS = ("min", "mean", "p50", "p90", "p95", "p97", "p99", "p99_9", "max")
 _HEADER = ("scenario", "class", "queries", "rate/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "lag p99", "errors")
@@ -80,6 +81,7 @@ def console_table(doc: ResultsDoc) -> str:
     notes = (doc["environment"].get("target") or {}).get("notes") or []
     lines += [f"endpoint: {note}" for note in notes]
     lines += token_lines(doc)  # generative runs (client/report_tokens.py)
+    lines += session_lines(doc)  # multi-turn sessions (client/sessions.py)
     lines += _calibration_lines(doc)
     for scenario in doc["scenarios"]:
         lines += _notes(scenario)

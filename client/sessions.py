@@ -214,3 +214,22 @@ class SessionLoop:
 def _short(summary: dict) -> dict:
     """A latency summary without its distribution (the scenario's classes carry the full ones)."""
     return {key: summary.get(key) for key in ("count", "p50", "p90", "p99", "max")}
+
+
+def session_lines(doc) -> list[str]:
+    """The console's lines for scenarios that ran sessions: counts, and TTFT p50 turn by turn."""
+    lines = []
+    for scenario in doc["scenarios"]:
+        sessions = scenario.get("sessions")
+        if not sessions:
+            continue
+        turns = sessions["per_turn"]
+        ttft = " / ".join("-" if t["ttft_ms"]["p50"] is None else f"{t['ttft_ms']['p50']:.1f}" for t in turns)
+        inputs = " / ".join(f"{t['input_tokens_mean'] or 0:.0f}" for t in turns)
+        lines.append(
+            f"{scenario['scenario']} sessions ({sessions['arrival']}, {sessions['turns_per_session']} turns, think "
+            f"{sessions['think_time_ms']:g} ms): {sessions['started']} started, {sessions['completed']} complete, "
+            f"{sessions['cut_by_stop']} cut by the stop, {sessions['ended_by_failure']} ended by a failure; by turn: "
+            f"TTFT p50 {ttft} ms, input tokens {inputs}"
+        )
+    return ["", *lines] if lines else []

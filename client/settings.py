@@ -130,8 +130,9 @@ class EffectiveSettings(ScenarioSettings):
     @property
     def latency_from(self) -> str:
         """Where the headline latency starts: "sent" in a closed loop (intended = sent by definition),
-        "intended" in an open loop and Offline (every sample intended at the start)."""
-        return "sent" if self.scenario in CLOSED_LOOP else "intended"
+        "intended" in an open loop and Offline (every sample intended at the start). Multi-turn sessions are marked
+        "sent" too: every turn after the first is intended at the previous answer + think time (client/sessions.py)."""
+        return "sent" if self.scenario in CLOSED_LOOP or (self.turns or 1) > 1 else "intended"
 
     def to_dict(self) -> dict[str, Any]:
         """Effective and requested values, JSON-ready (None in ``requested``: not given), and where the

@@ -117,6 +117,8 @@ def test_sessions_arriving_as_poisson_from_the_command_line(target, tmp_path):
     first, second = sessions["per_turn"]
     assert second["input_tokens_mean"] == first["input_tokens_mean"] + CHAT_ROLE_TOKENS["assistant"] + 3 + 18
     assert doc["settings"]["effective"]["turns"] == 2
+    assert doc["settings"]["latency_from"] == "sent"  # later turns are a closed loop per session: marked as such
+    assert "poisson sessions (Poisson, 8 sessions/s, 2 turns" in run.stdout  # the console's line
 
 
 def test_turns_outside_the_session_scenarios_are_refused(target, tmp_path):
