@@ -23,7 +23,9 @@ P x that per request it sends: a few % of a core at P = 8).
 Measured (2-core VM shared with five other jobs, load average 8-10, 2026-12-06, ``--step-seconds 2
 --start-qps 500 --bisect 1``; not a quiet box, so no ceiling): every step failed the 1 ms bound, P = 1 at 500/s
 and 250/s (send-lag p99 7.9 and 10.4 ms at 16 and 11 % CPU), P = 2 at 1000/s and 500/s (p99 25-56 ms per
-process at 8-12 % CPU): the host's run queue, not the clients (the CPU was far from saturated). On such a box
+process at 8-12 % CPU): the host's run queue, not the clients (the CPU was far from saturated). Again at load
+average 4 (podman builds and other tests beside it): P = 1 failed at 500 and 250/s (p99 10.2 and 3.2 ms), P = 2
+at 1000 and 500/s (p99 4.2-6.8 ms per process, 11-13 % CPU each). On such a box
 the figures say nothing about scaling; run it on a quiet one (bench/client_ceiling.py measured one process at
 10,000/s with p99 0.34 ms on this VM when it was quiet).
 """
