@@ -70,7 +70,7 @@ class GrpcCall:
 class H2Protocol(asyncio.Protocol):
     def __init__(self, server) -> None:
         self.server = server  # H2GrpcServer: routes, limits, the set of live connections
-        self.h2 = H2Connection(limits=server.h2_limits)
+        self.h2 = H2Connection(limits=server.h2_limits, report_closed=False)  # a call ends when its status is queued
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._loop = asyncio.get_running_loop()

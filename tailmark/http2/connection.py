@@ -28,8 +28,16 @@ _HEADER = frames.HEADER
 class H2Connection(FrameHandlers, Output):
     """One HTTP/2 connection, server side (``client=False``: it reads the preface first) or client side."""
 
-    def __init__(self, *, client: bool = False, limits: Limits | None = None, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        client: bool = False,
+        limits: Limits | None = None,
+        clock=time.monotonic,
+        report_closed: bool = True,
+    ) -> None:
         self.client = client
+        self.report_closed = report_closed  # StreamClosed events (an application that tracks ends itself: off)
         self.limits = limits = limits or Limits()
         self.counters = LimitCounters()
         self.streams: dict[int, Stream] = {}
@@ -224,7 +232,8 @@ class H2Connection(FrameHandlers, Output):
     def _remove(self, stream: Stream) -> None:
         if self.streams.pop(stream.id, None) is not None:
             self._forget(stream, reset=None)
-            self.events.append(StreamClosed(stream))
+            if self.report_closed:
+                self.events.append(StreamClosed(stream))
 
     def _forget(self, stream: Stream, *, reset: int | None) -> None:
         """The stream is gone from ``streams``: release what it held."""
