@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pytest
 
+from support.repository import llm_config
 from support.runcli import results, scenario, tailmark
 from support.serve import ServerProcess
 from tailmark.server.default_repository import write_model
@@ -25,27 +26,18 @@ STALL_MS, STALL_AT = 400.0, 8
 NOISE_MS = 15.0  # loopback, HTTP and a busy host's wake-ups on top of the model's times
 
 
-def _config(extra: str = "") -> str:
-    return f"""
-backend: "synthetic_llm"
-max_batch_size: 0
-model_transaction_policy {{ decoupled: true }}
-input [ {{ name: "text_input" data_type: TYPE_STRING dims: [ 1 ] }} ]
-output [ {{ name: "text_output" data_type: TYPE_STRING dims: [ -1 ] }} ]
-parameters {{ key: "prefill_base_ms" value: {{ string_value: "{PREFILL_BASE_MS}" }} }}
-parameters {{ key: "prefill_per_input_token_ms" value: {{ string_value: "{PREFILL_PER_TOKEN_MS}" }} }}
-parameters {{ key: "decode_base_ms" value: {{ string_value: "{DECODE_BASE_MS}" }} }}
-parameters {{ key: "decode_per_sequence_ms" value: {{ string_value: "{DECODE_PER_SEQUENCE_MS}" }} }}
-{extra}"""
+def _config(**parameters: float) -> str:
+    return llm_config(
+        prefill_base_ms=PREFILL_BASE_MS, prefill_per_token_ms=PREFILL_PER_TOKEN_MS, decode_base_ms=DECODE_BASE_MS,
+        decode_per_sequence_ms=DECODE_PER_SEQUENCE_MS, **parameters,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def llm_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("generative-client")
     write_model(root, "llm", _config())
-    stall = f"""parameters {{ key: "stall_ms" value: {{ string_value: "{STALL_MS}" }} }}
-parameters {{ key: "stall_after_requests" value: {{ string_value: "{STALL_AT}" }} }}"""
-    write_model(root, "llm-stall", _config(stall))
+    write_model(root, "llm-stall", _config(stall_ms=STALL_MS, stall_after_requests=STALL_AT))
     with ServerProcess(root, "--http-port", "0") as process:
         yield "http://" + process.rest_address
 

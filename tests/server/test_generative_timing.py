@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from support.repository import llm_config
 from support.serve import ServerProcess
 from support.sse import post
 from tailmark.server.default_repository import write_model
@@ -31,27 +32,18 @@ STALL_MS = 150.0
 NOISE_MS = 15.0  # what a 2-core host running other work adds to the best of 5 TTFTs (measured: up to ~10 ms)
 
 
-def _config(extra: str = "") -> str:
-    return f"""
-backend: "synthetic_llm"
-max_batch_size: 0
-model_transaction_policy {{ decoupled: true }}
-input [ {{ name: "text_input" data_type: TYPE_STRING dims: [ 1 ] }} ]
-output [ {{ name: "text_output" data_type: TYPE_STRING dims: [ -1 ] }} ]
-parameters {{ key: "prefill_base_ms" value: {{ string_value: "{PREFILL_BASE_MS}" }} }}
-parameters {{ key: "prefill_per_input_token_ms" value: {{ string_value: "{PREFILL_PER_TOKEN_MS}" }} }}
-parameters {{ key: "decode_base_ms" value: {{ string_value: "{DECODE_BASE_MS}" }} }}
-parameters {{ key: "decode_per_sequence_ms" value: {{ string_value: "{DECODE_PER_SEQUENCE_MS}" }} }}
-{extra}"""
+def _config(**parameters: float) -> str:
+    return llm_config(
+        prefill_base_ms=PREFILL_BASE_MS, prefill_per_token_ms=PREFILL_PER_TOKEN_MS, decode_base_ms=DECODE_BASE_MS,
+        decode_per_sequence_ms=DECODE_PER_SEQUENCE_MS, **parameters,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("generative-timing")
     write_model(root, "llm", _config())
-    stall = f"""parameters {{ key: "stall_ms" value: {{ string_value: "{STALL_MS}" }} }}
-parameters {{ key: "stall_after_requests" value: {{ string_value: "2" }} }}"""
-    write_model(root, "llm-stall", _config(stall))
+    write_model(root, "llm-stall", _config(stall_ms=STALL_MS, stall_after_requests=2))
     with ServerProcess(root, "--http-port", "0", "--metrics-port", "0") as process:
         process.http_port = int(process.rest_address.rsplit(":", 1)[1])
         yield process

@@ -33,6 +33,30 @@ parameters {{ key: "mean_ms" value: {{ string_value: "{mean_ms}" }} }}
 """
 
 
+def llm_config(
+    *,
+    prefill_base_ms: float,
+    prefill_per_token_ms: float,
+    decode_base_ms: float,
+    decode_per_sequence_ms: float,
+    **parameters: float,
+) -> str:
+    """A synthetic LLM (server/generative/) with these timings, and any other of its parameters (stall_ms, ...)."""
+    values = {
+        "prefill_base_ms": prefill_base_ms, "prefill_per_input_token_ms": prefill_per_token_ms,
+        "decode_base_ms": decode_base_ms, "decode_per_sequence_ms": decode_per_sequence_ms, **parameters,
+    }  # fmt: skip
+    lines = "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v:g}" }} }}' for k, v in values.items())
+    return f"""
+backend: "synthetic_llm"
+max_batch_size: 0
+model_transaction_policy {{ decoupled: true }}
+input [ {{ name: "text_input" data_type: TYPE_STRING dims: [ 1 ] }} ]
+output [ {{ name: "text_output" data_type: TYPE_STRING dims: [ -1 ] }} ]
+{lines}
+"""
+
+
 ERROR_CONFIG = """
 backend: "error"
 max_batch_size: 0
