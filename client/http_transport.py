@@ -34,6 +34,7 @@ import asyncio
 import json
 import ssl
 from collections.abc import Sequence
+from typing import Self
 from urllib.parse import quote, urlsplit
 
 import h11
@@ -191,7 +192,7 @@ class HttpTransport(ControlRpcs):
         ssl_context: ssl.SSLContext | None,
         metadata: Sequence[tuple[str, str]],
         timeout_s: float,
-        json_tensors: bool,
+        json_tensors: bool = False,
     ) -> None:
         self.target = f"{'https' if ssl_context else 'http'}://{host}:{port}"
         self._host, self._port, self._ssl = host, port, ssl_context
@@ -215,14 +216,13 @@ class HttpTransport(ControlRpcs):
         timeout_s: float = 30.0,
         connect_timeout_s: float = 10.0,
         connections: int = 1,
-        json_tensors: bool = False,
-    ) -> HttpTransport:
-        """Open ``connections`` keep-alive connections; Unreachable/TlsError if they cannot be."""
+        **options,
+    ) -> Self:
+        """Open ``connections`` keep-alive connections; Unreachable/TlsError if they cannot be. ``options`` go to
+        the constructor (``json_tensors`` here; a subclass's own, e.g. the OpenAI transport's ``api``)."""
         host, port, secure = parse_target(target, tls)
         context = (tls or TlsSettings()).ssl_context("http/1.1") if secure else None
-        transport = cls(
-            host, port, ssl_context=context, metadata=metadata, timeout_s=timeout_s, json_tensors=json_tensors
-        )
+        transport = cls(host, port, ssl_context=context, metadata=metadata, timeout_s=timeout_s, **options)
         try:
             for _ in range(connections):
                 transport._idle.append(await transport._open(connect_timeout_s))

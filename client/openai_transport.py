@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 
 import h11
 
 from tailmark.client.control import control_error
 from tailmark.client.errors import ConfigError, ModelNotFound
 from tailmark.client.generation import Generation, StreamReader, count_tokens, from_json_body
-from tailmark.client.http_transport import HttpTransport, _error_message, parse_target, status_name
-from tailmark.client.transport import ModelInfo, RequestFailed, TlsSettings
+from tailmark.client.http_transport import HttpTransport, _error_message, status_name
+from tailmark.client.transport import ModelInfo, RequestFailed
 from tailmark.protos import inference_pb2 as pb
 
 APIS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
@@ -53,37 +52,13 @@ class OpenAITransport(HttpTransport):
 
     generative = True  # the run records tokens for this transport's answers
 
-    def __init__(self, host: str, port: int, *, api: str, **kwargs) -> None:
+    def __init__(self, host: str, port: int, *, api: str = "completions", **kwargs) -> None:
         super().__init__(host, port, json_tensors=True, **kwargs)
         if api not in APIS:
             raise ConfigError(f"--api {api!r}: must be one of {', '.join(APIS)}")
         self.api = api
         self.path = APIS[api]
         self._bodies: dict[bytes, tuple[h11.Request, bool, int]] = {}
-
-    @classmethod
-    async def connect(  # type: ignore[override]
-        cls,
-        target: str,
-        *,
-        api: str = "completions",
-        tls: TlsSettings | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-        timeout_s: float = 30.0,
-        connect_timeout_s: float = 10.0,
-        connections: int = 1,
-    ) -> OpenAITransport:
-        """Open ``connections`` keep-alive connections; Unreachable/TlsError if they cannot be."""
-        host, port, secure = parse_target(target, tls)
-        context = (tls or TlsSettings()).ssl_context("http/1.1") if secure else None
-        transport = cls(host, port, api=api, ssl_context=context, metadata=metadata, timeout_s=timeout_s)
-        try:
-            for _ in range(connections):
-                transport._idle.append(await transport._open(connect_timeout_s))
-        except BaseException:
-            await transport.aclose()
-            raise
-        return transport
 
     def _prepare(self, payload: bytes) -> tuple[h11.Request, bool, int]:
         """The request head, whether the body asks to stream, and its prompt's tokens (counted), once per body."""
