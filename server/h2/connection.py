@@ -79,6 +79,7 @@ class H2Protocol(asyncio.Protocol):
         self._write_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._last_backlog = 0
+        self._output_waiters: dict[GrpcCall, asyncio.Future] = {}  # streaming calls held back by their output
 
     # --- asyncio.Protocol ---
 
@@ -123,11 +124,22 @@ class H2Protocol(asyncio.Protocol):
     # --- turns: bounded work per loop turn ---
 
     def _after_turn(self) -> None:
+        if self._output_waiters:
+            self._release_output_waiters()
         self.flush()
         if self.h2.input_pending and not self.closed and not self._turn_scheduled:
             self._turn_scheduled = True
             self.transport.pause_reading()
             self._loop.call_soon(self._next_turn)
+
+    def _release_output_waiters(self) -> None:
+        """Streaming calls whose queued answers have drained (or that ended) take messages again."""
+        limit = self.h2.limits.max_stream_output
+        for call, waiter in list(self._output_waiters.items()):
+            if call.done or call.stream.outbox_bytes <= limit:
+                del self._output_waiters[call]
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def _next_turn(self) -> None:
         self._turn_scheduled = False
@@ -343,8 +355,15 @@ class H2Protocol(asyncio.Protocol):
         self.flush_soon()
 
     async def _requests(self, call: GrpcCall) -> AsyncIterator[bytes]:
-        """The call's messages as its handler asks for them; each one taken gives its bytes of window back."""
+        """The call's messages as its handler asks for them; each one taken gives its bytes of window back.
+        While the call's answers wait for a client that does not read (more than ``max_stream_output``
+        queued), no more messages are taken, so their window stays closed and the client cannot send more."""
+        limit = self.h2.limits.max_stream_output
         while True:
+            if call.stream.outbox_bytes > limit and not call.done:
+                self.h2.counters.stream_output += 1
+                waiter = self._output_waiters[call] = self._loop.create_future()
+                await waiter
             item = await call.requests.get()
             if item is _END:
                 return
@@ -404,6 +423,7 @@ class H2Protocol(asyncio.Protocol):
             self.server.active -= 1
         if call.timer is not None:
             call.timer.cancel()
+        self._output_waiters.pop(call, None)
         task = call.task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()  # no responses after the status (and none for a reset stream)

@@ -40,6 +40,7 @@ class Limits:
     max_control_backlog: int = 1000  # PING / SETTINGS acks queued while the peer does not read (9512, 9515)
     max_buffered_output: int = 16 << 20  # response bytes held for the peer (window or socket); beyond it we
     # stop crediting its connection window, so it cannot send more requests (CVE-2019-9517)
+    max_stream_output: int = 4 << 20  # one stream's answers held for the peer before its handler is paused
     write_timeout_s: float = 30.0  # output held with no progress this long: the connection is closed
 
     # --- time ---
@@ -76,6 +77,7 @@ class LimitCounters:
         "header_list",
         "refused_streams",
         "resets",
+        "stream_output",
         "table_size_updates",
         "write_timeout",
     )

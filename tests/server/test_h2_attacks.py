@@ -146,6 +146,34 @@ def test_zero_window_reader_holds_bounded_output(server):
     assert 8 * MIB < sent < 48 * 4_000_000  # some got through; not all 48
 
 
+def test_streaming_answers_to_a_non_reader_pause_the_stream(server):
+    """A bidirectional stream whose client never opens its window: once about 4 MiB of answers wait for it, the
+    server takes no more of its messages, so their window stays closed and the client can send little more."""
+    one = grpc_message(message(16_000))  # 64 KB requests, 64 KB answers
+    stream_path = "/inference.GRPCInferenceService/ModelStreamInfer"
+
+    def run():
+        with Attacker(server.target, settings={0x4: 0}) as attacker:
+            attacker.read(0.2)
+            attacker.send(frame(HEADERS, END_HEADERS, 1, attacker.block(stream_path)))
+            sent, deadline = 0, time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                attacker.read(0.005)
+                window = min(attacker.connection_window, attacker.stream_windows.get(1, 4 * MIB))
+                if window < len(one):
+                    continue
+                attacker.send(frame(DATA, 0, 1, one))
+                attacker.connection_window -= len(one)
+                attacker.stream_windows[1] = attacker.stream_windows.get(1, 4 * MIB) - len(one)
+                sent += len(one)
+            return sent
+
+    sent = attack(server, run)
+    # 4 MiB of answers queued, then at most one stream window (4 MiB) more; without the pause the client
+    # could send until the connection's output limit (16 MiB) and window (16 MiB) stopped it
+    assert 4 * MIB < sent < 12 * MIB, f"{sent / MIB:.1f} MiB sent"
+
+
 def test_streams_beyond_the_advertised_limit_are_refused(server):
     def run():
         with Attacker(server.target) as attacker:
