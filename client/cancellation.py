@@ -62,8 +62,6 @@ class CancellingTransport:
         self._inner = inner
         self.policy = policy
         self._draw = random.Random(policy.seed).random
-        self.chosen = 0  # requests drawn for cancellation
-        self.cut = 0  # of those, closed before their answer ended
 
     def __getattr__(self, name: str):
         return getattr(self._inner, name)
@@ -71,7 +69,6 @@ class CancellingTransport:
     async def infer(self, payload: bytes, timeout_s: float | None = None) -> Generation:
         if self._draw() >= self.policy.share:
             return await self._inner.infer(payload, timeout_s)
-        self.chosen += 1
         policy, loop = self.policy, asyncio.get_running_loop()
         why: list[str] = []  # set once, when this request is cut
         seen = [0, None]  # tokens so far, the request's Generation
@@ -99,7 +96,6 @@ class CancellingTransport:
             current = asyncio.current_task()
             if not why or (current is not None and current.cancelling()):
                 raise  # the run itself is being cancelled
-            self.cut += 1
             raise RequestCancelled(why[0], seen[1]) from None
         finally:
             if timer is not None:

@@ -503,6 +503,8 @@ async def _measure(
         environment["client_transport"] = {"kind": args.transport, "connections": args.connections}
         if args.transport == "openai":
             environment["workload"] = pool.describe()  # prompts, lengths, corpus (client/prompts.py)
+            cancel = getattr(transport, "policy", None)  # --cancel-* (client/cancellation.py)
+            environment["workload"]["cancel"] = cancel.to_dict() if cancel is not None else None
         if args.transport == "http":  # how tensors travel: Triton's binary extension unless --http-json
             environment["client_transport"]["tensors"] = "json" if getattr(args, "http_json", False) else "binary"
         environment["pinning"] = pinning.to_dict() if pinning is not None else None

@@ -31,6 +31,15 @@ TOKEN_SETTING_FLAGS: dict[str, tuple[str, type, str]] = {
 }  # fmt: skip
 
 
+# workload flags only the openai transport honours, with their defaults: token_settings refuses them elsewhere
+WORKLOAD_DEFAULTS = {"--shared-prefix-tokens": 0, "--prefix-count": 1, "--prefix-reuse": 1.0, "--cancel-after-ms": 0.0,
+                     "--cancel-after-tokens": 0, "--cancel-share": 1.0}  # fmt: skip
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def add_generative_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generative endpoints (--transport openai)")
     group.add_argument("--api", choices=("completions", "chat"), default="completions",
@@ -82,10 +91,13 @@ def token_settings(args: argparse.Namespace, common: dict[str, Any]) -> None:
         common.setdefault("tpot_bound_ms", tpot)
     transport = getattr(args, "transport", "openai")
     asked = [flag for flag, (field, _, _) in TOKEN_SETTING_FLAGS.items() if common.get(field)]
+    asked = [flag for flag in asked if flag != "--turns" or (common.get("turns") or 1) > 1]
+    asked += [flag for flag, default in WORKLOAD_DEFAULTS.items() if getattr(args, _dest(flag), default) != default]
     if asked and transport != "openai":
         from tailmark.client.errors import ConfigError
 
-        raise ConfigError(f"{asked[0]} (or --llm-preset): token timings need --transport openai, not {transport}")
+        flag = asked[0] + (" (or --llm-preset)" if asked[0] in ("--ttft-p99-ms", "--tpot-p99-ms") else "")
+        raise ConfigError(f"{flag}: generative workloads and token timings need --transport openai, not {transport}")
 
 
 async def connect(args: argparse.Namespace, target: str, common: dict[str, Any]):

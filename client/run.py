@@ -231,6 +231,8 @@ class Run:
         """Multi-turn sessions: N at a time (concurrency) or arriving at target_qps a second (server, poisson)."""
         from tailmark.client.sessions import SessionLoop
 
+        if self.shard is not None:
+            raise TailmarkError("--turns: multi-turn sessions are not split across shards or --workers yet")
         think_ns = round(s.think_time_ms * 1e6)
         loop = SessionLoop(dispatcher, turns=s.turns, think_time_ns=think_ns, traffic_class=DEFAULT_CLASS)
         if s.scenario is Scenario.CONCURRENCY:

@@ -94,7 +94,9 @@ def test_cancelled_requests_are_counted_apart_and_the_server_frees_them(server, 
         "--no-calibration", "--no-progress", "--out", str(out), timeout_s=120,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    total = scenario(results(out), "poisson")["classes"]["all"]
+    doc = results(out)
+    assert doc["environment"]["workload"]["cancel"]["share"] == 0.5  # the settings are kept with the results
+    total = scenario(doc, "poisson")["classes"]["all"]
     cancelled = total["cancelled_count"]
     assert total["error_count"] == 0 and total["errors"] == {}  # a cancel is not an error ...
     assert cancelled > 0 and total["ok_count"] > 0  # ... nor a success (a cut share of 0.5: some of each)
@@ -107,3 +109,13 @@ def test_cancelled_requests_are_counted_apart_and_the_server_frees_them(server, 
             break
         time.sleep(0.1)
     assert (running, failed) == (0, cancelled)
+
+
+@pytest.mark.parametrize("flag", [["--cancel-after-ms", "50"], ["--shared-prefix-tokens", "8"], ["--turns", "2"]])
+def test_generative_workload_flags_need_the_openai_transport(tmp_path, flag):
+    run = tailmark(
+        "run", "--target", "127.0.0.1:1", "--transport", "grpc", "--model", "m", "--scenario", "concurrency", *flag,
+        "--out", str(tmp_path / "x"), timeout_s=60,
+    )  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert f"{flag[0]}: generative workloads and token timings need --transport openai, not grpc" in run.stderr
