@@ -35,6 +35,8 @@ from tailmark.server.settings import UNAUTHENTICATED_MESSAGE
 log = logging.getLogger(__name__)
 
 _END = object()  # end of a stream's requests
+_NOT_GRPC = object()  # a request that is not gRPC at all: HTTP 415
+ADMISSION_CACHE = 64  # distinct request header dicts whose admission is remembered, per connection
 TIMER_S = 1.0  # how often the connection's timeouts are checked
 ABORT_AFTER_S = 1.0  # a closing connection whose peer does not read is dropped after this
 WRITE_HIGH_WATER = 1 << 20  # socket output held before reading stops (asyncio's pause_writing)
@@ -80,6 +82,7 @@ class H2Protocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._last_backlog = 0
         self._output_waiters: dict[GrpcCall, asyncio.Future] = {}  # streaming calls held back by their output
+        self._admissions: dict[int, tuple] = {}  # id(headers dict) -> what _admit made of it
 
     # --- asyncio.Protocol ---
 
@@ -225,30 +228,23 @@ class H2Protocol(asyncio.Protocol):
             self._fail(call, Status.RESOURCE_EXHAUSTED, event.error)
             return
         headers = event.headers
+        # a client sends the same header block call after call, and the decoder hands back the same dict for
+        # it: what the headers decide is worked out once per dict (held here, so its id is not reused)
+        admission = self._admissions.get(id(headers))
+        if admission is None or admission[0] is not headers:
+            admission = self._admit(headers)
+            if len(self._admissions) >= ADMISSION_CACHE:
+                self._admissions.clear()
+            self._admissions[id(headers)] = admission
+        _, refusal, route, wbits, timeout = admission
+        if refusal is not None:
+            if refusal is _NOT_GRPC:
+                call.done = call.headers_sent = True
+                self.h2.send_headers(stream, literal(":status", "415"), end_stream=True)
+            else:
+                self._fail(call, *refusal)
+            return
         server = self.server
-        if headers.get(":method") != "POST":
-            self._fail(call, Status.UNIMPLEMENTED, f"gRPC needs POST, not {headers.get(':method')!r}")
-            return
-        if not headers.get("content-type", "").startswith("application/grpc"):
-            call.done = call.headers_sent = True
-            self.h2.send_headers(stream, literal(":status", "415"), end_stream=True)
-            return
-        if server.auth_header is not None:
-            given = headers.get("authorization", "").encode("utf-8", "surrogateescape")
-            if not hmac.compare_digest(given, server.auth_header):
-                self._fail(call, Status.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
-                return
-        path = headers.get(":path", "")
-        route = server.routes.get(path)
-        if route is None:
-            self._fail(call, Status.UNIMPLEMENTED, f"unknown method {path}")
-            return
-        try:
-            wbits = encoding_wbits(headers.get("grpc-encoding"))
-            timeout = parse_timeout(headers.get("grpc-timeout"))
-        except (MessageError, BadMetadata) as exc:
-            self._fail(call, exc.status, str(exc))
-            return
         if server.max_concurrent_rpcs and server.active >= server.max_concurrent_rpcs:
             self._fail(call, Status.RESOURCE_EXHAUSTED, "server busy: too many concurrent RPCs")
             return
@@ -262,6 +258,28 @@ class H2Protocol(asyncio.Protocol):
             call.task = asyncio.ensure_future(self._run_stream(call, route))
         if event.end_stream:
             self._remote_end(call)
+
+    def _admit(self, headers: dict[str, str]) -> tuple:
+        """(headers, refusal: None, _NOT_GRPC or (status, message), route, wbits, timeout) for a request's headers."""
+        server = self.server
+        if headers.get(":method") != "POST":
+            return headers, (Status.UNIMPLEMENTED, f"gRPC needs POST, not {headers.get(':method')!r}"), None, None, None
+        if not headers.get("content-type", "").startswith("application/grpc"):
+            return headers, _NOT_GRPC, None, None, None
+        if server.auth_header is not None:
+            given = headers.get("authorization", "").encode("utf-8", "surrogateescape")
+            if not hmac.compare_digest(given, server.auth_header):
+                return headers, (Status.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE), None, None, None
+        path = headers.get(":path", "")
+        route = server.routes.get(path)
+        if route is None:
+            return headers, (Status.UNIMPLEMENTED, f"unknown method {path}"), None, None, None
+        try:
+            wbits = encoding_wbits(headers.get("grpc-encoding"))
+            timeout = parse_timeout(headers.get("grpc-timeout"))
+        except (MessageError, BadMetadata) as exc:
+            return headers, (exc.status, str(exc)), None, None, None
+        return headers, None, route, wbits, timeout
 
     def _data(self, event: DataReceived) -> None:
         stream = event.stream
