@@ -7,6 +7,7 @@ import importlib
 from tailmark.training.workload import Workload
 
 WORKLOADS: dict[str, str] = {
+    "lm": "tailmark.training.workloads.lm",
     "smoke": "tailmark.training.workloads.smoke",
     "vision": "tailmark.training.workloads.vision",
     "recommendation": "tailmark.training.workloads.recommendation",
