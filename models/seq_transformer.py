@@ -18,7 +18,7 @@ class SeqTransformer(nn.Module):
         nhead: int = 4,
         layers: int = 2,
         ff: int = 256,
-        max_len: int = 32,
+        max_len: int = 32,  # positions: source and target lengths, BOS and EOS included
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
@@ -47,9 +47,26 @@ class SeqTransformer(nn.Module):
 
     @torch.no_grad()
     def greedy_decode(self, src: Tensor, steps: int) -> Tensor:
-        """``steps`` tokens per sequence, each the argmax given the ones before (starting from BOS)."""
+        """``steps`` tokens per sequence, each the argmax given the ones before (starting from BOS).
+
+        The source is encoded once; decoding stops early once every sequence has produced EOS, and the positions
+        left are PAD (what the model says after EOS is no part of its answer).
+        """
+        padding = src == PAD
+        memory = self.transformer.encoder(self._embed(src), src_key_padding_mask=padding)
         out = torch.full((src.shape[0], 1), BOS, dtype=torch.long, device=src.device)
+        done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
         for _ in range(steps):
-            next_token = self(src, out)[:, -1].argmax(dim=-1, keepdim=True)
-            out = torch.cat([out, next_token], dim=1)
-        return out[:, 1:]
+            causal = nn.Transformer.generate_square_subsequent_mask(out.shape[1], device=src.device)
+            hidden = self.transformer.decoder(
+                self._embed(out), memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=padding
+            )
+            next_token = self.out(hidden[:, -1]).argmax(dim=-1)
+            next_token = torch.where(done, PAD, next_token)
+            out = torch.cat([out, next_token[:, None]], dim=1)
+            done |= next_token == EOS
+            if bool(done.all()):
+                break
+        decoded = torch.full((src.shape[0], steps), PAD, dtype=torch.long, device=src.device)
+        decoded[:, : out.shape[1] - 1] = out[:, 1:]
+        return decoded

@@ -9,7 +9,7 @@ from tailmark.models.seq_transformer import EOS, PAD
 from tailmark.training.context import RunContext
 from tailmark.training.workload import with_overrides
 from tailmark.training.workloads import workload_class
-from tailmark.training.workloads.translation import EVAL_SEQUENCES, MAX_LEN, MIN_LEN, make_pairs
+from tailmark.training.workloads.translation_smoke import EVAL_SEQUENCES, MAX_LEN, MIN_LEN, make_pairs
 
 
 def test_targets_are_reversed_sources_ending_in_eos():
@@ -23,7 +23,7 @@ def test_targets_are_reversed_sources_ending_in_eos():
 
 
 def test_held_out_set_is_fixed_and_training_batches_follow_the_seed():
-    cls = workload_class("translation")
+    cls = workload_class("translation-smoke")
     first, second = (cls(cls.default_hparams()).build(RunContext(seed=s)) for s in (1, 2))
     first.load_data()
     second.load_data()
@@ -31,7 +31,7 @@ def test_held_out_set_is_fixed_and_training_batches_follow_the_seed():
 
 
 def test_warmup_then_cosine_to_zero():
-    cls = workload_class("translation")
+    cls = workload_class("translation-smoke")
     trainer = cls(cls.default_hparams()).build(RunContext(seed=0))
     factors = [trainer._lr_factor(step) for step in (0, 99, 199, 200, 1350, 2500, 4000)]
     assert factors[0] == pytest.approx(1 / 200) and factors[1] == pytest.approx(0.5)
@@ -40,7 +40,7 @@ def test_warmup_then_cosine_to_zero():
 
 
 def test_a_short_epoch_trains_and_scores_exact_match():
-    workload, closed = with_overrides(workload_class("translation"), {"steps_per_epoch": "3"})
+    workload, closed = with_overrides(workload_class("translation-smoke"), {"steps_per_epoch": "3"})
     assert not closed  # steps_per_epoch is not tunable
     trainer = workload.build(RunContext(seed=0))
     sizes = trainer.load_data()

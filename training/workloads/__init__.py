@@ -12,6 +12,7 @@ WORKLOADS: dict[str, str] = {
     "vision": "tailmark.training.workloads.vision",
     "recommendation": "tailmark.training.workloads.recommendation",
     "translation": "tailmark.training.workloads.translation",
+    "translation-smoke": "tailmark.training.workloads.translation_smoke",
 }
 
 
