@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="where runs train (default auto: CUDA when torch sees a device, else CPU)",
     )
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
-    serve = parser.add_argument_group("train -> serve (smoke, vision)")
+    serve = parser.add_argument_group("train -> serve (smoke, vision; lm: export only)")
     serve.add_argument(
         "--export-to",
         type=Path,
@@ -100,8 +100,9 @@ def handle_train(args: argparse.Namespace) -> int:
         raise UsageError("--from-weights exports a trained model; give the repository with --export-to REPO")
     try:
         workload, closed = with_overrides(workload_class(args.workload), dict(overrides))
-        if args.export_to is not None and workload.servable() is None:
-            raise ValueError(f"--export-to: the {args.workload} workload's model cannot be served yet (smoke, vision)")
+        if args.export_to is not None and not workload.exportable():
+            exported = "smoke, vision, lm"
+            raise ValueError(f"--export-to: the {args.workload} workload's model cannot be served yet ({exported})")
         if args.from_weights is not None:
             return export_weights(workload, args.from_weights, args.export_to)
         workload.verify_data()

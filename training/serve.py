@@ -83,6 +83,9 @@ def export_trained(
     model folder. Raises ``ExportError`` with a one-line message."""
     from tailmark.models.export import Batching, ReferenceModel, export_torchscript, model_config, write_config
 
+    exported = workload.export_model(weights, repository, name)
+    if exported is not None:
+        return exported
     servable = workload.servable()
     model = load_trained(workload, weights)
     assert servable is not None  # load_trained refused otherwise

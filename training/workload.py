@@ -115,6 +115,15 @@ class Workload(ABC):
         """How the trained model is exported for ``tailmark serve``; None where it is not (yet) servable."""
         return None
 
+    def export_model(self, weights: Path, repository: Path, name: str | None = None) -> Path | None:
+        """Export a model that is not a one-tensor ``Servable`` (e.g. a language model) in a layout of its own;
+        returns the model folder, or None where the workload has no such export."""
+        return None
+
+    def exportable(self) -> bool:
+        """Whether ``--export-to`` can export this workload's trained model."""
+        return self.servable() is not None
+
     def verify_data(self) -> None:
         """The reference ``verify_dataset`` step: every file present and matching its checksum."""
         for path, expected in self.data_files().items():

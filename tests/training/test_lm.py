@@ -11,12 +11,15 @@ import shutil
 import pytest
 import torch
 
+from tailmark.models.tiny_lm import decode, encode
+from tailmark.server.config import parse_config
 from tailmark.training.checker import check_log
 from tailmark.training.context import RunContext
 from tailmark.training.workload import DataMissing, with_overrides
 from tailmark.training.workloads import workload_class
 from tailmark.training.workloads.lm import SIZES
 from tailmark.training.workloads.lm.corpus import DIR_ENV, corpus_dir, manifest, read_corpus, split_names
+from tailmark.training.workloads.lm.export import complete, load_exported
 
 HELD_OUT = [
     "__future__.py", "_pydecimal.py", "bisect.py", "copyreg.py", "genericpath.py", "imghdr.py",
@@ -78,6 +81,7 @@ def test_each_size_is_its_own_benchmark_and_the_size_moves_a_run_to_open():
 
 def test_the_test_size_reaches_its_target_and_its_log_passes_the_checker(cli, tmp_path):
     args = ("--set", "size=test", "--runs", "1", "--threads", "1", "--system", "box", "--output", "out")
+    args += ("--export-to", "repo")
     done = cli("train", "lm", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr  # a converged run has a time (one run is no valid olympic score)
     assert "run 1/1: converged at epoch" in done.stdout and "checker SUCCESS" in done.stdout
@@ -97,9 +101,20 @@ def test_the_test_size_reaches_its_target_and_its_log_passes_the_checker(cli, tm
     trainer.load_data()
     trainer.model.load_state_dict(torch.load(tmp_path / run["model"], weights_only=True))
     assert trainer.evaluate() == pytest.approx(run["accuracy"], abs=1e-9)
-    prompt = list(b"def __init__(self, ")  # 19 bytes and 12 new fit the test size's context of 32
+    prompt = "def __init__(self, "  # 19 bytes and 12 new fit the test size's context of 32
     model = trainer.model.eval()
-    assert model.greedy_decode(prompt, 12) == model.greedy_decode_cached(prompt, 12)
+    reference = model.greedy_decode(encode(prompt), 12)
+    assert model.greedy_decode_cached(encode(prompt), 12) == reference
+
+    # --export-to put it in a model repository: a decoupled tiny_lm config the server's parser reads, and the
+    # weights, which load back into the same model and complete the prompt with the same tokens
+    assert result["served"]["name"] == "tiny_lm_pystdlib_test" and result["served"]["run_index"] == 0
+    model_dir = tmp_path / "repo" / "tiny_lm_pystdlib_test"
+    config = parse_config((model_dir / "config.pbtxt").read_text())
+    assert config.backend == "tiny_lm" and config.model_transaction_policy.decoupled
+    assert config.parameters["context"].string_value == "32"
+    exported = load_exported(model_dir)
+    assert complete(exported, prompt, 12) == complete(exported, prompt, 12, cached=False) == decode(reference)
 
 
 def test_a_missing_or_changed_corpus_is_one_clear_error(cli, tmp_path, monkeypatch):
@@ -119,3 +134,10 @@ def test_a_missing_or_changed_corpus_is_one_clear_error(cli, tmp_path, monkeypat
         f.write("# edited\n")
     done = cli("train", "lm", "--runs", "1", cwd=tmp_path, env={DIR_ENV: str(changed)})
     assert done.returncode == 2 and "heapq.py: sha256" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_export_refuses_weights_of_another_model(cli, tmp_path):
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pt")
+    done = cli("train", "lm", "--from-weights", "other.pt", "--export-to", "repo", cwd=tmp_path)
+    assert done.returncode == 2 and "other.pt: not the tiny_lm_pystdlib model" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "repo" / "tiny_lm_pystdlib").exists()

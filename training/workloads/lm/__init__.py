@@ -192,6 +192,15 @@ class LmWorkload(Workload):
         size = self.size
         return TinyLM(size.d_model, size.nhead, size.layers, 4 * size.d_model, size.context)
 
+    def exportable(self) -> bool:
+        return True
+
+    def export_model(self, weights: Path, repository: Path, name: str | None = None) -> Path:
+        """A decoupled ``tiny_lm`` model folder (config.pbtxt + state_dict); see export.py."""
+        from tailmark.training.workloads.lm.export import export_lm
+
+        return export_lm(self, weights, repository, name=name)
+
     def build(self, ctx: RunContext) -> Trainer:
         import torch
 
