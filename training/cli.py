@@ -157,6 +157,9 @@ def export_weights(workload: Workload, weights: Path, repository: Path) -> int:
         model_dir = export_trained(workload, weights, repository)
     except ExportError as exc:
         raise UsageError(str(exc)) from None
+    if workload.servable() is None:  # exported in its own layout (lm), which tailmark serve does not run yet
+        print(f"tailmark train: exported {weights} to {model_dir} (tailmark serve does not run this model yet)")
+        return 0
     print(f"tailmark train: exported {weights} to {model_dir}; serve it with `{serve_command(repository)}`")
     return 0
 
