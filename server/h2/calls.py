@@ -1,11 +1,16 @@
-"""The gRPC methods as the h2 frontend runs them: message bytes in, a ``Call`` (response or status) out."""
+"""The gRPC methods as the h2 frontend runs them (message bytes in, a ``Call`` out), how a request's headers
+are admitted, and the state of one call on one stream (``GrpcCall``)."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple
 
+from tailmark.grpc_wire.messages import MessageError, MessageReader, encoding_wbits
+from tailmark.grpc_wire.metadata import BadMetadata, parse_timeout
+from tailmark.grpc_wire.status import Status
 from tailmark.protos.service import HEALTH_CHECK, RPCS, Rpc
 from tailmark.server.core import InferenceCore
 from tailmark.server.rpc_methods import (
@@ -17,6 +22,7 @@ from tailmark.server.rpc_methods import (
     status_of,
     stream_infer,
 )
+from tailmark.server.settings import UNAUTHENTICATED_MESSAGE
 
 
 class Call(NamedTuple):
@@ -126,3 +132,56 @@ async def _resume(coro, waiting):
             waiting = coro.send(None) if error is None else coro.throw(error)
         except StopIteration as done:
             return done.value
+
+
+NOT_GRPC = object()  # a request that is not gRPC at all: HTTP 415
+
+
+def admit(server, headers: dict[str, str]) -> tuple:
+    """What a request's headers decide, before any of its body: (headers, refusal, route, wbits, timeout), where
+    refusal is None (admitted), NOT_GRPC (HTTP 415) or (status, message) to end the call with."""
+    if headers.get(":method") != "POST":
+        return headers, (Status.UNIMPLEMENTED, f"gRPC needs POST, not {headers.get(':method')!r}"), None, None, None
+    if not headers.get("content-type", "").startswith("application/grpc"):
+        return headers, NOT_GRPC, None, None, None
+    if server.auth_header is not None:
+        given = headers.get("authorization", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, server.auth_header):
+            return headers, (Status.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE), None, None, None
+    path = headers.get(":path", "")
+    route = server.routes.get(path)
+    if route is None:
+        return headers, (Status.UNIMPLEMENTED, f"unknown method {path}"), None, None, None
+    try:
+        wbits = encoding_wbits(headers.get("grpc-encoding"))
+        timeout = parse_timeout(headers.get("grpc-timeout"))
+    except (MessageError, BadMetadata) as exc:
+        return headers, (exc.status, str(exc)), None, None, None
+    return headers, None, route, wbits, timeout
+
+
+class GrpcCall:
+    """One call on one stream: its route, message reader and, while it runs, its task and deadline."""
+
+    __slots__ = (
+        "done",
+        "headers_sent",
+        "messages",
+        "reader",
+        "requests",
+        "route",
+        "stream",
+        "task",
+        "timer",
+    )
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.route: Route | None = None  # None: answered before its body arrived
+        self.reader: MessageReader | None = None
+        self.messages: list = []  # a unary call's messages
+        self.requests: asyncio.Queue | None = None  # a streaming call's messages, as they complete
+        self.headers_sent = False
+        self.done = False  # ended (status queued), or reset
+        self.task: asyncio.Task | None = None
+        self.timer: asyncio.TimerHandle | None = None

@@ -11,12 +11,11 @@ answered inside ``data_received``; the rest run as tasks, and a reset stream's t
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import AsyncIterator
 
-from tailmark.grpc_wire.messages import MessageError, MessageReader, encoding_wbits, prefix
-from tailmark.grpc_wire.metadata import OK_TRAILERS, RESPONSE_HEADERS, BadMetadata, parse_timeout, trailers
+from tailmark.grpc_wire.messages import MessageError, MessageReader, prefix
+from tailmark.grpc_wire.metadata import OK_TRAILERS, RESPONSE_HEADERS, trailers
 from tailmark.grpc_wire.status import Status
 from tailmark.http2 import frames
 from tailmark.http2.connection import H2Connection
@@ -29,44 +28,15 @@ from tailmark.http2.events import (
     StreamReset,
 )
 from tailmark.http2.hpack_codec import literal
-from tailmark.server.h2.calls import Call, Route, status_code
-from tailmark.server.settings import UNAUTHENTICATED_MESSAGE
+from tailmark.server.h2.calls import NOT_GRPC, Call, GrpcCall, Route, admit, status_code
 
 log = logging.getLogger(__name__)
 
 _END = object()  # end of a stream's requests
-_NOT_GRPC = object()  # a request that is not gRPC at all: HTTP 415
 ADMISSION_CACHE = 64  # distinct request header dicts whose admission is remembered, per connection
 TIMER_S = 1.0  # how often the connection's timeouts are checked
 ABORT_AFTER_S = 1.0  # a closing connection whose peer does not read is dropped after this
 WRITE_HIGH_WATER = 1 << 20  # socket output held before reading stops (asyncio's pause_writing)
-
-
-class GrpcCall:
-    """One call on one stream: its route, message reader and, while it runs, its task and deadline."""
-
-    __slots__ = (
-        "done",
-        "headers_sent",
-        "messages",
-        "reader",
-        "requests",
-        "route",
-        "stream",
-        "task",
-        "timer",
-    )
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-        self.route: Route | None = None  # None: answered before its body arrived
-        self.reader: MessageReader | None = None
-        self.messages: list = []  # a unary call's messages
-        self.requests: asyncio.Queue | None = None  # a streaming call's messages, as they complete
-        self.headers_sent = False
-        self.done = False  # ended (status queued), or reset
-        self.task: asyncio.Task | None = None
-        self.timer: asyncio.TimerHandle | None = None
 
 
 class H2Protocol(asyncio.Protocol):
@@ -232,13 +202,13 @@ class H2Protocol(asyncio.Protocol):
         # it: what the headers decide is worked out once per dict (held here, so its id is not reused)
         admission = self._admissions.get(id(headers))
         if admission is None or admission[0] is not headers:
-            admission = self._admit(headers)
+            admission = admit(self.server, headers)
             if len(self._admissions) >= ADMISSION_CACHE:
                 self._admissions.clear()
             self._admissions[id(headers)] = admission
         _, refusal, route, wbits, timeout = admission
         if refusal is not None:
-            if refusal is _NOT_GRPC:
+            if refusal is NOT_GRPC:
                 call.done = call.headers_sent = True
                 self.h2.send_headers(stream, literal(":status", "415"), end_stream=True)
             else:
@@ -258,28 +228,6 @@ class H2Protocol(asyncio.Protocol):
             call.task = asyncio.ensure_future(self._run_stream(call, route))
         if event.end_stream:
             self._remote_end(call)
-
-    def _admit(self, headers: dict[str, str]) -> tuple:
-        """(headers, refusal: None, _NOT_GRPC or (status, message), route, wbits, timeout) for a request's headers."""
-        server = self.server
-        if headers.get(":method") != "POST":
-            return headers, (Status.UNIMPLEMENTED, f"gRPC needs POST, not {headers.get(':method')!r}"), None, None, None
-        if not headers.get("content-type", "").startswith("application/grpc"):
-            return headers, _NOT_GRPC, None, None, None
-        if server.auth_header is not None:
-            given = headers.get("authorization", "").encode("utf-8", "surrogateescape")
-            if not hmac.compare_digest(given, server.auth_header):
-                return headers, (Status.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE), None, None, None
-        path = headers.get(":path", "")
-        route = server.routes.get(path)
-        if route is None:
-            return headers, (Status.UNIMPLEMENTED, f"unknown method {path}"), None, None, None
-        try:
-            wbits = encoding_wbits(headers.get("grpc-encoding"))
-            timeout = parse_timeout(headers.get("grpc-timeout"))
-        except (MessageError, BadMetadata) as exc:
-            return headers, (exc.status, str(exc)), None, None, None
-        return headers, None, route, wbits, timeout
 
     def _data(self, event: DataReceived) -> None:
         stream = event.stream
