@@ -29,8 +29,9 @@ class Limits:
     max_table_size_updates: int = 2  # per block, grpc's C core rule; beyond: COMPRESSION_ERROR
 
     # --- budgets against floods (a token bucket each: a burst, then a steady rate per second) ---
-    reset_burst: int = 1000  # RST_STREAM from the peer, and streams we refuse (rapid reset, CVE-2023-44487)
-    reset_rate_per_s: float = 1000.0
+    reset_burst: int = 1000  # streams the peer resets within rapid_reset_s of opening them, and streams we
+    reset_rate_per_s: float = 1000.0  # refuse or reset over its errors (rapid reset, CVE-2023-44487)
+    rapid_reset_s: float = 0.1  # a reset later than this (a client's deadline or cancel) costs nothing
     empty_frame_burst: int = 1000  # frames that carry nothing: empty DATA / CONTINUATION, PRIORITY, unknown
     empty_frame_rate_per_s: float = 1000.0  # types (CVE-2019-9518, -9516)
     control_burst: int = 1000  # PING and SETTINGS frames, which each ask for an ack (CVE-2019-9512, -9515;

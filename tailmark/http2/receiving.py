@@ -126,6 +126,7 @@ class FrameHandlers:
             self.counters.refused_streams += 1
             raise StreamError(stream_id, frames.REFUSED_STREAM, "over the concurrent stream limit")
         stream = self.streams[stream_id] = Stream(stream_id, self.peer_initial_window, self.limits.initial_window)
+        stream.opened_at = self._now
         self._peer_open += 1
         stream.open(end)
         self.events.append(RequestReceived(stream, headers, end, error))
@@ -144,10 +145,13 @@ class FrameHandlers:
             raise ConnectionError(frames.FRAME_SIZE_ERROR, "RST_STREAM payload must be 4 bytes")
         if self._idle(stream_id):
             raise ConnectionError(frames.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
-        self._spend_reset()
-        stream = self.streams.pop(stream_id, None)
+        stream = self.streams.get(stream_id)
         if stream is None or stream.closed:
+            self._spend_empty()  # a stream already gone: the frame asks for nothing
             return
+        if self._now - stream.opened_at < self.limits.rapid_reset_s:
+            self._spend_reset()  # opened and reset at once (rapid reset); a deadline's cancel comes later
+        del self.streams[stream_id]
         code = frames.u32(payload)
         self._forget(stream, reset=code)
         self.events.append(StreamReset(stream, code, remote=True))

@@ -44,6 +44,7 @@ class Output:
         stream_id = self._next_stream_id
         self._next_stream_id += 2
         stream = self.streams[stream_id] = Stream(stream_id, self.peer_initial_window, self.limits.initial_window)
+        stream.opened_at = self._now
         stream.open(False)
         self._out.append(headers_frames(stream_id, block, end_stream=end_stream, max_frame=self.peer_max_frame))
         if end_stream:

@@ -56,6 +56,7 @@ class Stream:
     __slots__ = (
         "end_with_data",
         "id",
+        "opened_at",
         "outbox",
         "outbox_bytes",
         "outbox_offset",
@@ -81,6 +82,7 @@ class Stream:
         self.end_with_data = False
         self.reset_code: int | None = None  # set once either side reset the stream
         self.user = None  # the application's object for this stream (a call)
+        self.opened_at = 0.0  # the connection's clock when it opened
 
     # --- queries ---
 

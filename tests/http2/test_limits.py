@@ -36,6 +36,17 @@ def test_reset_budget_refills_with_time():
     assert client.server.counters.as_dict() == {"resets": 1}
 
 
+def test_resets_of_streams_that_ran_a_while_cost_nothing():
+    """A client cancelling calls at their deadline is not a rapid-reset attacker, however many it cancels."""
+    client = RawClient(Limits(reset_burst=10, reset_rate_per_s=1.0))
+    stream_ids = range(1, 401, 2)
+    client.send(b"".join(client.headers(sid) for sid in stream_ids))
+    client.clock.now += 0.5  # the deadlines pass
+    client.send(b"".join(frames.rst_stream(sid, frames.CANCEL) for sid in stream_ids))
+    assert client.goaway_code() is None and client.server.streams == {}
+    assert sum(isinstance(e, events.StreamReset) for e in client.events) == 200
+
+
 def test_concurrent_stream_limit_counts_only_open_streams():
     client = RawClient(Limits(max_concurrent_streams=2))
     client.send(client.headers(1) + client.headers(3) + client.headers(5))
