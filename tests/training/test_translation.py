@@ -7,6 +7,7 @@ CI installs dict-de-en through ./dev; without it the tests that need the diction
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import shutil
 
@@ -27,10 +28,18 @@ needs_dictionary = pytest.mark.skipif(
     not dictd.dict_path().is_file(), reason=f"dict-de-en is not installed ({dictd.INSTALL}; ./dev does it as root)"
 )
 
-# Small enough to converge in well under half a minute of one core: short phrases, a narrow model, and a target
-# a quarter of the reference one (the reference target takes minutes; training/README.md gives the measured time).
-TEST_SIZED = {"max_chars": "12", "max_words": "2", "held_out": "300", "steps_per_epoch": "100", "d_model": "64"}
-TEST_TARGET = 5.0
+# Small enough to converge in about 25 s of one core (2 epochs of 100 steps, plus ~7 s reading the dictionary):
+# short phrases, a faster warm-up, and a target that only says "it has started to translate" (an untrained model
+# scores 0.00); the reference target takes minutes (training/README.md gives the measured time).
+TEST_SIZED = {
+    "max_chars": "12",
+    "max_words": "2",
+    "held_out": "300",
+    "steps_per_epoch": "100",
+    "learning_rate": "3e-3",
+    "warmup_steps": "100",
+}
+TEST_TARGET = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -47,26 +56,38 @@ def test_loader_reads_the_debian_package(default_pairs):
     assert len(held_out) == 1000 and len(train) > 200_000
     everything = dict(train) | dict(held_out)
     assert not {s for s, _ in train} & {s for s, _ in held_out}  # no German source on both sides
-    # entries as the dictionary has them: a compound, a phrase, and a Ding line whose German and English
-    # alternatives are aligned one to one ("A; Ais; As | A; A sharp; A flat")
+    # entries as the dictionary has them: a compound, a phrase, a Ding line whose German and English alternatives
+    # are aligned one to one ("A; Ais; As | A; A sharp; A flat"), and two German synonyms of one English word
     assert everything["Aalbestand"] == "eel stock"
-    assert everything["der Aachener Dom"] == "the Aachen Cathedral"
+    assert everything["Aal in Aspik"] == "Jellied Eel"
     assert everything["Ais"] == "A sharp" and everything["As"] == "A flat"
-    # bracketed notes are gone, and every kept phrase fits the limits and the fixed alphabet
+    assert everything["Aale"] == everything["Aalartige"] == "eels"
+    # bracketed notes are gone ("Eel (on a menu)"), and every kept phrase fits the limits and the fixed alphabet
     assert everything["Aal"] == "Eel"
+    hp = cls.default_hparams()
     for source, target in [*train[:5000], *held_out]:
-        assert len(source) <= 20 and len(target) <= 20 and len(target.split()) <= 3
+        assert len(source) <= hp.max_chars and len(target) <= hp.max_chars and len(target.split()) <= hp.max_words
         assert set(source + target) <= set(dictd.ALPHABET)
-    # the split depends on nothing but the data: a second read gives the same one
-    again = dictd.load_pairs(dictd.dict_path(), 20, 3, 1000)
-    assert again.held_out == held_out and again.train[:1000] == train[:1000]
+
+    # the split depends on nothing but the data: the held-out sources are the 1,000 whose sha256 sorts first
+    def rank(source):
+        return hashlib.sha256(source.encode()).digest()
+
+    assert max(rank(s) for s, _ in held_out) < min(rank(s) for s, _ in train)
 
 
-def test_missing_package_is_one_clear_error(tmp_path, monkeypatch):
+def test_missing_package_is_one_clear_error(tmp_path, monkeypatch, cli):
     monkeypatch.setenv(dictd.DIR_ENV, str(tmp_path))
     cls = workload_class("translation")
     with pytest.raises(DataMissing, match="apt-get install dict-de-en"):
         cls(cls.default_hparams()).data_files()
+    done = cli("train", "translation", "--runs", "1", "--output", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"tailmark train: German-English dictionary not found at {tmp_path / dictd.DICT_FILE}: "
+        "install it with `apt-get install dict-de-en`"
+    ]
+    assert not (tmp_path / "out").exists()
 
 
 def test_characters_round_trip():
@@ -98,7 +119,7 @@ def test_bleu_is_sacrebleus_corpus_bleu():
 def test_test_sized_run_reaches_its_target_and_passes_the_checker(tmp_path):
     workload, closed = with_overrides(workload_class("translation"), TEST_SIZED)
     assert not closed  # the data and model sizes are not tunable: an open-division run
-    workload.spec = dataclasses.replace(workload.spec, target=TEST_TARGET, max_epochs=12)
+    workload.spec = dataclasses.replace(workload.spec, target=TEST_TARGET, max_epochs=8)
     log_path = tmp_path / "result_0.txt"
     with RunLog(log_path) as log:
         outcome, trainer = run_once(workload, RunContext(seed=5), log, submission=Submission(system="testbox"))

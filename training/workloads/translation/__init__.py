@@ -25,15 +25,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class TranslationHparams:
-    global_batch_size: int = 128  # tunable
+    global_batch_size: int = 64  # tunable
     learning_rate: float = 2e-3  # tunable (peak, after warm-up)
     warmup_steps: int = 200  # tunable
-    schedule_steps: int = 6000  # cosine decay to zero over this many steps
-    steps_per_epoch: int = 200  # steps between evaluations
-    d_model: int = 128
-    layers: int = 3
+    schedule_steps: int = 5000  # cosine decay to zero over this many steps
+    steps_per_epoch: int = 250  # steps between evaluations
+    d_model: int = 64
+    layers: int = 2
     clip_norm: float = 1.0
-    max_chars: int = 20  # the longest phrase kept, on either side
+    max_chars: int = 16  # the longest phrase kept, on either side
     max_words: int = 3  # the most English words kept
     held_out: int = 1000  # pairs in the held-out set
 
@@ -141,9 +141,9 @@ class TranslationWorkload(Workload):
         name="translation",
         benchmark="transformer_de_en",
         metric="bleu",
-        target=20.0,
+        target=2.0,
         eval_every_epochs=1,
-        max_epochs=30,
+        max_epochs=20,
     )
     tunable: ClassVar[frozenset[str]] = frozenset({"global_batch_size", "learning_rate", "warmup_steps"})
 
