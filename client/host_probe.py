@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import select
 import subprocess
 import sys
 import threading
@@ -38,6 +39,7 @@ from tailmark.client import hlog
 
 DEFAULT_PERIOD_US = 2000
 NS = 1_000_000_000
+READY_TIMEOUT_S = 30.0  # the probe child's start-up, on the most crowded host we care to measure on
 
 
 # --- the child: the sleeping thread ---
@@ -113,6 +115,8 @@ def _sleep_loop(window: _Window, period_ns: int) -> None:
 def _child(period_us: int) -> None:
     window = _Window()
     threading.Thread(target=_sleep_loop, args=(window, period_us * 1000), daemon=True).start()
+    sys.stdout.write("ready\n")  # the parent's windows start after this: one opened sooner would be empty
+    sys.stdout.flush()
     for line in sys.stdin:
         command = line.strip()
         if command == "reset":
@@ -240,6 +244,13 @@ class HostProbe:
             text=True,
             start_new_session=True,  # a Ctrl-C for the client must not kill the probe before its last report
         )
+        # wait until it runs (a Python start-up: ~0.1 s, seconds on a crowded host); one that never says so is
+        # stopped, and every window then reports None (not probed) rather than an empty window
+        assert self._process.stdout is not None
+        ready, _, _ = select.select([self._process.stdout], [], [], READY_TIMEOUT_S)
+        if not ready or self._process.stdout.readline().strip() != "ready":
+            self.close()
+            return
         self._mark()
 
     def _send(self, command: str) -> IO[str] | None:
