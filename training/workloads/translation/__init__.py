@@ -141,7 +141,7 @@ class TranslationWorkload(Workload):
         name="translation",
         benchmark="transformer_de_en",
         metric="bleu",
-        target=2.0,
+        target=0.6,
         eval_every_epochs=1,
         max_epochs=20,
     )
