@@ -89,6 +89,8 @@ def test_the_test_size_reaches_its_target_and_its_log_passes_the_checker(cli, tm
     assert result["division"] == "open" and result["target"] == 0.35 and result["metric"] == "next_byte_acc"
     (run,) = result["runs"]
     assert run["status"] == "success" and run["accuracy"] >= 0.35 and run["compliance"] == "SUCCESS"
+    # checked with the t-test against the test size's shipped reference points (training/rcps/)
+    assert result["rcp"]["message"].startswith("RCP test") and "tiny_lm_pystdlib_test" in result["rcp"]["message"]
     log = tmp_path / "out" / "results" / "box" / "tiny_lm_pystdlib_test" / "result_0.txt"
     verdict = check_log(log, "tiny_lm_pystdlib_test")
     assert verdict.passed, verdict.output
