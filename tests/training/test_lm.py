@@ -143,3 +143,14 @@ def test_export_refuses_weights_of_another_model(cli, tmp_path):
     done = cli("train", "lm", "--from-weights", "other.pt", "--export-to", "repo", cwd=tmp_path)
     assert done.returncode == 2 and "other.pt: not the tiny_lm_pystdlib model" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "repo" / "tiny_lm_pystdlib").exists()
+
+
+def test_two_processes_train_the_test_size_with_one_log(cli, tmp_path):
+    args = ("--set", "size=test", "--runs", "1", "--nproc", "2", "--threads", "1", "--system", "box", "--output", "out")
+    done = cli("train", "lm", *args, "--quiet", "--no-save-model", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "out" / "tiny_lm_pystdlib_test.json").read_text())
+    (run,) = result["runs"]
+    assert result["nproc"] == 2 and run["status"] == "success" and run["compliance"] == "SUCCESS"
+    log = (tmp_path / "out" / "results" / "box" / "tiny_lm_pystdlib_test" / "result_0.txt").read_text()
+    assert log.count("run_start") == 1  # rank 0 alone writes the log
