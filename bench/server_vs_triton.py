@@ -20,6 +20,11 @@ frontends instead (tailmark's ``--http-port``, Triton's ``--http-port``) with ta
 Measured (2-core VM, client co-located, 2026-11-29, ``--seconds 2 --bisect 2``; other jobs on the box, so
 each line is a median over repeats and the ratios are medians of per-repeat ratios):
 
+- REST (``--client http --cases identity --seconds 2 --bisect 2 --start-rate 500``, 2026-12-06, load 1.5-2,
+  tailmark's HTTP/1.1 transport with up to 16 keep-alive connections as the load for both): tailmark
+  ``--http-port`` 2000 and 1750 req/s vs Triton's HTTP endpoint 2500 and 2500 (0.80x, 0.70x; median 0.75x).
+  Triton's C++ HTTP server wins here; where tailmark's REST CPU goes is in bench/http_ceiling.py (one write
+  syscall per answer, then h11).
 - Since the h2 frontend became the default stack, ``--repeats 3``, h2 client, load 0.5-1.9: identity
   11200 req/s vs Triton 2800 (4.00x; repeats 4.57, 4.00, 3.50); ResNet with batching 2400 vs 1600 (1.50x;
   1.50, 1.00, 1.71); tailmark batching on/off 1.71x (2400 vs 1400). Both goals met.
