@@ -20,7 +20,13 @@ frequency scaling off, nothing else running; expect close to linear scaling unti
 (each process walks the whole schedule to pick its share, ~1 µs per arrival, so at P processes each spends
 P x that per request it sends: a few % of a core at P = 8).
 
-Measured (2-core VM shared with five other jobs, load average 8-10, 2026-12-06, ``--step-seconds 2
+Measured with the box otherwise idle (2026-12-06 12:57, ``--step-seconds 2 --start-qps 2000 --bisect 1``,
+unpinned): P = 1 passed 2000/s (send-lag p99 0.32 ms, 47 % of a core) and failed 2500/s (1.15 ms); P = 2 failed
+already at 2000/s in all (1.6 ms each, 35 % CPU each) and at 4000/s (3.7-3.9 ms): with the server on the same two
+cores, a second client process only adds contention, so the efficiency here is 0 and says nothing of a box with a
+core per process (see above for what that needs).
+
+Measured earlier (2-core VM shared with five other jobs, load average 8-10, 2026-12-06, ``--step-seconds 2
 --start-qps 500 --bisect 1``; not a quiet box, so no ceiling): every step failed the 1 ms bound, P = 1 at 500/s
 and 250/s (send-lag p99 7.9 and 10.4 ms at 16 and 11 % CPU), P = 2 at 1000/s and 500/s (p99 25-56 ms per
 process at 8-12 % CPU): the host's run queue, not the clients (the CPU was far from saturated). Again at load
