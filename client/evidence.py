@@ -37,6 +37,7 @@ class ScenarioEvidence:
             probe_p99_ns=probe.lateness_ns(99.0) if probe is not None and probe.wakeups else None,
             probe_max_ns=probe.lateness.get_max_value() if probe is not None and probe.wakeups else None,
             client_wait_pct=probe.client_wait_pct if probe is not None else None,
+            probe_held_pct=probe.held_pct if probe is not None and probe.wakeups else None,
         )
 
     @property

@@ -153,6 +153,12 @@ class ProbeWindow:
         """The client's run-queue wait as a share of the window."""
         return None if self.client_wait_ms is None else 100.0 * self.client_wait_ms / 1e3 / self.wall_s
 
+    @property
+    def held_pct(self) -> float | None:
+        """The share of the window the host held the probe more than a whole period late (its missed instants):
+        time-weighted, unlike the lateness percentiles, which count one wake-up per stall however long."""
+        return None if self.wall_s <= 0 else 100.0 * self.missed * self.period_us / 1e6 / self.wall_s
+
     def lateness_ns(self, percentile: float) -> int:
         from tailmark.client.verdict import percentile_ns
 
@@ -165,6 +171,7 @@ class ProbeWindow:
             "period_us": self.period_us,
             "wakeups": self.wakeups,
             "missed_periods": self.missed,
+            "held_pct": None if self.held_pct is None else round(self.held_pct, 3),
             "late_ms": latency_summary(self.lateness),
             "late_p99_per_s_ms": [round(p99 / 1e6, 6) for p99, _ in self.per_s],
             "late_max_per_s_ms": [round(top / 1e6, 6) for _, top in self.per_s],

@@ -131,6 +131,7 @@ def evidence_from_doc(doc: Mapping[str, Any] | None) -> Evidence:
         probe_p99_ns=round(late["p99"] * 1e6) if woke else None,
         probe_max_ns=round(late["max"] * 1e6) if woke and late.get("max") is not None else None,
         client_wait_pct=100.0 * wait_ms / 1e3 / window_s if wait_ms is not None and window_s else None,
+        probe_held_pct=probe.get("held_pct") if woke else None,
     )
 
 

@@ -6,6 +6,8 @@ known values, so the whole path (LoadGen's checks unchanged, then the attributio
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from support.histograms import histogram_of
@@ -74,6 +76,18 @@ def test_a_crowded_core_is_the_host_even_when_the_probe_looks_quiet() -> None:
     verdict = _judge(service_ms=8, lag_ms=20, late_share=0.02, evidence=crowded)
     assert verdict.cause == "host"
     assert "client waited for a CPU 9.0 % of the window" in _check(verdict, "host_noise").detail
+
+
+def test_long_stalls_are_the_host_even_when_the_probes_p99_is_short() -> None:
+    # measured on this project's VM: send-lag p99 9.3 ms, probe p99 3.5 ms, client waiting 0.6 %, but the probe
+    # held more than a period late 4.3 % of the window: sends land in stalls by their time, wake-ups do not
+    stalled = Evidence(client_cpu_pct=6, probe_p99_ns=int(3.5 * MS), offered=N, unsent_at_end=0,
+                       client_wait_pct=0.6, probe_held_pct=4.3)  # fmt: skip
+    verdict = _judge(service_ms=8, lag_ms=9.3, late_share=0.02, evidence=stalled)
+    assert verdict.cause == "host"
+    assert "held it over a period late 4.30 % of the window" in _check(verdict, "host_noise").detail
+    barely = dataclasses.replace(stalled, probe_held_pct=0.33)  # as on the same VM with send-lag p99 0.6 ms
+    assert _judge(service_ms=8, lag_ms=9.3, late_share=0.02, evidence=barely).cause == "client"
 
 
 def test_a_starved_client_cannot_convict_the_endpoint() -> None:
