@@ -22,13 +22,19 @@ def workload_class(name: str) -> type[Workload]:
     return module.WORKLOAD
 
 
-def standard_hparams(global_batch_size: int, opt_name: str, learning_rate: float) -> dict[str, object]:
-    """The hyperparameter keys every workload logs, in MLPerf's vocabulary."""
+def standard_hparams(
+    global_batch_size: int, opt_name: str, learning_rate: float, warmup_steps: int | None = None
+) -> dict[str, object]:
+    """The hyperparameter keys every workload logs, in MLPerf's vocabulary (the warm-up only for a schedule that
+    has one)."""
     from tailmark.training.mlperf_log import C
 
-    return {
+    logged: dict[str, object] = {
         C.GLOBAL_BATCH_SIZE: global_batch_size,
         C.GRADIENT_ACCUMULATION_STEPS: 1,
         C.OPT_NAME: opt_name,
         C.OPT_BASE_LR: learning_rate,
     }
+    if warmup_steps is not None:
+        logged[C.OPT_LR_WARMUP_STEPS] = warmup_steps
+    return logged

@@ -179,11 +179,8 @@ class LmWorkload(Workload):
         return {folder / name: digest for name, digest in manifest().items()}
 
     def logged_hparams(self) -> dict[str, Any]:
-        from tailmark.training.mlperf_log import C
-
-        logged = standard_hparams(self.hparams.global_batch_size, "adamw", self.hparams.learning_rate)
-        logged[C.OPT_LR_WARMUP_STEPS] = self.hparams.warmup_steps
-        return logged
+        h = self.hparams
+        return standard_hparams(h.global_batch_size, "adamw", h.learning_rate, warmup_steps=h.warmup_steps)
 
     def model(self) -> nn.Module:
         """The untrained model of this size (to load a run's state_dict into)."""

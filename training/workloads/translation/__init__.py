@@ -158,11 +158,8 @@ class TranslationWorkload(Workload):
         return {path: dictd.DICT_SHA256}
 
     def logged_hparams(self) -> dict[str, Any]:
-        from tailmark.training.mlperf_log import C
-
-        logged = standard_hparams(self.hparams.global_batch_size, "adam", self.hparams.learning_rate)
-        logged[C.OPT_LR_WARMUP_STEPS] = self.hparams.warmup_steps
-        return logged
+        h = self.hparams
+        return standard_hparams(h.global_batch_size, "adam", h.learning_rate, warmup_steps=h.warmup_steps)
 
     def build(self, ctx: RunContext) -> Trainer:
         return TranslationTrainer(ctx, self.hparams, dictd.dict_path())

@@ -143,11 +143,8 @@ class ReverseWorkload(Workload):
         return {}  # generated: nothing on disk to verify or to drop from the page cache
 
     def logged_hparams(self) -> dict[str, Any]:
-        from tailmark.training.mlperf_log import C
-
-        logged = standard_hparams(self.hparams.global_batch_size, "adam", self.hparams.learning_rate)
-        logged[C.OPT_LR_WARMUP_STEPS] = self.hparams.warmup_steps
-        return logged
+        h = self.hparams
+        return standard_hparams(h.global_batch_size, "adam", h.learning_rate, warmup_steps=h.warmup_steps)
 
     def build(self, ctx: RunContext) -> Trainer:
         return ReverseTrainer(ctx, self.hparams)
