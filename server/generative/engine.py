@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tailmark.server.generative.model import Sequence
 from tailmark.server.generative.settings import GenerativeSettings
 from tailmark.server.stats import ModelStats
 
@@ -39,34 +40,8 @@ LATE_NS = 1_000_000
 
 
 @dataclass(eq=False)
-class Sequence:
-    """One request's generation. Iterate it for its token texts; ``finish_reason`` is set at the end."""
-
-    input_tokens: int
-    texts: list[str]  # all it will generate, decided at submission
-    max_tokens: int
-    arrival_ns: int = field(default_factory=time.perf_counter_ns)
-    admitted_ns: int = 0
-    generated: int = 0
-    finish_reason: str | None = None  # "length" (max_tokens reached) or "stop"
-    cancelled: bool = False
-    error: BaseException | None = None  # the scheduler failed: iterating raises it
-    _tokens: asyncio.Queue = field(default_factory=asyncio.Queue)
-
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None or self.cancelled or self.error is not None
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> str:
-        text = await self._tokens.get()
-        if text is None:
-            if self.error is not None:
-                raise RuntimeError(f"the scheduler failed: {self.error!r}") from self.error
-            raise StopAsyncIteration
-        return text
+class SyntheticSequence(Sequence):
+    texts: list[str] = field(default_factory=list)  # all it will generate, decided at submission
 
 
 class Engine:
@@ -99,9 +74,9 @@ class Engine:
                 draw = round(rng.lognormal(math.log(s.output_mean_tokens) - s.output_sigma**2 / 2, s.output_sigma))
         return int(min(max(draw, 1), max_tokens))
 
-    def submit(self, input_tokens: int, texts: list[str], max_tokens: int) -> Sequence:
+    def submit(self, input_tokens: int, texts: list[str], max_tokens: int) -> SyntheticSequence:
         """Queue a sequence for the next step; call on the server's event loop."""
-        sequence = Sequence(input_tokens, texts, max_tokens)
+        sequence = SyntheticSequence(input_tokens, max_tokens, texts=texts)
         self.waiting.append(sequence)
         self.stats.pending_changed(1)
         if self._task is None or self._task.done():
@@ -128,8 +103,7 @@ class Engine:
         except Exception as exc:  # a bug: end every sequence with it rather than leave its client waiting
             log.exception("synthetic LLM scheduler failed")
             for sequence in [*self.running, *self.waiting]:
-                sequence.error = exc
-                sequence._tokens.put_nowait(None)
+                sequence.fail(exc)
             self.running.clear()
             self.waiting.clear()
 
@@ -176,14 +150,13 @@ class Engine:
             step *= self._rng.lognormal(-(s.timing_sigma**2) / 2, s.timing_sigma)
         return step
 
-    def _emit(self, sequence: Sequence) -> None:
-        sequence._tokens.put_nowait(sequence.texts[sequence.generated])
-        sequence.generated += 1
+    def _emit(self, sequence: SyntheticSequence) -> None:
+        count = sequence.generated + 1
         self.generation_tokens_total += 1
-        if sequence.generated < len(sequence.texts):
+        if count < len(sequence.texts):
+            sequence.emit(sequence.texts[count - 1])
             return
-        sequence.finish_reason = "length" if sequence.generated >= sequence.max_tokens else "stop"
-        sequence._tokens.put_nowait(None)
+        sequence.emit(sequence.texts[count - 1], "length" if count >= sequence.max_tokens else "stop")
         self.running.remove(sequence)
         end = time.perf_counter_ns()
         infer_ns = end - sequence.admitted_ns

@@ -1,5 +1,5 @@
 """OpenAI-compatible routes on the REST frontend, for the repository's generative models
-(``backend: "synthetic_llm"``; server/generative/).
+(server/generative/model.py: the synthetic LLM and the trained tiny LM alike).
 
 ``GET /v1/models`` (and ``/v1/models/{id}``), ``POST /v1/completions`` and ``POST /v1/chat/completions``,
 each non-streaming (one JSON body) or with ``"stream": true`` (Server-Sent Events: one ``data: {chunk}``
@@ -22,8 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from tailmark.server import errors
-from tailmark.server.generative.backend import GenerativeBackend
-from tailmark.server.generative.tokenizer import count_tokens, text_seed, token_texts
+from tailmark.server.generative.model import GenerativeModel
 
 OWNED_BY = "tailmark"
 
@@ -72,23 +71,23 @@ async def route(core, method: bytes, parts: list[str], body: bytes) -> tuple[int
         return exc.status, [], exc.body()
 
 
-def _generative_models(core) -> dict[str, GenerativeBackend]:
+def _generative_models(core) -> dict[str, GenerativeModel]:
     models = {}
     for entry in core.repository.models.values():
         if entry.ready:
             backend = entry.versions[max(entry.versions, key=int)].backend
-            if isinstance(backend, GenerativeBackend):
+            if isinstance(backend, GenerativeModel):
                 models[entry.name] = backend
     return models
 
 
-def _model_card(name: str, backend: GenerativeBackend) -> dict:
+def _model_card(name: str, backend: GenerativeModel) -> dict:
     return {
         "id": name,
         "object": "model",
         "created": 0,
         "owned_by": OWNED_BY,
-        "max_model_len": backend.settings.max_model_len,
+        "max_model_len": backend.max_model_len,
     }
 
 
@@ -101,7 +100,7 @@ def _model(core, name) -> tuple:
         raise OpenAIError(404, f"The model `{name}` does not exist.", param="model", code="model_not_found") from None
     except errors.ModelUnavailable as exc:
         raise OpenAIError(503, str(exc), param="model") from None
-    if not isinstance(loaded.backend, GenerativeBackend):
+    if not isinstance(loaded.backend, GenerativeModel):
         message = f"The model `{name}` is not a generative model (it serves /v2/models/{name}/infer)."
         raise OpenAIError(404, message, param="model", code="model_not_found")
     return loaded, loaded.backend
@@ -118,22 +117,22 @@ def _get(document: dict, name: str, kind: type | tuple, default=None):
     return value
 
 
-def _completion_prompt(document: dict) -> tuple[str, int]:
-    """(text the answer is seeded from, input tokens) of a completions ``prompt``."""
+def _completion_prompt(document: dict) -> str | list[int]:
+    """A completions ``prompt``: text, or token ids."""
     prompt = document.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]  # one prompt in a list
     if isinstance(prompt, str):
-        return prompt, count_tokens(prompt)
+        return prompt
     if isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        return json.dumps(prompt), len(prompt)  # token ids: each one token
+        return prompt
     if isinstance(prompt, list):
         raise OpenAIError(400, "one prompt per request is served (a string or a list of token ids)", param="prompt")
     raise OpenAIError(400, "'prompt' must be a string or a list of token ids", param="prompt")
 
 
-def _chat_prompt(document: dict) -> tuple[str, int]:
-    """(prompt text, input tokens): the messages as one line "role: content" each, counted by the tokenizer."""
+def _chat_prompt(document: dict) -> str:
+    """The prompt text: the messages as one line "role: content" each."""
     messages = document.get("messages")
     if not isinstance(messages, list) or not messages:
         raise OpenAIError(400, "'messages' must be a non-empty list", param="messages")
@@ -152,8 +151,7 @@ def _chat_prompt(document: dict) -> tuple[str, int]:
         elif content is not None and not isinstance(content, str):
             raise OpenAIError(400, f"messages[{index}].content must be a string or a list of parts", param="messages")
         lines.append(f"{message['role']}: {content or ''}")
-    text = "\n".join(lines)
-    return text, count_tokens(text)
+    return "\n".join(lines)
 
 
 @dataclass
@@ -175,8 +173,8 @@ async def _generate(core, body: bytes, chat: bool) -> tuple[int, list, bytes | E
         raise OpenAIError(400, "the body must be a JSON object")
     name = document.get("model")
     loaded, backend = _model(core, name)
-    settings = backend.settings
-    prompt, prompt_tokens = _chat_prompt(document) if chat else _completion_prompt(document)
+    prompt = _chat_prompt(document) if chat else _completion_prompt(document)
+    prompt_tokens = backend.count_prompt(prompt)
     if _get(document, "n", int, 1) != 1:
         raise OpenAIError(400, "only n=1 is served", param="n")
     if _get(document, "echo", bool, False):
@@ -189,22 +187,20 @@ async def _generate(core, body: bytes, chat: bool) -> tuple[int, list, bytes | E
     newer = chat and document.get("max_completion_tokens") is not None  # chat's newer name wins
     limit_field = "max_completion_tokens" if newer else "max_tokens"
     max_tokens = _get(document, limit_field, int)
-    room = settings.max_model_len - prompt_tokens
+    room = backend.max_model_len - prompt_tokens
     if max_tokens is None:
-        max_tokens = min(settings.default_max_tokens, room)
+        max_tokens = min(backend.default_max_tokens, room)
     elif max_tokens < 1:
         raise OpenAIError(400, f"'{limit_field}' must be at least 1, got {max_tokens}", param=limit_field)
     if max_tokens < 1 or max_tokens > room:
         message = (
-            f"This model's maximum context length is {settings.max_model_len} tokens. However, you requested "
+            f"This model's maximum context length is {backend.max_model_len} tokens. However, you requested "
             f"{prompt_tokens + max(max_tokens, 1)} tokens ({prompt_tokens} in the prompt, {max(max_tokens, 1)} "
             "in the completion). Please reduce the length of the prompt or completion."
         )
         raise OpenAIError(400, message, param=limit_field, code="context_length_exceeded")
     seed = _get(document, "seed", int)
-    engine = backend.bind(loaded.stats)
-    rng = text_seed(settings.seed, seed, prompt)
-    length = engine.output_length(rng, max_tokens, _get(document, "ignore_eos", bool, False))
+    ignore_eos = _get(document, "ignore_eos", bool, False)
     request = _Request(
         model=name,
         chat=chat,
@@ -214,13 +210,13 @@ async def _generate(core, body: bytes, chat: bool) -> tuple[int, list, bytes | E
         and _get(options, "continuous_usage_stats", bool, False),  # as vLLM: only with include_usage
         prompt_tokens=prompt_tokens,
     )
-    sequence = engine.submit(prompt_tokens, token_texts(rng, length), max_tokens)
+    sequence = backend.start(loaded.stats, prompt, max_tokens, ignore_eos=ignore_eos, seed=seed)
     if stream:
-        return 200, [], EventStream(_events(engine, sequence, request))
+        return 200, [], EventStream(_events(backend, sequence, request))
     try:
-        text = "".join([token async for token in sequence])
+        text = "".join([token.text async for token in sequence])
     finally:
-        engine.cancel(sequence)  # a no-op once it finished; else the client went away
+        backend.cancel(sequence)  # a no-op once it finished; else the client went away
     return 200, [], _dumps(_whole_answer(request, text, sequence.finish_reason, sequence.generated))
 
 
@@ -245,7 +241,7 @@ def _whole_answer(request: _Request, text: str, finish_reason: str | None, gener
     return document
 
 
-async def _events(engine, sequence, request: _Request) -> AsyncIterator[bytes]:
+async def _events(backend: GenerativeModel, sequence, request: _Request) -> AsyncIterator[bytes]:
     """The SSE events of one streamed answer; leaving early (the client went away) cancels the sequence."""
     head = _head(request, *(("chatcmpl", "chat.completion.chunk") if request.chat else ("cmpl", "text_completion")))
 
@@ -259,9 +255,8 @@ async def _events(engine, sequence, request: _Request) -> AsyncIterator[bytes]:
 
     received = 0
     try:
-        async for text in sequence:
+        async for text, finish in sequence:
             received += 1
-            finish = sequence.finish_reason if received == len(sequence.texts) else None
             if request.chat:
                 if received == 1:
                     yield event({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
@@ -274,4 +269,4 @@ async def _events(engine, sequence, request: _Request) -> AsyncIterator[bytes]:
             yield event(None, received)
         yield b"data: [DONE]\n\n"
     finally:
-        engine.cancel(sequence)
+        backend.cancel(sequence)
