@@ -42,6 +42,9 @@ from tailmark.client.settings import (
     ScenarioSettings,
     check_mapping,
 )
+from tailmark.client.token_store import TokenStoreError
+from tailmark.client.token_store import load as load_tokens
+from tailmark.client.token_store import merged_by_key as merged_tokens
 from tailmark.client.traffic_classes import class_settings
 from tailmark.client.verdict import percentile_ns
 from tailmark.traces.arrival import DEFAULT_CLASS
@@ -66,6 +69,7 @@ class RunPart:
     source: Path
     recorder: Recorder
     results: ResultsDoc | None
+    tokens: dict | None = None  # generative runs' token timings by (scenario, class) (client/token_store.py)
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +81,7 @@ class MergedRun:
     names: tuple[str, ...]  # the scenarios' keys in the recorder ("server", "server-2", ...)
     scenarios: tuple[ScenarioResult, ...]  # in the runs' order; empty when the settings are not known
     notes: tuple[str, ...]
+    tokens: dict | None = None  # the parts' token timings summed (generative runs), written as tokens.json
 
     def write_histograms(self, path: str | Path) -> None:
         """The merged cumulative histograms, in the histograms.json format (atomically)."""
@@ -97,13 +102,14 @@ def load_part(path: Path) -> RunPart:
     except (ValueError, RecorderFormatError) as exc:  # JSONDecodeError is a ValueError
         raise MergeError(f"{histograms}: {exc}") from None
     results_path = histograms.parent / RESULTS
-    results = None
+    results = tokens = None
     if histograms.name == HISTOGRAMS and results_path.is_file():
         try:
             results = load_results(results_path)
-        except ResultsError as exc:
+            tokens = load_tokens(histograms.parent)
+        except (ResultsError, TokenStoreError) as exc:
             raise MergeError(str(exc)) from None
-    return RunPart(source=path, recorder=recorder, results=results)
+    return RunPart(source=path, recorder=recorder, results=results, tokens=tokens)
 
 
 def merge_runs(parts: Sequence[RunPart]) -> MergedRun:
@@ -111,10 +117,11 @@ def merge_runs(parts: Sequence[RunPart]) -> MergedRun:
     if not parts:
         raise ValueError("merge_runs needs at least one run")
     recorder = merged(p.recorder for p in parts)
+    tokens = merged_tokens(p.tokens for p in parts)
     missing = [str(p.source) for p in parts if p.results is None]
     if missing:
         note = f"verdicts not recomputed: no results.json with the settings for {', '.join(missing)}"
-        return MergedRun(tuple(parts), recorder, (), (), (note,))
+        return MergedRun(tuple(parts), recorder, (), (), (note,), tokens)
     runs = [_scenarios(p) for p in parts]
     names = [list(r) for r in runs]
     if any(n != names[0] for n in names[1:]):
@@ -124,12 +131,12 @@ def merge_runs(parts: Sequence[RunPart]) -> MergedRun:
     for name in names[0]:
         docs = [r[name] for r in runs]
         settings = _merged_settings(name, [_settings(p, d) for p, d in zip(parts, docs, strict=True)], parts)
-        scenarios.append(_scenario_result(recorder, name, settings, docs))
+        scenarios.append(_scenario_result(recorder, name, settings, docs, tokens))
         notes += _coinciding(name, docs)
     for part in parts:
         if part.results is not None and not part.results["complete"]:
             notes.append(f"{part.source} is a partial run ({part.results['interrupted'] or 'not complete'})")
-    return MergedRun(tuple(parts), recorder, tuple(names[0]), tuple(scenarios), tuple(notes))
+    return MergedRun(tuple(parts), recorder, tuple(names[0]), tuple(scenarios), tuple(notes), tokens)
 
 
 def summary(run: MergedRun) -> str:
@@ -213,9 +220,14 @@ def _coinciding(name: str, docs: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _scenario_result(
-    recorder: Recorder, name: str, settings: EffectiveSettings, docs: Sequence[Mapping[str, Any]]
+    recorder: Recorder,
+    name: str,
+    settings: EffectiveSettings,
+    docs: Sequence[Mapping[str, Any]],
+    tokens: dict | None = None,
 ) -> ScenarioResult:
-    """The merged scenario: histograms from the merged recorder, counts summed, the longest window."""
+    """The merged scenario: histograms (and token timings) from the merged parts, counts summed, the longest
+    window."""
     classes = {}
     for key in recorder.keys():
         scenario, traffic_class = key
@@ -232,6 +244,7 @@ def _scenario_result(
             if settings.scenario is Scenario.OFFLINE and traffic_class == DEFAULT_CLASS
             else None,
             offered_count=None if settings.scenario in CLOSED_LOOP else _offered(docs, traffic_class),
+            tokens=tokens.get(key) if tokens is not None else None,
         )
     cpu = [d["client_cpu_pct"] for d in docs if d["client_cpu_pct"] is not None]
     return ScenarioResult(

@@ -37,6 +37,7 @@ from tailmark.client.stability import StabilitySettings, judge
 from tailmark.client.timeline import FILE_NAME as TIMELINE
 from tailmark.client.timeline import read_slices
 from tailmark.client.token_metrics import TokenRecorder
+from tailmark.client.token_store import write as write_tokens
 from tailmark.client.traffic_classes import class_settings
 from tailmark.client.traffic_mix import MixedLoad, Routes
 from tailmark.client.transport import Transport
@@ -313,6 +314,8 @@ class Run:
         doc = self.result.write(self.out_dir / "results.json")
         write_reports(doc, self.out_dir)
         write_atomic(self.out_dir / "histograms.json", json.dumps(self.recorder.to_dict()) + "\n")
+        if self.tokens is not None:  # what `tailmark merge` adds up (client/token_store.py)
+            write_tokens(self.out_dir, self.tokens.all())
 
 
 def _schedule(s: EffectiveSettings) -> Iterator[Arrival]:

@@ -45,6 +45,8 @@ from tailmark.client.merge import (
 from tailmark.client.recorder import METRICS, merged
 from tailmark.client.results import ClassResult, ResultsDoc, RunResult, ScenarioResult
 from tailmark.client.settings import Scenario
+from tailmark.client.token_store import merged_by_key as merged_tokens
+from tailmark.client.token_store import write as write_tokens
 from tailmark.client.verdict import Verdict, judge
 
 START_TOLERANCE_S = 0.1  # a shard that began later than this after the common start is named
@@ -211,6 +213,7 @@ def _shard_set(parts: list[RunPart], unreadable: list[tuple[Path, str]], expecte
 def merge_shards(shards: ShardSet, start_tolerance_s: float = START_TOLERANCE_S) -> MergedRun:
     parts = list(shards.members.values())
     recorder = merged(p.recorder for p in parts)
+    tokens = merged_tokens(p.tokens for p in parts)
     runs = {i: _scenarios(p) for i, p in shards.members.items()}
     names = max(runs.values(), key=len)  # the scenarios the furthest shard reached (a shard's list is a prefix)
     results, notes = [], []  # an unreadable input is named in each scenario's shards check
@@ -221,7 +224,7 @@ def merge_shards(shards: ShardSet, start_tolerance_s: float = START_TOLERANCE_S)
             raise MergeError(f"scenario {name}: the shards ran it with different settings; shards of one run share "
                              "every setting")  # fmt: skip
         docs = list(have.values())
-        base = _scenario_result(recorder, name, settings[0], docs)
+        base = _scenario_result(recorder, name, settings[0], docs, tokens)
         views = tuple(_view(shards, i, name, s, doc) for (i, doc), s in zip(have.items(), settings, strict=True))
         problems = _problems(shards, runs, name, position, start_tolerance_s)
         own = {f.name: getattr(base, f.name) for f in fields(ScenarioResult)}
@@ -232,7 +235,7 @@ def merge_shards(shards: ShardSet, start_tolerance_s: float = START_TOLERANCE_S)
         kernel = (shards.info(i).get("clock") or {}).get("kernel")
         if kernel and not kernel.get("synchronised"):
             notes.append(f"shard {shards.label(i)}: its kernel does not report the clock synchronised (no NTP/PTP?)")
-    return MergedRun(tuple(parts), recorder, tuple(names), tuple(results), tuple(notes))
+    return MergedRun(tuple(parts), recorder, tuple(names), tuple(results), tuple(notes), tokens)
 
 
 def _view(shards: ShardSet, index: int, name: str, settings, doc: Mapping[str, Any]) -> ShardView:
@@ -336,6 +339,8 @@ def write_run_dir(run: MergedRun, out: Path) -> ResultsDoc | None:
 
     out.mkdir(parents=True, exist_ok=True)
     run.write_histograms(out / HISTOGRAMS)
+    if run.tokens is not None:
+        write_tokens(out, run.tokens)
     if not run.scenarios:
         return None
     # shards: their check says what is missing or partial (the same in every scenario); other runs: each partial one

@@ -171,6 +171,9 @@ class TokenRecorder:
         if self.prefix_of is not None and (prefix := self.prefix_of(answer.request)) is not None:
             stats.prefix["shared" if prefix >= 0 else "unique"] += 1
 
+    def all(self) -> dict[tuple[str, str], TokenStats]:
+        return dict(self._stats)
+
     def stats(self, key: tuple[str, str]) -> TokenStats | None:
         stats = self._stats.get(key)
         if stats is not None:

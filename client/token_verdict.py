@@ -60,12 +60,12 @@ def token_checks(settings: EffectiveSettings, stats: TokenStats | None, failed: 
 
 
 def with_token_checks(verdict, settings: EffectiveSettings, stats: TokenStats | None, failed: int):
-    """``verdict`` with the token checks added after its own; without token timings (a merged run: histograms.json
-    holds none) the bounds are not judged and a note says so."""
+    """``verdict`` with the token checks added after its own; without token timings (a merge of runs that wrote no
+    tokens.json, e.g. from before it existed) the bounds are not judged and a note says so."""
     if stats is None:
         if not (settings.ttft_bound_ms or settings.tpot_bound_ms):
             return verdict
-        note = "TTFT/TPOT bounds not judged: this result holds no token timings (merged runs do not keep them)"
+        note = "TTFT/TPOT bounds not judged: this result holds no token timings (no tokens.json in the merged runs)"
         return dataclasses.replace(verdict, notes=(*verdict.notes, note))
     extra = token_checks(settings, stats, failed)
     return dataclasses.replace(verdict, checks=(*verdict.checks, *extra)) if extra else verdict
