@@ -43,7 +43,10 @@ def test_the_store_gives_back_what_was_recorded_and_sums_runs():
 
 @pytest.mark.parametrize(
     "document, message",
-    [({"format": "other"}, "not a tailmark-tokens-1"), ({"format": token_store.FORMAT, "series": [{}]}, r"series\[0\]: no 'scenario'")],
+    [
+        ({"format": "other"}, "not a tailmark-tokens-1"),
+        ({"format": token_store.FORMAT, "series": [{}]}, r"series\[0\]: no 'scenario'"),
+    ],
 )
 def test_a_damaged_store_is_refused_with_where(document, message):
     with pytest.raises(token_store.TokenStoreError, match=message):
@@ -53,7 +56,11 @@ def test_a_damaged_store_is_refused_with_where(document, message):
 @pytest.fixture(scope="module")
 def llm_target(tmp_path_factory):
     root = tmp_path_factory.mktemp("merge-llm")
-    write_model(root, "llm", llm_config(prefill_base_ms=5.0, prefill_per_token_ms=0.0, decode_base_ms=2.0, decode_per_sequence_ms=0.0))
+    write_model(
+        root,
+        "llm",
+        llm_config(prefill_base_ms=5.0, prefill_per_token_ms=0.0, decode_base_ms=2.0, decode_per_sequence_ms=0.0),
+    )
     with ServerProcess(root, "--http-port", "0") as process:
         yield "http://" + process.rest_address
 
@@ -79,8 +86,10 @@ def test_merged_generative_runs_keep_their_token_timings(llm_target, tmp_path):
     assert tokens["output_tokens_total"] == sum(r["output_tokens_total"] for r in runs)
     ttft = tokens["latency_ms"]["ttft"]
     assert ttft["count"] == sum(r["latency_ms"]["ttft"]["count"] for r in runs)
-    assert min(r["latency_ms"]["ttft"]["max"] for r in runs) <= ttft["max"] == max(
-        r["latency_ms"]["ttft"]["max"] for r in runs
+    assert (
+        min(r["latency_ms"]["ttft"]["max"] for r in runs)
+        <= ttft["max"]
+        == max(r["latency_ms"]["ttft"]["max"] for r in runs)
     )
     checks = {c["name"]: c for c in merged_doc["classes"]["all"]["verdict"]["checks"]}
     assert "ttft_bound" in checks, list(checks)  # judged again from the merged histogram
