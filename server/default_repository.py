@@ -44,8 +44,9 @@ parameters { key: "distribution" value: { string_value: "lognormal" } }
 parameters { key: "mean_ms" value: { string_value: "5" } }
 parameters { key: "sigma" value: { string_value: "0.5" } }
 """,
-    # the synthetic LLM of the OpenAI-compatible routes (docs/generative.md): a lone request's first token
-    # after 20 ms + 0.05 ms per input token, every later one after 5 ms + 0.5 ms per sequence in flight
+    # the synthetic LLM of the OpenAI-compatible routes and of ModelStreamInfer in Triton's LLM convention
+    # (docs/generative.md; the return_* inputs and extra outputs are Triton's vLLM backend's): a lone request's
+    # first token after 20 ms + 0.05 ms per input token, every later one after 5 ms + 0.5 ms per sequence in flight
     "synth-llm": """
 backend: "synthetic_llm"
 max_batch_size: 0
@@ -53,9 +54,19 @@ model_transaction_policy { decoupled: true }
 input [
   { name: "text_input" data_type: TYPE_STRING dims: [ 1 ] },
   { name: "max_tokens" data_type: TYPE_INT32 dims: [ 1 ] optional: true },
-  { name: "stream" data_type: TYPE_BOOL dims: [ 1 ] optional: true }
+  { name: "stream" data_type: TYPE_BOOL dims: [ 1 ] optional: true },
+  { name: "ignore_eos" data_type: TYPE_BOOL dims: [ 1 ] optional: true },
+  { name: "seed" data_type: TYPE_UINT64 dims: [ 1 ] optional: true },
+  { name: "return_finish_reason" data_type: TYPE_BOOL dims: [ 1 ] optional: true },
+  { name: "return_num_input_tokens" data_type: TYPE_BOOL dims: [ 1 ] optional: true },
+  { name: "return_num_output_tokens" data_type: TYPE_BOOL dims: [ 1 ] optional: true }
 ]
-output [ { name: "text_output" data_type: TYPE_STRING dims: [ -1 ] } ]
+output [
+  { name: "text_output" data_type: TYPE_STRING dims: [ -1 ] },
+  { name: "finish_reason" data_type: TYPE_STRING dims: [ -1 ] },
+  { name: "num_input_tokens" data_type: TYPE_UINT32 dims: [ 1 ] },
+  { name: "num_output_tokens" data_type: TYPE_UINT32 dims: [ -1 ] }
+]
 parameters { key: "prefill_base_ms" value: { string_value: "20" } }
 parameters { key: "prefill_per_input_token_ms" value: { string_value: "0.05" } }
 parameters { key: "decode_base_ms" value: { string_value: "5" } }

@@ -12,6 +12,7 @@ from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.service import HEALTH_CHECK, RPCS, SERVICE
 from tailmark.server import security
 from tailmark.server.core import InferenceCore
+from tailmark.server.generative import kserve_stream
 from tailmark.server.grpc_handlers import (
     bind,
     checked,
@@ -67,12 +68,18 @@ class SyncGrpcServer:
         """Responses are yielded in completion order; a reader thread feeds requests to the pool."""
         done: queue.Queue = queue.Queue()
         count = {"read": 0}
+        cancels: list = []  # of the generative requests: the stream's end stops them (kserve_stream.py)
+        context.add_callback(lambda: [cancel() for cancel in list(cancels)])
 
         def run_one(request):
+            if (generative := kserve_stream.generative_model(self.core, request)) is not None:
+                for item in kserve_stream.blocking_responses(request, generative, cancels):
+                    done.put(item)
+                return
             try:
-                done.put(pb.ModelStreamInferResponse(infer_response=self.core.infer_blocking(checked(request))))
+                done.put((pb.ModelStreamInferResponse(infer_response=self.core.infer_blocking(checked(request))), True))
             except Exception as exc:
-                done.put(stream_error(request, exc))
+                done.put((stream_error(request, exc), True))
 
         def read_all():
             for request in requests:
@@ -87,8 +94,10 @@ class SyncGrpcServer:
             if item is None:
                 input_done = True
                 continue
-            written += 1
-            yield item
+            response, last = item  # a generative request answers many; its last one ends it
+            written += last
+            if response is not None:
+                yield response
 
 
 def _unary(fn):

@@ -4,6 +4,7 @@ request parsing, the control RPCs as plain functions and ModelStreamInfer on asy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from google.protobuf.message import DecodeError
@@ -13,6 +14,7 @@ from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.service import SERVICE
 from tailmark.server import errors
 from tailmark.server.core import InferenceCore
+from tailmark.server.generative import kserve_stream
 
 
 class MalformedRequest(errors.ServerError):
@@ -111,17 +113,23 @@ async def stream_infer(
 
     At most ``max_in_flight`` requests are read ahead of the responses sent: past that the reader waits,
     and HTTP/2 flow control holds the client back, so one stream's memory stays bounded."""
-    responses: asyncio.Queue = asyncio.Queue()
+    # (response or None, whether it is its request's last): a generative model answers many (kserve_stream.py)
+    responses: asyncio.Queue = asyncio.Queue(max_in_flight)
     tasks: set[asyncio.Task] = set()
-    outstanding = 0  # requests read whose response has not been yielded yet
+    outstanding = 0  # requests read whose last response has not been yielded yet
     slots = asyncio.Semaphore(max_in_flight)
 
     async def run_one(request):
+        if (generative := kserve_stream.generative_model(core, request)) is not None:
+            async with contextlib.aclosing(kserve_stream.responses(request, generative)) as items:
+                async for item in items:  # leaving early (the stream ended) cancels the sequence
+                    await responses.put(item)
+            return
         try:
             response = pb.ModelStreamInferResponse(infer_response=await core.infer(checked(request)))
         except Exception as exc:
             response = stream_error(request, exc)
-        await responses.put(response)
+        await responses.put((response, True))
 
     async def read_all():
         nonlocal outstanding
@@ -141,9 +149,12 @@ async def stream_infer(
             if item is None:
                 input_done = True
                 continue
-            outstanding -= 1
-            slots.release()
-            yield item
+            response, last = item
+            if last:
+                outstanding -= 1
+                slots.release()
+            if response is not None:
+                yield response
     finally:
         reader.cancel()
         for task in tasks:
