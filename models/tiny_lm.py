@@ -7,10 +7,14 @@ than a BPE's on English or code, which a model of this size can afford.
 The blocks are PyTorch's own ``nn.TransformerEncoderLayer`` (pre-norm, GELU) run with a causal mask, as
 ``SeqTransformer`` builds on ``nn.Transformer``: no hand-written attention. ``cached_step`` recomputes the same
 layers one position at a time from their weights, keeping each layer's keys and values (incremental decoding);
-``greedy_decode`` is the reference it must match.
+``greedy_decode`` is the reference it must match. ``cached_block`` is the server's form of the same arithmetic
+(server/generative/lm_engine.py): several sequences at once, each at its own position, each a row ("slot") of one
+preallocated ``KVCache``, a block of new tokens per row (a prompt's prefill) or one (a decode step).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +31,20 @@ def encode(text: str) -> list[int]:
 def decode(tokens: list[int]) -> str:
     """Token ids back to text; a cut-off multi-byte character becomes U+FFFD instead of an error."""
     return bytes(tokens).decode("utf-8", errors="replace")
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer, one row ("slot") per sequence: each (slots, heads, context, head_dim).
+    A row's positions past its sequence's length hold stale values; ``cached_block`` writes a position before
+    any query reads it, so a freed slot is reused as it is."""
+
+    keys: list[Tensor]
+    values: list[Tensor]
+
+    @property
+    def slots(self) -> int:
+        return self.keys[0].shape[0]
 
 
 class TinyLM(nn.Module):
@@ -121,3 +139,43 @@ class TinyLM(nn.Module):
                 break
             logits = self.cached_step(torch.tensor([out[-1]], device=device), position, cache)
         return out
+
+    def new_cache(self, slots: int) -> KVCache:
+        """An empty cache for ``slots`` sequences of up to ``context`` tokens, on the model's device and dtype."""
+        weight = self.out.weight
+        shape = (slots, self.nhead, self.context, self.out.in_features // self.nhead)
+        layers = len(self.blocks.layers)
+        return KVCache(
+            [torch.zeros(shape, device=weight.device, dtype=weight.dtype) for _ in range(layers)],
+            [torch.zeros(shape, device=weight.device, dtype=weight.dtype) for _ in range(layers)],
+        )
+
+    @torch.no_grad()
+    def cached_block(self, tokens: Tensor, rows: Tensor, starts: Tensor, cache: KVCache) -> Tensor:
+        """Logits (B, T, vocab) after each of ``tokens`` (B, T): row b's tokens sit at positions ``starts[b]``,
+        ``starts[b] + 1``, ... of cache slot ``rows[b]`` (distinct rows), attend to that slot's positions up to
+        their own, and leave their keys and values there. ``cached_step``'s arithmetic, batched over sequences at
+        different positions; a row's positions after its real tokens may hold padding (T is the longest block):
+        what they write is overwritten before it is read, and their logits are to be ignored."""
+        batch, length = tokens.shape
+        positions = starts[:, None] + torch.arange(length, device=tokens.device)  # (B, T)
+        end = int(positions.max()) + 1
+        if end > self.context:
+            raise ValueError(f"position {end - 1} is past the model's context {self.context}")
+        hidden = self.tokens(tokens) + self.positions(positions)
+        # query (b, t) sees keys at positions <= its own: (B, 1, T, end), broadcast over heads
+        visible = (torch.arange(end, device=tokens.device) <= positions[:, :, None])[:, None]
+        for index, layer in enumerate(self.blocks.layers):
+            attn = layer.self_attn
+            x = layer.norm1(hidden)
+            q, k, v = (
+                t.view(batch, length, self.nhead, -1).transpose(1, 2)  # (B, heads, T, head_dim)
+                for t in F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+            )
+            keys, values = cache.keys[index], cache.values[index]
+            keys[rows[:, None], :, positions] = k.transpose(1, 2)  # indexed as (B, T, heads, head_dim)
+            values[rows[:, None], :, positions] = v.transpose(1, 2)
+            mixed = F.scaled_dot_product_attention(q, keys[rows, :, :end], values[rows, :, :end], attn_mask=visible)
+            hidden = hidden + attn.out_proj(mixed.transpose(1, 2).reshape(hidden.shape))
+            hidden = hidden + layer.linear2(layer.activation(layer.linear1(layer.norm2(hidden))))
+        return self.out(self.norm(hidden))

@@ -36,6 +36,10 @@ def load_backend(config: mc.ModelConfig, model_dir: Path, version_dir: Path) -> 
             from tailmark.server.generative.backend import GenerativeBackend
 
             return GenerativeBackend(config)
+        case "tiny_lm":  # a trained lm export (tailmark train lm --export-to)
+            from tailmark.server.generative.lm_backend import TinyLmBackend
+
+            return TinyLmBackend(config, model_dir, version_dir)
         case "pytorch" | "pytorch_libtorch" | "torch":
             from tailmark.server.backends.torch_backend import TorchBackend
 

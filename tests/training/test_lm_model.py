@@ -64,3 +64,29 @@ def test_bad_prompts_are_refused(model):
         model.greedy_decode_cached([1] * 33, 3)
     with pytest.raises(ValueError, match="context is 32"):
         model(torch.zeros(1, 33, dtype=torch.long))
+
+
+def test_a_batched_cached_block_gives_each_row_its_own_forward_logits(model):
+    """Three sequences of different lengths in slots 2, 0 and 3 of a four-slot cache: a padded prefill, then
+    decode steps at per-row positions, each row's logits those of its own full forward pass."""
+    generator = torch.Generator().manual_seed(2)
+    lengths, rows = [5, 12, 9], torch.tensor([2, 0, 3])
+    sequences = [torch.randint(0, VOCAB_SIZE, (n + 4,), generator=generator) for n in lengths]
+    cache = model.new_cache(4)
+    assert cache.slots == 4 and cache.keys[0].shape == (4, 4, 32, 8)
+    padded = torch.zeros(3, max(lengths), dtype=torch.long)
+    for b, (seq, n) in enumerate(zip(sequences, lengths, strict=True)):
+        padded[b, :n] = seq[:n]
+    logits = model.cached_block(padded, rows, torch.zeros(3, dtype=torch.long), cache)
+    with torch.no_grad():
+        for b, (seq, n) in enumerate(zip(sequences, lengths, strict=True)):
+            assert torch.allclose(logits[b, :n], model(seq[None, :n])[0], atol=1e-5)
+    for step in range(4):  # one new token per row, each at its own position
+        tokens = torch.stack([seq[n + step] for seq, n in zip(sequences, lengths, strict=True)])[:, None]
+        starts = torch.tensor(lengths) + step
+        logits = model.cached_block(tokens, rows, starts, cache)
+        with torch.no_grad():
+            for b, (seq, n) in enumerate(zip(sequences, lengths, strict=True)):
+                assert torch.allclose(logits[b, 0], model(seq[None, : n + step + 1])[0, -1], atol=1e-5)
+    with pytest.raises(ValueError, match="past the model's context 32"):
+        model.cached_block(torch.zeros(1, 2, dtype=torch.long), torch.tensor([1]), torch.tensor([31]), cache)
