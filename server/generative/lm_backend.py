@@ -9,6 +9,8 @@ The architecture comes from the config's ``parameters``, the weights from ``<ver
     continuous_batching  true: sequences join and leave the running batch between steps; false: one sequence at
                          a time, each to its end (the baseline of bench/lm_serving.py)
     default_max_tokens   when the request gives no max_tokens (default 16; never past the context)
+    intra_op_threads     torch's threads, process-wide as for the torch backend (default 1: this model's
+                         operations are too small to share, and on a busy host two threads made a step 30x slower)
 
 Tokens are bytes (vocabulary 256). ``max_model_len`` is the model's context: a prompt and its completion together
 fit in it. There is no end-of-sequence token: the corpus (Python sources) holds no NUL or other end marker, so
@@ -40,13 +42,14 @@ class LmSettings:
     max_num_seqs: int = 16
     continuous_batching: bool = True
     default_max_tokens: int = 16
+    intra_op_threads: int = 1
 
     @classmethod
     def from_config(cls, config: mc.ModelConfig) -> LmSettings:
         source = f"model {config.name!r}"
         defaults = cls()
         values: dict = {"device": parameter(config, "device", defaults.device)}
-        for name in ("max_num_seqs", "default_max_tokens"):
+        for name in ("max_num_seqs", "default_max_tokens", "intra_op_threads"):
             text = parameter(config, name, str(getattr(defaults, name)))
             if not text.isdigit() or int(text) < 1:
                 raise ConfigError(f"{source}: parameter {name}={text!r} must be a whole number >= 1")
@@ -86,6 +89,9 @@ class TinyLmBackend(GenerativeModel):
         except ExportError as exc:
             raise ConfigError(str(exc)) from None
         self.device = pick_device(self.settings.device, f"model {config.name!r}")
+        import torch
+
+        torch.set_num_threads(self.settings.intra_op_threads)
         self.model = model.to(self.device)
         self.max_model_len = model.context
         self.default_max_tokens = min(self.settings.default_max_tokens, model.context - 1)

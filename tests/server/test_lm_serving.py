@@ -31,6 +31,16 @@ ARCHITECTURE = {"d_model": 32, "nhead": 4, "layers": 2, "ff": 64, "context": 96}
 SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The in-process reference on one thread, as the server runs it: two OpenMP threads on a busy two-core host
+    made each step ~30x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def export_small_model(model_dir, **parameters) -> TinyLM:
     torch.manual_seed(0)
     model = TinyLM(**ARCHITECTURE).eval()
