@@ -14,7 +14,9 @@ The wheel bundles Triton (2.51) with only the python backend. Three traps, each 
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
 import sys
 import sysconfig
 from pathlib import Path
@@ -24,6 +26,7 @@ from tailmark.deploy.server_process import ensure_venv as _ensure_venv
 
 PYTRITON = "nvidia-pytriton==0.7.0"
 STUB_PACKAGES = (PYTRITON, "onnxruntime", "numpy<2")
+TORCH = "torch==2.13.0"  # for the lm export's model.py only; pinned (the CPU build pip finds beside tailmark's)
 
 
 class TritonUnavailable(RuntimeError):
@@ -41,6 +44,31 @@ def venv_path() -> Path:
 def ensure_venv(timeout_s: float = 600) -> Path:
     """The cached venv holding Triton and its stub's packages, built on first use (about 40 s)."""
     return _ensure_venv(venv_path(), STUB_PACKAGES, name="Triton", error=TritonUnavailable, timeout_s=timeout_s)
+
+
+def ensure_torch(timeout_s: float = 900) -> Path:
+    """Triton's venv with torch added (the trained lm's model.py loads its state_dict with it), installed on
+    first use only, so the other Triton models never wait for it (about 40 s from a local wheel, 1 GB)."""
+    venv = ensure_venv()
+    marker = venv / ".tailmark-torch-ready"
+    if marker.is_file():
+        return venv
+    with open(venv / ".tailmark-torch-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes installing at once would corrupt site-packages
+        if marker.is_file():
+            return venv
+        try:
+            subprocess.run(
+                [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", TORCH, "numpy<2"],
+                check=True,
+                capture_output=True,
+                timeout=timeout_s,
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+            detail = (getattr(exc, "stderr", b"") or b"").decode(errors="replace")[-800:]
+            raise TritonUnavailable(f"cannot install {TORCH} into Triton's venv {venv}: {exc}: {detail}") from None
+        marker.write_text(TORCH + "\n")
+    return venv
 
 
 def _site_packages(venv: Path) -> Path:

@@ -7,6 +7,8 @@ Layout (Triton's): ``<root>/<model>/config.pbtxt`` and ``<root>/<model>/1/<file>
   the one inside the nvidia-pytriton wheel, which has only the python backend) can serve.
 - ``<name>_onnx``: Triton's onnxruntime backend on the same ``model.onnx``.
 - ``<name>_trt``: Triton's tensorrt backend, when a plan was built (TensorRT and CUDA present).
+- ``synth-llm``: the default repository's synthetic LLM as a decoupled python-backend model that streams
+  tokens with tailmark's timing model and text (generative.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from tailmark.models.export import REFERENCE_MODELS, Batching, identity_config, model_config, write_config
 
 PYTHON_MODEL = Path(__file__).with_name("python_model.py")
-BACKENDS = ("python", "onnxruntime", "tensorrt")
+BACKENDS = ("python", "onnxruntime", "tensorrt", "generative")
 
 
 def _python(kind: str) -> tuple[str, str]:
@@ -59,4 +61,8 @@ def write_triton_repository(
         write_config(model_dir, model_config(f"{name}_trt", 'platform: "tensorrt_plan"', reference, gpu))
         shutil.copyfile(plan_path, model_dir / "1" / "model.plan")
         written.append(model_dir)
+    if "generative" in backends:
+        from tailmark.deploy.triton.generative import write_synthetic_llm
+
+        written.append(write_synthetic_llm(root))
     return written

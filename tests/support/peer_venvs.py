@@ -17,6 +17,7 @@ USERS = {
     "test_http_peers.py": ("mlserver", "kserve"),
     "test_metrics_scrape.py": ("triton",),
     "test_real_triton.py": ("triton",),
+    "test_triton_generative.py": ("triton",),
 }
 WANTED: set[str] = set()
 _lock = threading.Lock()
