@@ -20,17 +20,18 @@ from tailmark.client.settings import Scenario
 from tailmark.client.sweep import register as register_sweep
 from tailmark.client.workers import add_split_flags
 
-TRANSPORTS = ("h2", "grpc", "http", "openai")
+TRANSPORTS = ("h2", "grpc", "http", "openai", "grpc-stream")
+GENERATIVE_TRANSPORTS = ("openai", "grpc-stream")  # answers measured in tokens (client/generative_cli.py)
 
 EMBEDDED_SCENARIOS = ("single-stream", "multi-stream", "server", "offline", "fixed-interval", "trace")
 ENDPOINT_SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
 EMBEDDED_MODEL = "resnet"
-EMBEDDED_LLM = "synth-llm"  # the built-in server's generative model: the default of --transport openai
+EMBEDDED_LLM = "synth-llm"  # the built-in server's generative model: the default of the generative transports
 
 
 def embedded_model(transport: str | None) -> str:
     """The built-in server's model a run without --model measures."""
-    return EMBEDDED_LLM if transport == "openai" else EMBEDDED_MODEL
+    return EMBEDDED_LLM if transport in GENERATIVE_TRANSPORTS else EMBEDDED_MODEL
 
 
 EMBEDDED_TRACE = Path(__file__).resolve().parents[1] / "traces" / "samples" / "azure_conv_5min.jsonl"
@@ -240,7 +241,9 @@ def _add_connection_args(parser: argparse.ArgumentParser) -> None:
         default="h2",
         help="h2: tailmark's own HTTP/2 gRPC client (default; 3-4x less CPU per request); grpc: grpc.aio; "
         "http: KServe-v2 REST over HTTP/1.1 (--target http://HOST:PORT); openai: OpenAI-compatible completions "
-        "or chat, with token timings (--target http://HOST:PORT, --api; README 'Generative endpoints')",
+        "or chat, with token timings (--target http://HOST:PORT, --api; README 'Generative endpoints'); "
+        "grpc-stream: KServe ModelStreamInfer in Triton's LLM convention (text_input -> text_output), with token "
+        "timings (--target HOST:PORT; docs/generative.md)",
     )
     parser.add_argument(
         "--connections",
@@ -265,7 +268,7 @@ async def _connect(args: argparse.Namespace, target: str, timeout_s: float):
         if args.connections < 1:
             raise UsageError(f"--connections {args.connections}: must be >= 1")
         return await H2Transport.connect(target, connections=args.connections, **common)
-    if args.transport == "openai":
+    if args.transport in GENERATIVE_TRANSPORTS:
         from tailmark.client.generative_cli import connect
 
         return await connect(args, target, common)
@@ -485,10 +488,10 @@ async def _measure(
     try:
         info = await transport.model_info(plan.model, plan.model_version)
         routes = await _class_routes(plan, args, target, transport)
-        if args.transport != "openai":  # a generative answer is checked as it is read (client/generation.py)
+        if args.transport not in GENERATIVE_TRANSPORTS:  # a generative answer is checked as it is read
             transport = checked(transport, info, args.validate)
         seed = plan.scenarios[0].sample_seed
-        if args.transport == "openai":
+        if args.transport in GENERATIVE_TRANSPORTS:
             from tailmark.client.generative_cli import prompt_pool
 
             pool = prompt_pool(args, info, seed)
@@ -501,7 +504,7 @@ async def _measure(
         environment["target"] = {"address": target, "embedded": embedded, "model": info.name, "version": info.version,
                                  "notes": await endpoint_notes(transport, info)}  # fmt: skip
         environment["client_transport"] = {"kind": args.transport, "connections": args.connections}
-        if args.transport == "openai":
+        if args.transport in GENERATIVE_TRANSPORTS:
             environment["workload"] = pool.describe()  # prompts, lengths, corpus (client/prompts.py)
             cancel = getattr(transport, "policy", None)  # --cancel-* (client/cancellation.py)
             environment["workload"]["cancel"] = cancel.to_dict() if cancel is not None else None
@@ -544,7 +547,8 @@ async def _measure(
         scenarios = repeat_plan(plan.scenarios, args.repeat)
         run = Run(scenarios=scenarios, transport=transport, pool=pool, out_dir=out_dir, result=result,
                   progress=progress, stability=stability, probe=probe, per_request_log=args.per_request_log,
-                  metrics=scrape, routes=routes, shard=shard)  # fmt: skip
+                  metrics=scrape, routes=routes, shard=shard,
+                  plots=not getattr(args, "without_plots", False))  # fmt: skip
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by the user (SIGINT)")
         loop.add_signal_handler(signal.SIGTERM, run.interrupt, "terminated (SIGTERM)")

@@ -1,4 +1,5 @@
-"""``tailmark run`` flags for generative endpoints (``--transport openai``), kept apart from client/cli.py.
+"""``tailmark run`` flags for generative endpoints (``--transport openai`` or ``grpc-stream``), kept apart from
+client/cli.py.
 
 Workload flags (``--api``, ``--input-tokens``, ``--output-tokens``, ``--ignore-eos``, ``--no-stream``) build
 the prompt pool (client/prompts.py); the token bounds and goodput SLOs are scenario settings
@@ -31,7 +32,7 @@ TOKEN_SETTING_FLAGS: dict[str, tuple[str, type, str]] = {
 }  # fmt: skip
 
 
-# workload flags only the openai transport honours, with their defaults: token_settings refuses them elsewhere
+# workload flags only the generative transports honour, with their defaults: token_settings refuses them elsewhere
 WORKLOAD_DEFAULTS = {"--shared-prefix-tokens": 0, "--prefix-count": 1, "--prefix-reuse": 1.0, "--cancel-after-ms": 0.0,
                      "--cancel-after-tokens": 0, "--cancel-share": 1.0}  # fmt: skip
 
@@ -41,7 +42,7 @@ def _dest(flag: str) -> str:
 
 
 def add_generative_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("generative endpoints (--transport openai)")
+    group = parser.add_argument_group("generative endpoints (--transport openai or grpc-stream)")
     group.add_argument("--api", choices=("completions", "chat"), default="completions",
                        help="/v1/completions (default) or /v1/chat/completions")  # fmt: skip
     group.add_argument("--input-tokens", type=int, default=128, help="prompt length in tokens (default 128)")
@@ -90,23 +91,31 @@ def token_settings(args: argparse.Namespace, common: dict[str, Any]) -> None:
         common.setdefault("ttft_bound_ms", ttft)
         common.setdefault("tpot_bound_ms", tpot)
     transport = getattr(args, "transport", "openai")
+    generative = transport in ("openai", "grpc-stream")
     asked = [flag for flag, (field, _, _) in TOKEN_SETTING_FLAGS.items() if common.get(field)]
     asked = [flag for flag in asked if flag != "--turns" or (common.get("turns") or 1) > 1]
     asked += [flag for flag, default in WORKLOAD_DEFAULTS.items() if getattr(args, _dest(flag), default) != default]
-    if asked and transport != "openai":
+    if asked and not generative:
         from tailmark.client.errors import ConfigError
 
         flag = asked[0] + (" (or --llm-preset)" if asked[0] in ("--ttft-p99-ms", "--tpot-p99-ms") else "")
-        raise ConfigError(f"{flag}: generative workloads and token timings need --transport openai, not {transport}")
+        raise ConfigError(
+            f"{flag}: generative workloads and token timings need --transport openai or grpc-stream, not {transport}"
+        )
 
 
 async def connect(args: argparse.Namespace, target: str, common: dict[str, Any]):
     from tailmark.cli import UsageError
     from tailmark.client.openai_transport import OpenAITransport
 
-    if args.connections < 1:
-        raise UsageError(f"--connections {args.connections}: must be >= 1")
-    transport = await OpenAITransport.connect(target, api=args.api, connections=args.connections, **common)
+    if args.transport == "grpc-stream":  # KServe ModelStreamInfer, Triton's LLM convention
+        from tailmark.client.grpc_stream_transport import GrpcStreamTransport
+
+        transport = await GrpcStreamTransport.connect(target, **common)
+    else:
+        if args.connections < 1:
+            raise UsageError(f"--connections {args.connections}: must be >= 1")
+        transport = await OpenAITransport.connect(target, api=args.api, connections=args.connections, **common)
     cancel = cancel_policy(args)
     if cancel is None:
         return transport
@@ -128,12 +137,18 @@ def cancel_policy(args: argparse.Namespace):
 
 
 def prompt_pool(args: argparse.Namespace, info, seed: int):
-    from tailmark.client.prompts import PromptPool
+    from tailmark.client.errors import ConfigError
+    from tailmark.client.prompts import PromptPool, TritonPromptPool
 
     if args.input_data:
-        from tailmark.client.errors import ConfigError
-
-        raise ConfigError("--input-data: the openai transport builds prompts itself (--input-tokens)")
+        raise ConfigError(f"--input-data: the {args.transport} transport builds prompts itself (--input-tokens)")
+    if getattr(args, "transport", "openai") == "grpc-stream":
+        if args.api != "completions":
+            raise ConfigError("--api: grpc-stream sends Triton's text_input (one prompt); --api is for openai")
+        return TritonPromptPool(
+            info, count=args.pool_size, input_tokens=args.input_tokens, output_tokens=args.output_tokens, seed=seed,
+            stream=not args.no_stream, ignore_eos=args.ignore_eos, prefix=prefix_spec(args),
+        )  # fmt: skip
     return PromptPool(
         info, api=args.api, count=args.pool_size, input_tokens=args.input_tokens, output_tokens=args.output_tokens,
         seed=seed, stream=not args.no_stream, ignore_eos=args.ignore_eos, prefix=prefix_spec(args),

@@ -22,6 +22,7 @@ import ast
 import hashlib
 import json
 import re
+import struct
 import sysconfig
 from collections import OrderedDict
 from functools import lru_cache
@@ -33,6 +34,7 @@ from tailmark.client.errors import ConfigError
 from tailmark.client.generation import TOKEN_PATTERN, TOKENIZER_NAME
 from tailmark.client.prefix_workload import PrefixSpec, prefixed_prompt
 from tailmark.client.transport import ModelInfo
+from tailmark.protos.codec import numpy_dtype
 
 CORPUS_MODULES = (
     "argparse", "asyncio/events", "asyncio/tasks", "collections/__init__", "contextlib", "dataclasses", "difflib",
@@ -166,6 +168,10 @@ class PromptPool:
             document["ignore_eos"] = True
         return document
 
+    def encode(self, document: dict) -> bytes:
+        """A request document (``body``) as the bytes the transport sends."""
+        return json.dumps(document, separators=(",", ":")).encode()
+
     def payload(
         self,
         sample: int,
@@ -182,8 +188,7 @@ class PromptPool:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        document = self.body(self.prompt(key[0], key[1]), key[2])
-        data = json.dumps(document, separators=(",", ":")).encode()
+        data = self.encode(self.body(self.prompt(key[0], key[1]), key[2]))
         self.builds += 1
         self._cache[key] = data
         if self.prefix is not None:
@@ -217,3 +222,78 @@ class PromptPool:
             "corpus": describe_corpus(),
             "shared_prefix": self.prefix.to_dict(self.count, self.seed) if self.prefix is not None else None,
         }
+
+
+class TritonPromptPool(PromptPool):
+    """The same prompts as requests in Triton's LLM convention, for KServe's ModelStreamInfer (``--transport
+    grpc-stream``): a serialised ModelInferRequest with ``text_input`` (BYTES), ``max_tokens``, ``stream`` and
+    ``ignore_eos``, each sent as an input tensor when the model declares it (Triton refuses undeclared inputs),
+    else, as Triton's vLLM backend reads them, inside its ``sampling_parameters`` input when it declares that,
+    else as request parameters. When the model declares the vLLM backend's ``return_num_input_tokens`` and
+    ``return_num_output_tokens`` they are set, so the server reports the tokens it served; every request sets
+    ``triton_enable_empty_final_response``, so a final flag always arrives whatever the backend.
+    ``body``/``encode`` keep the document apart from its bytes, so multi-turn sessions grow the prompt as
+    with the completions API."""
+
+    def __init__(self, model: ModelInfo, **kwargs) -> None:
+        super().__init__(model, api="completions", **kwargs)
+        self.api = "triton"
+        self._declared = {tensor.name: tensor.datatype for tensor in model.inputs}
+        if model.inputs and "text_input" not in self._declared:
+            names = ", ".join(self._declared) or "none"
+            raise ConfigError(f"model {model.name!r} has no text_input input (it lists {names}): the grpc-stream "
+                              "transport sends Triton's LLM convention (text_input, max_tokens, stream)")  # fmt: skip
+
+    def body(self, prompt: str, output_tokens: int = 0) -> dict:
+        document = {"text_input": prompt, "max_tokens": output_tokens or self.output_tokens, "stream": self.stream}
+        if self.ignore_eos:
+            document["ignore_eos"] = True
+        return document
+
+    def _declares(self, name: str) -> bool:
+        # a model that lists no inputs: the convention's minimum (text_input, max_tokens, stream) as tensors
+        return name in self._declared if self._declared else name in ("text_input", "max_tokens", "stream")
+
+    def encode(self, document: dict) -> bytes:
+        from tailmark.protos import inference_pb2 as pb
+
+        request = pb.ModelInferRequest(model_name=self.model.name, model_version=self.model.version)
+        request.parameters["triton_enable_empty_final_response"].bool_param = True
+        settings = {"max_tokens": document["max_tokens"]}
+        if document.get("ignore_eos"):
+            settings["ignore_eos"] = True
+
+        def tensor(name: str, datatype: str, raw: bytes) -> None:
+            request.inputs.add(name=name, datatype=datatype, shape=[1])
+            request.raw_input_contents.append(raw)
+
+        text = document["text_input"].encode("utf-8")
+        tensor("text_input", "BYTES", struct.pack("<I", len(text)) + text)
+        if self._declares("stream"):
+            tensor("stream", "BOOL", bytes([document["stream"]]))
+        for name, value in list(settings.items()):
+            if not self._declares(name):
+                continue
+            datatype = self._declared.get(name, "INT32" if name == "max_tokens" else "BOOL")
+            if datatype == "BOOL":
+                tensor(name, datatype, bytes([bool(value)]))
+            else:
+                tensor(name, datatype, np.array([value], dtype=numpy_dtype(datatype)).tobytes())
+            del settings[name]
+        if settings and self._declares("sampling_parameters"):
+            text = json.dumps(settings).encode()
+            tensor("sampling_parameters", "BYTES", struct.pack("<I", len(text)) + text)
+        elif settings:
+            for name, value in settings.items():
+                parameter = request.parameters[name]
+                if isinstance(value, bool):
+                    parameter.bool_param = value
+                else:
+                    parameter.int64_param = value
+        for name in ("return_num_input_tokens", "return_num_output_tokens"):
+            if self._declares(name):
+                tensor(name, "BOOL", b"\x01")
+        return request.SerializeToString()
+
+    def describe(self) -> dict:
+        return {**super().describe(), "api": "triton (text_input, max_tokens, stream over ModelStreamInfer)"}

@@ -27,7 +27,6 @@ growing with the history shows; results.json's ``sessions`` holds them and the c
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -64,7 +63,7 @@ class Conversation:
         else:
             prompt = "".join(user + answer + "\n" for user, answer in zip(self.users, self.answers, strict=False))
             document = pool.body(prompt + self.users[-1])
-        return json.dumps(document, separators=(",", ":")).encode()
+        return pool.encode(document)  # JSON for openai, a ModelInferRequest for grpc-stream (client/prompts.py)
 
     def answered(self, generation: Generation) -> None:
         self.answers.append("".join(generation.text))
