@@ -23,6 +23,23 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from support.h2_attacker import (
+    ACK,
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADERS,
+    PING,
+    PREFACE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    frame,
+    grpc_message,
+)
 from support.serve import ServerProcess
 from tailmark.protos import inference_pb2 as pb
 
@@ -136,19 +153,6 @@ def both_slots_free(target: str) -> None:
 
 
 # --- a raw HTTP/2 client, for what gRPC clients never send ---
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
-END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
-FRAME_SIZE_ERROR = 0x6
-
-
-def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", kind, flags, stream_id) + payload
-
-
-def grpc_message(message: bytes, compressed: bool = False) -> bytes:
-    return struct.pack(">BI", int(compressed), len(message)) + message
 
 
 class RawH2:

@@ -3,7 +3,8 @@
 ``Attacker`` writes frames by hand on one TCP connection (HPACK by the ``hpack`` package), reads only when
 told to, and keeps track of the windows the server grants. ``RssWatch`` samples the server's VmRSS from
 /proc while an attack runs. ``GoodTraffic`` sends ordinary gRPC calls on connections of its own the whole
-time and counts the ones that failed or took too long.
+time and counts the ones that failed or took too long. The frame constants and ``frame`` / ``grpc_message``
+are shared with the other raw HTTP/2 tests (test_h2_frontend.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import hpack
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
-FLOW_CONTROL_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x3, 0x7, 0x8, 0x9, 0xB
+FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL = 0x3, 0x6, 0x7, 0x8
+COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x9, 0xB
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
