@@ -167,14 +167,17 @@ def register(subparsers) -> None:
     accuracy.add_argument("--target", required=True, help="HOST:PORT of a KServe-v2 gRPC endpoint")
     accuracy.add_argument("--model", required=True, help="model name")
     accuracy.add_argument("--model-version", default="", help="model version (default: the newest)")
-    accuracy.add_argument("--input-data", type=Path, required=True, help="samples: .npy, .npz or .json")
-    accuracy.add_argument("--labels", type=Path, required=True, help=".npy of integer class indices, one per sample")
+    accuracy.add_argument("--input-data", type=Path, help="samples: .npy, .npz or .json (not with --lm)")
+    accuracy.add_argument("--labels", type=Path, help=".npy of integer class indices, one per sample (not with --lm)")
     accuracy.add_argument("--output", help="output tensor holding class scores (default: the model's first)")
     accuracy.add_argument("--batch-size", type=int, default=8, help="samples per request when the model batches")
     accuracy.add_argument("--min-top1", type=float, help=f"exit {EXIT_INVALID} if top-1 accuracy is below this")
     accuracy.add_argument("--out", type=Path, help="write the result as JSON here")
     accuracy.add_argument("--timeout", type=float, default=30.0, help="per-request deadline in seconds")
     _add_connection_args(accuracy)
+    from tailmark.client.accuracy_lm import add_lm_arguments
+
+    add_lm_arguments(accuracy)
     accuracy.set_defaults(handler=accuracy_command)
 
     merge = subparsers.add_parser(
@@ -610,6 +613,18 @@ def accuracy_command(args: argparse.Namespace) -> int:
     from tailmark.cli import UsageError
     from tailmark.client.errors import ConfigError, TailmarkError
     from tailmark.client.results import write_atomic
+
+    if args.lm:  # a served language model on held-out text (client/accuracy_lm.py)
+        from tailmark.client.accuracy_lm import lm_accuracy_command
+        from tailmark.client.transport import TlsSettings
+
+        secure = args.tls or args.tls_ca or args.tls_cert
+        tls = TlsSettings(args.tls_ca, args.tls_cert, args.tls_key) if secure else None
+        common = dict(tls=tls, metadata=_parse_headers(args.header), timeout_s=args.timeout,
+                      connect_timeout_s=args.connect_timeout)  # fmt: skip
+        return lm_accuracy_command(args, common)
+    if args.input_data is None or args.labels is None:
+        raise UsageError("accuracy: give --input-data and --labels (or --lm for a served language model)")
 
     async def measure():
         from tailmark.client.accuracy import load_labels, measure_accuracy

@@ -279,14 +279,14 @@ def write_csv(doc: ResultsDoc, path: str | Path) -> None:
     write_atomic(path, csv_text(doc))
 
 
-def write_reports(doc: ResultsDoc, out_dir: str | Path) -> list[Path]:
+def write_reports(doc: ResultsDoc, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
     """summary.csv, report.html, perf_analyzer.csv and LoadGen's logs (``mlperf/<scenario>/``) in ``out_dir``
-    (results.json is ``RunResult.write``'s job)."""
+    (results.json is ``RunResult.write``'s job); ``plots=False``: the page without its plots."""
     from tailmark.client import outputs_mlperf, outputs_perf_analyzer
     from tailmark.client.report_html import write_html  # imports matplotlib when it draws: only when needed
 
     out = Path(out_dir)
     write_csv(doc, out / "summary.csv")
-    write_html(doc, out / "report.html")
+    write_html(doc, out / "report.html", plots=plots)
     familiar = outputs_perf_analyzer.write(doc, out) + outputs_mlperf.write(doc, out)
     return [out / "summary.csv", out / "report.html", *familiar]

@@ -129,6 +129,19 @@ def _scenario_section(plt: Any, index: int, key: str, scenario: ScenarioDoc, fil
     return section
 
 
+def _breakdown_figure(plt: Any, doc: ResultsDoc, files: RunFiles) -> str:
+    """The whole run's time breakdown plot, drawn again only when the scenarios changed (a run rewrites its report
+    after every scenario)."""
+    if files.folder is None:
+        return _img("time per request by part", report_server.breakdown_png(plt, doc["scenarios"]))
+    fingerprint = hashlib.sha256(json.dumps(doc["scenarios"], sort_keys=True, default=str).encode()).hexdigest()
+    cached = _SECTIONS.get((str(files.folder), -1))
+    if cached is None or cached[0] != fingerprint:
+        cached = (fingerprint, _img("time per request by part", report_server.breakdown_png(plt, doc["scenarios"])))
+        _SECTIONS[(str(files.folder), -1)] = cached
+    return cached[1]
+
+
 def _draw_section(
     plt: Any,
     index: int,
@@ -198,9 +211,11 @@ def html_report(doc: ResultsDoc, *, plots: bool = True, folder: Path | None = No
         parts.append(f"<pre>{esc(chr(10).join(run_notes).strip())}</pre>")
     if plots and plt is None:
         parts.append("<p>(plots need matplotlib: pip install tailmark[plot])</p>")
+    elif not plots:  # drawing them takes seconds a run: a search's steps leave them to whoever looks
+        parts.append("<p>(plots not drawn for this run: <code>tailmark report DIR</code> draws them)</p>")
     parts.append("<h2 id='breakdown'>Where the time went</h2>")
     table = _breakdown_table(doc["scenarios"])
-    figure = _img("time per request by part", report_server.breakdown_png(plt, doc["scenarios"])) if plt else ""
+    figure = _breakdown_figure(plt, doc, files) if plt else ""
     if table:
         parts.append(f"{figure}{table}<p>Client send lag: intended → sent. Network + frontends: sent → done minus "
                      "the server's request time. Server phases: its ModelStatistics over the scenario, warm-up "
@@ -214,7 +229,7 @@ def html_report(doc: ResultsDoc, *, plots: bool = True, folder: Path | None = No
     return "".join(parts)
 
 
-def write_html(doc: ResultsDoc, path: str | Path) -> None:
+def write_html(doc: ResultsDoc, path: str | Path, *, plots: bool = True) -> None:
     """report.html at ``path``, with the run directory around it read for the plots."""
     target = Path(path)
-    write_atomic(target, html_report(doc, folder=target.parent))
+    write_atomic(target, html_report(doc, plots=plots, folder=target.parent))

@@ -68,6 +68,7 @@ class Run:
         metrics: ScrapeSettings | None = None,  # scrape the endpoint's Prometheus /metrics (client/metrics_scrape.py)
         routes: Routes | None = None,  # each traffic class's transport and pool (mixed scenarios: traffic_mix.py)
         shard: Shard | None = None,  # this process's share of a split load (client/shards.py)
+        plots: bool = True,  # False: report.html without plots (a search's steps; `tailmark report` draws them)
     ) -> None:
         if not scenarios:
             raise ValueError("a run needs at least one scenario")
@@ -82,6 +83,7 @@ class Run:
         self.log_start_ns = time.perf_counter_ns()  # latency.hlog's time 0: windows are placed in it
         self.recorder = Recorder(hlog_path=out_dir / TIMELINE, start_ns=self.log_start_ns, request_log_path=request_log)
         self.stability = stability
+        self.plots = plots
         self._current: Dispatcher | None = None
         generative = getattr(transport, "generative", False)  # token timings; prefix counts from the prompt pool
         self.tokens = TokenRecorder(prefix_of=getattr(pool, "prefix_of", None)) if generative else None
@@ -312,7 +314,7 @@ class Run:
             series = {"format": METRICS_FORMAT, "url": self.metrics.url, "scenarios": self._metrics_series}
             write_atomic(self.out_dir / METRICS_FILE, json.dumps(series, allow_nan=False) + "\n")
         doc = self.result.write(self.out_dir / "results.json")
-        write_reports(doc, self.out_dir)
+        write_reports(doc, self.out_dir, plots=self.plots)
         write_atomic(self.out_dir / "histograms.json", json.dumps(self.recorder.to_dict()) + "\n")
         if self.tokens is not None:  # what `tailmark merge` adds up (client/token_store.py)
             write_tokens(self.out_dir, self.tokens.all())

@@ -670,6 +670,7 @@ def search_command(args: argparse.Namespace) -> int:
         step_args.seed = schedule_seed + args.trials * (number - 1)
         step_args.sample_seed = sample_seed + args.trials * (number - 1)
         step_args.no_calibration = args.no_calibration or number > 1  # the client is calibrated once
+        step_args.without_plots = True  # seconds a step (matplotlib); `tailmark report STEP_DIR` draws them
         step_dir = out_dir / f"step-{number:02d}-{phase}-{rate:g}"
         print(f"tailmark search: step {number} ({phase}): server at {rate:g}/s, {args.trials} trials",
               file=sys.stderr, flush=True)  # fmt: skip

@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,16 +225,19 @@ def md1_highest_rate(percentile: float, bound_ms: float, service_ms: float, floo
 
 
 @pytest.fixture(scope="module")
-def one_queue(tmp_path_factory):
+def queues(tmp_path_factory):
+    """Two servers, each one M/D/1 queue, so the two searches run side by side (the sleep model takes no CPU and
+    ~70 requests/s take little of the client's: the searches' walls, ~70 s each, do not add up)."""
     root = tmp_path_factory.mktemp("sleep-repo")
     write_model(root, "sleep", sleep_config(SERVICE_MS, instances=1))  # capacity 1 / 10 ms = 100/s
-    with ServerProcess(root) as process:
-        yield process
+    with ServerProcess(root) as first, ServerProcess(root) as second:
+        yield first, second
 
 
 @pytest.fixture(scope="module")
-def searches(one_queue, tmp_path_factory):
-    """The loopback floor, then two searches with different seeds."""
+def searches(queues, tmp_path_factory):
+    """The loopback floor, then two searches with different seeds, at the same time on separate servers."""
+    one_queue = queues[0]
     base = tmp_path_factory.mktemp("search")
     floor = tailmark(
         "run", "--target", one_queue.target, "--model", "sleep", "--scenario", "concurrency", "--concurrency", "1",
@@ -246,15 +252,25 @@ def searches(one_queue, tmp_path_factory):
     mean_us = entry["server_stats"]["mean_us"]
     service_ms = (mean_us["compute_input"] + mean_us["compute_infer"] + mean_us["compute_output"]) / 1e3
     floor_ms = entry["classes"]["all"]["latency_ms"]["sent_to_done"]["p50"] - service_ms
+    started = []
+    for server, seed, start, resolution in ((queues[0], 11, 40, "5%"), (queues[1], 23, 50, "10%")):
+        command = [
+            sys.executable, "-m", "tailmark", "search", "--target", server.target, "--model", "sleep",
+            "--slo", f"p{SLO[0]:g}={SLO[1]:g}ms", "--start-qps", str(start), "--resolution", resolution,
+            "--seed", str(seed), *STEP, "--out", str(base / str(seed)),
+        ]  # fmt: skip
+        started.append((seed, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
     out = []
-    for seed, start, resolution in ((11, 40, "5%"), (23, 50, "10%")):  # the second coarser: test time
-        run = tailmark(
-            "search", "--target", one_queue.target, "--model", "sleep", "--slo", f"p{SLO[0]:g}={SLO[1]:g}ms",
-            "--start-qps", str(start), "--resolution", resolution, "--seed", str(seed), *STEP,
-            "--out", str(base / str(seed)),
-        )  # fmt: skip
-        assert run.returncode == 0, run.stderr[-3000:]
-        out.append((json.loads((base / str(seed) / "search.json").read_text()), run))
+    try:
+        for seed, process in started:
+            stdout, stderr = process.communicate(timeout=400)
+            run = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+            assert run.returncode == 0, run.stderr[-3000:]
+            out.append((json.loads((base / str(seed) / "search.json").read_text()), run))
+    finally:
+        for _, process in started:
+            process.kill()
+            process.wait()
     return service_ms, floor_ms, out
 
 
@@ -312,3 +328,14 @@ def test_two_seeds_agree_within_the_stated_uncertainty(searches):
             b["uncertainty_qps"],
         )
     print(f"search walls: {a['wall_s']} s / {b['wall_s']} s, steps {a['step_count']} / {b['step_count']}")
+
+
+def test_a_steps_report_leaves_its_plots_to_tailmark_report(searches, tmp_path):
+    *_, out = searches
+    doc, run = out[1]
+    step_dir = Path(run.args[run.args.index("--out") + 1]) / doc["steps"][0]["run_dir"]  # relative to search.json
+    page = (step_dir / "report.html").read_text()
+    assert "tailmark report DIR" in page and "<img" not in page  # tables only: a step's plots cost seconds
+    redraw = tailmark("report", str(step_dir))
+    assert redraw.returncode == 0, redraw.stderr
+    assert "<img" in (step_dir / "report.html").read_text()
