@@ -118,4 +118,5 @@ def test_generative_workload_flags_need_the_openai_transport(tmp_path, flag):
         "--out", str(tmp_path / "x"), timeout_s=60,
     )  # fmt: skip
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert f"{flag[0]}: generative workloads and token timings need --transport openai, not grpc" in run.stderr
+    needs = "generative workloads and token timings need --transport openai or grpc-stream, not grpc"
+    assert f"{flag[0]}: {needs}" in run.stderr
