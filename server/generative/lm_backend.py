@@ -12,9 +12,12 @@ The architecture comes from the config's ``parameters``, the weights from ``<ver
     intra_op_threads     torch's threads, process-wide as for the torch backend (default 1: this model's
                          operations are too small to share, and on a busy host two threads made a step 30x slower)
 
-Tokens are bytes (vocabulary 256). ``max_model_len`` is the model's context: a prompt and its completion together
-fit in it. There is no end-of-sequence token: the corpus (Python sources) holds no NUL or other end marker, so
-the model never learnt to stop, and every sequence runs to ``max_tokens`` (finish_reason "length");
+Tokens are bytes (vocabulary 256). ``max_model_len`` is the model's context + 1: a prompt of up to ``context``
+bytes, and a completion as long as fits after it, where the completion's last token is never fed back (its
+successor is not asked for), so it needs no cache position; ``complete()`` gives the same count.
+
+There is no end-of-sequence token: the corpus (Python sources) holds no NUL or other end marker, so the model
+never learnt to stop, and every sequence runs to ``max_tokens`` (finish_reason "length");
 ``ignore_eos`` changes nothing. Decoding is greedy (argmax), so ``seed`` changes nothing either, and a served
 completion equals ``complete()``, the in-process reference, token for token. Each token's text is its byte
 through an incremental UTF-8 decoder: a byte that starts a multi-byte character streams as "" and the character
@@ -93,8 +96,8 @@ class TinyLmBackend(GenerativeModel):
 
         torch.set_num_threads(self.settings.intra_op_threads)
         self.model = model.to(self.device)
-        self.max_model_len = model.context
-        self.default_max_tokens = min(self.settings.default_max_tokens, model.context - 1)
+        self.max_model_len = model.context + 1  # see the module's docstring
+        self.default_max_tokens = min(self.settings.default_max_tokens, model.context)
         self.engine: LmEngine | None = None  # made on the first request: it records into the model's statistics
         self._warm_up()
 
@@ -129,7 +132,7 @@ class TinyLmBackend(GenerativeModel):
         if max_tokens < 1 or len(tokens) + max_tokens > self.max_model_len:
             raise errors.InvalidInput(
                 f"model {self.name!r}: {len(tokens)} prompt tokens + max_tokens {max_tokens} do not fit the "
-                f"context of {self.max_model_len} tokens"
+                f"model's {self.max_model_len} tokens (its context + 1)"
             )
         return self.bind(stats).submit(tokens, max_tokens)
 

@@ -195,12 +195,15 @@ def test_cancel_takes_a_sequence_out_between_steps_and_frees_its_slot(tmp_path):
 
 
 def test_bad_input_gets_one_clear_error(served, tmp_path):
-    _, port, _ = served
+    _, port, reference = served
     too_long = post(port, "/v1/completions", {"model": "lm", "prompt": "x" * 90, "max_tokens": 10})
     assert too_long.status == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
-    assert "maximum context length is 96 tokens" in too_long.json()["error"]["message"]
-    whole_context = post(port, "/v1/completions", {"model": "lm", "prompt": "x" * 96})
-    assert whole_context.status == 400
+    assert "maximum context length is 97 tokens" in too_long.json()["error"]["message"]
+    past_context = post(port, "/v1/completions", {"model": "lm", "prompt": "x" * 97})
+    assert past_context.status == 400
+    # a whole context of prompt still gets its one next token (as the harness's evaluation predicts it)
+    whole_context = post(port, "/v1/completions", {"model": "lm", "prompt": "xy" * 48, "max_tokens": 1})
+    assert whole_context.json()["choices"][0]["text"] == complete(reference, "xy" * 48, 1)
     empty = post(port, "/v1/completions", {"model": "lm", "prompt": "", "max_tokens": 3})
     assert empty.status == 400 and "empty prompt" in empty.body.decode()
     not_bytes = post(port, "/v1/completions", {"model": "lm", "prompt": [104, 300], "max_tokens": 3})
@@ -208,7 +211,7 @@ def test_bad_input_gets_one_clear_error(served, tmp_path):
     unknown = post(port, "/v1/completions", {"model": "no-such-lm", "prompt": "x", "max_tokens": 3})
     assert unknown.status == 404 and unknown.json()["error"]["code"] == "model_not_found"
     status, card = get(port, "/v1/models/lm")
-    assert status == 200 and card["max_model_len"] == 96
+    assert status == 200 and card["max_model_len"] == 97
     # a config the backend cannot run leaves the model UNAVAILABLE with the reason, in one line
     export_small_model(tmp_path / "bad", device="tpu")
     config = parse_config((tmp_path / "bad" / "config.pbtxt").read_text(), name="bad")
@@ -217,5 +220,5 @@ def test_bad_input_gets_one_clear_error(served, tmp_path):
     # what the OpenAI routes check before they start a sequence, the backend checks too (for every frontend)
     config = parse_config((tmp_path / "bad" / "config.pbtxt").read_text().replace('"tpu"', '"cpu"'), name="bad")
     backend = TinyLmBackend(config, tmp_path / "bad", tmp_path / "bad" / "1")
-    with pytest.raises(errors.InvalidInput, match="do not fit the context of 96"):
-        backend.start(ModelStats("bad", "1"), "abc", 94)
+    with pytest.raises(errors.InvalidInput, match="do not fit the model's 97 tokens"):
+        backend.start(ModelStats("bad", "1"), "abc", 95)
