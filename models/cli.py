@@ -2,7 +2,8 @@
 
 ``--output DIR`` writes a tailmark repository (``identity``, ``<model>`` as TorchScript, ``<model>_onnx``,
 and ``<model>_trt`` where TensorRT and CUDA exist); ``--triton-repo DIR`` writes the same models with the
-same batching for Triton (see deploy/triton/repository.py). Either or both.
+same batching for Triton (see deploy/triton/repository.py), with the synthetic LLM ``synth-llm`` and, for each
+``--lm DIR``, a trained lm export as decoupled python-backend models (deploy/triton/generative.py). Either or both.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def register(subparsers) -> None:
     parser.add_argument("--no-dynamic-batching", action="store_true", help="one execution per request")
     parser.add_argument("--instances", type=int, default=1, help="model instances (instance_group count)")
     parser.add_argument("--seed", type=int, default=0, help="weights seed")
+    parser.add_argument(
+        "--lm", type=Path, action="append", default=[], metavar="DIR",
+        help="with --triton-repo: also write this lm export (tailmark train lm --export-to REPO: REPO/<benchmark>) "
+        "as a streaming Triton model (repeatable)",
+    )  # fmt: skip
     parser.set_defaults(handler=export_command)
 
 
@@ -51,6 +57,16 @@ def export_command(args: argparse.Namespace) -> int:
     bad = [size for size in args.preferred_batch_size if not 1 <= size <= args.max_batch_size]
     if bad:
         raise UsageError(f"--preferred-batch-size {bad[0]} is outside 1..{args.max_batch_size} (--max-batch-size)")
+    if args.lm and args.triton_repo is None:
+        raise UsageError("--lm writes into a Triton repository: give --triton-repo DIR")
+    if args.lm:
+        from tailmark.deploy.triton.generative import GenerativeExportError, write_tiny_lm
+
+        for lm in args.lm:  # first: a wrong folder is one line before anything slow runs
+            try:
+                print(f"tailmark export: wrote {write_tiny_lm(args.triton_repo, lm)} (Triton)")
+            except GenerativeExportError as exc:
+                raise UsageError(f"--lm: {exc}") from None
 
     from tailmark.models.export import Batching, export_reference, identity_config, write_config
 

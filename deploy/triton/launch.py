@@ -107,7 +107,6 @@ class TritonProcess(ServerProcess):
         venv = ensure_venv()
         site = _site_packages(venv)
         binary = site / "pytriton" / "tritonserver" / "bin" / "tritonserver"
-        self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
         libdir = sysconfig.get_config_var("LIBDIR") or ""
         env = {
             **os.environ,
@@ -115,18 +114,28 @@ class TritonProcess(ServerProcess):
             "PATH": os.pathsep.join((str(venv / "bin"), os.environ.get("PATH", ""))),
         }
         env.pop("PYTHONPATH", None)
-        args = [
-            str(binary),
-            "--model-repository", str(repository),
-            "--backend-directory", str(backend_directory(venv)),
-            "--grpc-port", str(self.grpc_port),
-            "--http-port", str(self.http_port),
-            "--metrics-port", str(self.metrics_port),
-            "--allow-http", "true",
-            *extra,
-        ]  # fmt: skip
-        self._start(args, log_path=log_path, env=env)
-        self._wait_until_live(startup_timeout_s)
+        for attempt in range(3):  # a port free when picked can be taken before Triton binds it: new ports
+            self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
+            args = [
+                str(binary),
+                "--model-repository", str(repository),
+                "--backend-directory", str(backend_directory(venv)),
+                "--grpc-port", str(self.grpc_port),
+                "--http-port", str(self.http_port),
+                "--metrics-port", str(self.metrics_port),
+                "--grpc-address", "127.0.0.1",
+                "--http-address", "127.0.0.1",
+                "--metrics-address", "127.0.0.1",
+                "--allow-http", "true",
+                *extra,
+            ]  # fmt: skip
+            self._start(args, log_path=log_path, env=env)
+            try:
+                self._wait_until_live(startup_timeout_s)
+                return
+            except TritonUnavailable as exc:
+                if "already in use" not in str(exc) or attempt == 2:
+                    raise
 
     @property
     def target(self) -> str:

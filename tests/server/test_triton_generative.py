@@ -28,13 +28,14 @@ from support import peer_venvs
 from support.serve import ServerProcess
 from support.sse import post
 from tailmark.deploy.triton.generative import write_synthetic_llm
-from tailmark.deploy.triton.launch import TritonProcess, TritonUnavailable, ensure_venv
+from tailmark.deploy.triton.launch import TritonProcess, TritonUnavailable, ensure_torch, ensure_venv
 from tailmark.server.default_repository import SYNTHETIC_CONFIGS, write_model
 from tailmark.server.generative.tokenizer import count_tokens
 
 # the default synth-llm with lengths drawn per request (uniform in 1..max_tokens) unless ignore_eos
 UNIFORM = SYNTHETIC_CONFIGS["synth-llm"] + 'parameters { key: "output_length" value: { string_value: "uniform" } }\n'
 PROMPT = "one two six ten " * 100  # 400 tokens: prefill 20 + 0.05 * 400 = 40 ms
+LM_ARCHITECTURE = {"d_model": 64, "nhead": 4, "layers": 2, "ff": 256, "context": 32}
 TTFT_SLACK_MS = 8.0  # Triton's gRPC frontend, the stub's shared-memory hops and a 2-core host; measured ~3 ms
 
 
@@ -46,19 +47,54 @@ def _skip_without_triton():
         pytest.skip(f"real Triton unavailable: {exc}")
 
 
+def _export(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "tailmark", "export", "--model", "digits_cnn", "--formats", "onnx", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory):
-    """The Triton repository a user's ``tailmark export --triton-repo`` writes, serving its synth-llm, plus a
-    synth-uniform beside it; only these two are loaded (the export's other models are not generative)."""
-    _skip_without_triton()
+def repository(tmp_path_factory):
+    """What a user's ``tailmark export --triton-repo R --lm EXPORT`` writes (synth-llm among it), EXPORT being an
+    lm export as ``tailmark train lm --export-to`` lays it out (seeded random weights: decoding is the point),
+    plus a synth-uniform beside it."""
+    import torch
+
+    from tailmark.models.tiny_lm import TinyLM
+    from tailmark.training.workloads.lm.export import config_text
+
     root = tmp_path_factory.mktemp("triton-generative")
-    export = [sys.executable, "-m", "tailmark", "export", "--model", "digits_cnn", "--formats", "onnx"]
-    done = subprocess.run([*export, "--triton-repo", str(root / "repo")], capture_output=True, text=True, timeout=300)
+    lm = root / "lm-export" / "lm"
+    (lm / "1").mkdir(parents=True)
+    torch.manual_seed(3)
+    torch.save(TinyLM(**LM_ARCHITECTURE).state_dict(), lm / "1" / "model.pt")
+    (lm / "config.pbtxt").write_text(config_text("lm", LM_ARCHITECTURE))
+    done = _export("--triton-repo", str(root / "repo"), "--lm", str(lm))
     assert done.returncode == 0, done.stderr
-    assert "synth-llm (Triton)" in done.stdout
+    assert "synth-llm (Triton)" in done.stdout and "repo/lm (Triton)" in done.stdout
     write_synthetic_llm(root / "repo", "synth-uniform", UNIFORM)
+    return root
+
+
+@pytest.fixture(scope="module")
+def triton(repository):
+    """Triton serving the export's synth-llm and synth-uniform; only these two are loaded (the export's other
+    models are not generative, and lm needs torch)."""
+    _skip_without_triton()
     only = ("--model-control-mode", "explicit", "--load-model", "synth-llm", "--load-model", "synth-uniform")
-    with TritonProcess(root / "repo", log_path=root / "tritonserver.log", extra=only) as process:
+    with TritonProcess(repository / "repo", log_path=repository / "tritonserver.log", extra=only) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def triton_lm(repository):
+    """Triton serving the export's lm, with torch added to its venv (first use: ~40 s of CPU to install)."""
+    _skip_without_triton()
+    try:
+        ensure_torch()
+    except TritonUnavailable as exc:
+        pytest.skip(str(exc))
+    only = ("--model-control-mode", "explicit", "--load-model", "lm")
+    with TritonProcess(repository / "repo", log_path=repository / "tritonserver-lm.log", extra=only) as process:
         yield process
 
 
@@ -117,6 +153,13 @@ def _tensor(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInpu
 @pytest.fixture
 def stream(triton):
     opened = Stream(triton.target)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def lm_stream(triton_lm):
+    opened = Stream(triton_lm.target)
     yield opened
     opened.close()
 
@@ -203,3 +246,32 @@ def test_a_lone_requests_ttft_and_itl_match_the_configured_model(stream):
     if load > (os.cpu_count() or 1) or abs(itl - model_itl_ms) > 1.5:
         pytest.skip(f"host too busy to hold the timing model: {figures}, load average {load:.1f}")
     pytest.fail(figures)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "max_tokens"),
+    [
+        ("def __init__(self, ", 8),  # 19 bytes + 8
+        ("import os\nimport sys\n\n\nclass Reader:\n    def read(self, path):", 40),  # cut to 32: stops at context
+        ("x = \u00e9t\u00e9", 5),  # multi-byte characters in the prompt
+    ],
+)
+def test_the_lm_streams_completes_greedy_bytes_token_for_token(lm_stream, repository, prompt, max_tokens):
+    from tailmark.models.tiny_lm import encode
+    from tailmark.training.workloads.lm.export import complete, load_exported
+
+    model = load_exported(repository / "lm-export" / "lm")
+    tokens = model.greedy_decode_cached(encode(prompt)[-model.context :], max_tokens)
+    responses = lm_stream.generate("lm", prompt.encode(), max_tokens=max_tokens, stream=True)
+    assert [text for _, text, _ in responses] == [bytes([token]) for token in tokens]
+    assert [final for _, _, final in responses] == [False] * (len(tokens) - 1) + [True]
+    assert b"".join(text for _, text, _ in responses).decode(errors="replace") == complete(model, prompt, max_tokens)
+    whole = lm_stream.generate("lm", prompt.encode(), max_tokens=max_tokens)
+    assert [text for _, text, _ in whole] == [bytes(tokens)]
+
+
+def test_lm_export_usage_errors_are_one_line(tmp_path):
+    done = _export("--output", str(tmp_path / "o"), "--lm", str(tmp_path))
+    assert done.returncode == 2 and "give --triton-repo" in done.stderr
+    done = _export("--triton-repo", str(tmp_path / "t"), "--lm", str(tmp_path / "missing"))
+    assert done.returncode == 2 and "config.pbtxt" in done.stderr and "Traceback" not in done.stderr
