@@ -42,6 +42,26 @@ class GoodputDoc(TypedDict):
     classes: list[str]  # the traffic classes counted ("all": those with an SLO)
 
 
+class TokenGoodputDoc(TypedDict):
+    """A generative class's goodput (its ``tokens.goodput``): the same counts as ``GoodputDoc``, judged per request
+    on its token timings (client/token_metrics.py ``good_count``) instead of one latency bound."""
+
+    slo_ms: dict[str, float]  # the SLOs given, by metric: "ttft", "tpot", "e2e" (intended -> last byte)
+    good_count: int  # requests that met every SLO given
+    query_count: int  # requests counted: answered + failed (a failure misses every SLO)
+    share: float | None  # good_count / query_count
+    rate_per_s: float | None  # good_count over the scenario's measured window
+
+
+def token_goodput(slo_ms: dict[str, float], good: int, failed: int, answered: int, duration_s: float):
+    """``TokenGoodputDoc`` for ``good`` of ``answered`` + ``failed`` requests."""
+    asked = answered + failed
+    return TokenGoodputDoc(
+        slo_ms=slo_ms, good_count=good, query_count=asked, share=round(good / asked, 6) if asked else None,
+        rate_per_s=round(good / duration_s, 3) if duration_s > 0 else None,
+    )  # fmt: skip
+
+
 def requests_within(hist: HdrHistogram, bound_ns: int) -> int:
     """Successful requests (``hist``: their intended -> done, ns) at most ``bound_ns``; 0: no bound, all of them."""
     n = hist.get_total_count()

@@ -206,18 +206,13 @@ def tokens_doc(stats: TokenStats, *, duration_s: float, failed: int, slos_ms: di
     from tailmark.client.results import latency_summary
 
     stats.flush()
+    from tailmark.client.goodput import token_goodput
+
     goodput = None
     given = {name: ms for name, ms in slos_ms.items() if ms}
     if given:
         good = stats.good_count(**{f"{name}_ns": round(ms * 1e6) for name, ms in given.items()})
-        asked = stats.requests + failed  # a failed request misses every SLO
-        goodput = {
-            "slo_ms": given,
-            "good": good,
-            "of": asked,
-            "share": round(good / asked, 6) if asked else None,
-            "rate_per_s": round(good / duration_s, 3) if duration_s > 0 else None,
-        }
+        goodput = token_goodput(given, good, failed, stats.requests, duration_s)
     return {
         "requests": stats.requests,
         "streamed": stats.streamed,

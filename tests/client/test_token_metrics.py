@@ -79,8 +79,8 @@ def test_goodput_counts_requests_meeting_every_slo_and_failures_as_misses():
     assert stats.good_count(ttft_ns=100 * MS, tpot_ns=20 * MS) == 2  # the one-token answer has no TPOT: meets it
     assert stats.good_count(e2e_ns=200 * MS) == 2  # 50 + 10 x 10 + 1 = 151 ms and the one-token answer
     doc = tokens_doc(stats, duration_s=2.0, failed=1, slos_ms={"ttft": 100.0, "tpot": 20.0, "e2e": 0.0})
-    assert doc["goodput"] == {"slo_ms": {"ttft": 100.0, "tpot": 20.0}, "good": 2, "of": 5, "share": 0.4,
-                              "rate_per_s": 1.0}  # fmt: skip
+    assert doc["goodput"] == {"slo_ms": {"ttft": 100.0, "tpot": 20.0}, "good_count": 2, "query_count": 5,
+                              "share": 0.4, "rate_per_s": 1.0}  # fmt: skip
     assert doc["output_tokens_per_s"] == pytest.approx(34 / 2.0)
 
 
@@ -135,7 +135,7 @@ def test_a_scenario_result_carries_the_token_doc_and_checks():
     result = ScenarioResult(settings=s, classes={"default": c}, duration_s=10.0)
     doc = result.to_dict()
     tokens = doc["classes"]["all"]["tokens"]
-    assert tokens["requests"] == 600 and tokens["goodput"]["good"] == 600
+    assert tokens["requests"] == 600 and tokens["goodput"]["good_count"] == 600
     assert tokens["latency_ms"]["ttft"]["p99"] == pytest.approx(40.0, rel=1e-3)
     checks = {c["name"]: c for c in doc["classes"]["all"]["verdict"]["checks"]}
     assert not checks["ttft_bound"]["passed"] and doc["classes"]["all"]["verdict"]["cause"] == "endpoint"
@@ -210,5 +210,5 @@ def test_bad_generative_flags_are_one_clear_error(tmp_path):
     assert run.returncode != 0 and run.stderr.strip().splitlines()[-1].endswith("--input-tokens 0: must be >= 1")
     assert unknown.returncode != 0 and "does not serve model 'nope'" in unknown.stderr
     h2 = tailmark("run", "--target", "127.0.0.1:9", "--model", "m", "--llm-preset", "llama2-70b", "--no-progress")
-    assert h2.returncode == 2 and "token timings need --transport openai, not h2" in h2.stderr
+    assert h2.returncode == 2 and "token timings need --transport openai or grpc-stream, not h2" in h2.stderr
     assert not (tmp_path / "x").exists()
