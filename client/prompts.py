@@ -14,6 +14,9 @@ body of one request: completions (``prompt``) or chat (one user message), ``max_
 length, ``ignore_eos`` when asked (vLLM's extension: the answer runs to ``max_tokens``), and when streaming
 ``stream_options: {"include_usage": true}`` so the server reports the tokens it served. An LLM trace's rows
 set a request's input tokens (the arrival's payload size) and output tokens (``max_tokens``) instead.
+``TritonPromptPool`` builds the same prompts as ModelInferRequests in Triton's LLM convention
+(``--transport grpc-stream``). ``body`` gives a request's document and ``encode`` its bytes, so multi-turn
+sessions (client/sessions.py) build their growing requests through either pool.
 """
 
 from __future__ import annotations
