@@ -233,8 +233,9 @@ class TritonPromptPool(PromptPool):
     ``ignore_eos``, each sent as an input tensor when the model declares it (Triton refuses undeclared inputs),
     else, as Triton's vLLM backend reads them, inside its ``sampling_parameters`` input when it declares that,
     else as request parameters. When the model declares the vLLM backend's ``return_num_input_tokens`` and
-    ``return_num_output_tokens`` they are set, so the server reports the tokens it served; every request sets
-    ``triton_enable_empty_final_response``, so a final flag always arrives whatever the backend.
+    ``return_num_output_tokens`` they are set, so the server reports the tokens it served, and
+    ``exclude_input_in_output`` (vLLM's and TensorRT-LLM's whole answers otherwise start with the prompt);
+    every request sets ``triton_enable_empty_final_response``, so a final flag arrives whatever the backend.
     ``body``/``encode`` keep the document apart from its bytes, so multi-turn sessions grow the prompt as
     with the completions API."""
 
@@ -293,7 +294,7 @@ class TritonPromptPool(PromptPool):
                     parameter.bool_param = value
                 else:
                     parameter.int64_param = value
-        for name in ("return_num_input_tokens", "return_num_output_tokens"):
+        for name in ("exclude_input_in_output", "return_num_input_tokens", "return_num_output_tokens"):
             if self._declares(name):
                 tensor(name, "BOOL", b"\x01")
         return request.SerializeToString()
