@@ -1,9 +1,14 @@
 """The repository ``tailmark serve`` uses when none is given, built on first use into a cache folder.
 
 It holds the synthetic models (identity, null, sleep), the synthetic LLM ``synth-llm`` (served on the
-OpenAI-compatible routes of ``--http-port``; docs/generative.md) and the reference ResNet, exported to
-TorchScript with seeded random weights. The folder is a plain Triton-layout repository, so it can be
-copied, edited and passed back with ``--model-repository``.
+OpenAI-compatible routes of ``--http-port``; docs/generative.md), the reference ResNet, exported to
+TorchScript with seeded random weights, and ``tiny-lm``: the lm workload's byte-level Transformer at its
+benchmark size, served by the real ``tiny_lm`` backend (KV cache, continuous batching), with seeded random
+weights. It is UNTRAINED, and says so in its config: its steps cost what the trained model's cost, so it is there
+for timing (a generative scenario with real model compute, no download and no training at start-up); its text
+is noise. For real completions train and export one (``tailmark train lm --export-to REPO``).
+
+The folder is a plain Triton-layout repository, so it can be copied, edited and passed back with ``--model-repository``.
 
 Without torch (the client-only install) the synthetic models are built and ``resnet`` keeps its config and
 an empty version folder: the server lists it UNAVAILABLE, saying torch is needed. Whether torch is installed
@@ -86,11 +91,29 @@ instance_group [ { kind: KIND_CPU count: 1 } ]
 """
 
 
+# the lm workload's benchmark size (training/workloads/lm SIZES["full"]); the weights are seeded, not trained
+TINY_LM = {"d_model": 96, "nhead": 4, "layers": 3, "ff": 384, "context": 64}
+TINY_LM_SERVING = {
+    "weights": "untrained: seeded random (seed 0), for timing; its text is noise",
+    "max_num_seqs": "16",
+    "default_max_tokens": "16",
+}
+
+TINY_LM_NO_TORCH = """
+backend: "tiny_lm"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [ { name: "text_input" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [ { name: "text_output" data_type: TYPE_STRING dims: [ -1 ] } ]
+"""
+
+
 def default_repository_path() -> Path:
     """Keyed by version, by the configs' content and by whether torch is installed, so an edited default, or
     one built before torch was installed, is rebuilt, never reused."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     content = "".join(SYNTHETIC_CONFIGS.values()) + RESNET_CONFIG + _resnet_source().read_text()
+    content += repr((TINY_LM, TINY_LM_SERVING)) + _source("tailmark.models.tiny_lm").read_text()
     digest = hashlib.sha256(content.encode()).hexdigest()[:10]
     variant = "" if _torch_installed() else "-no-torch"
     return cache / "tailmark" / f"default-repository-{__version__}-{digest}{variant}"
@@ -103,7 +126,11 @@ def _torch_installed() -> bool:
 
 def _resnet_source():
     """models/resnet.py, located without importing torch (its source is part of the cache key)."""
-    spec = importlib.util.find_spec("tailmark.models.resnet")
+    return _source("tailmark.models.resnet")
+
+
+def _source(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
     assert spec is not None and spec.origin is not None
     return Path(spec.origin)
 
@@ -125,8 +152,19 @@ def build(repository: Path) -> Path:
     try:
         import torch
     except ImportError:
+        write_model(repository, "tiny-lm", TINY_LM_NO_TORCH)  # UNAVAILABLE, saying torch is needed
         return repository
     from tailmark.models import export, resnet
+    from tailmark.models.tiny_lm import TinyLM
+    from tailmark.training.workloads.lm.export import write_export
+
+    torch.manual_seed(0)
+    lm_dir = write_export(TinyLM(**TINY_LM).eval(), repository / "tiny-lm", TINY_LM)
+    config = (lm_dir / "config.pbtxt").read_text()
+    serving = "".join(
+        f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}\n' for k, v in TINY_LM_SERVING.items()
+    )
+    (lm_dir / "config.pbtxt").write_text(config + serving)
 
     export.export_torchscript(resnet.build(seed=0), torch.zeros(1, *resnet.INPUT_SHAPE), model_dir / "1" / "model.pt")
     return repository

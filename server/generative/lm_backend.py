@@ -28,13 +28,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tailmark.protos import model_config_pb2 as mc
 from tailmark.server import errors
 from tailmark.server.config import ConfigError, parameter
-from tailmark.server.generative.lm_engine import LmEngine
 from tailmark.server.generative.model import GenerativeModel, Sequence
 from tailmark.server.stats import ModelStats
+
+if TYPE_CHECKING:
+    from tailmark.server.generative.lm_engine import LmEngine
 
 VOCAB_SIZE = 256
 
@@ -82,6 +85,10 @@ def pick_device(name: str, source: str):
 
 class TinyLmBackend(GenerativeModel):
     def __init__(self, config: mc.ModelConfig, model_dir: Path, version_dir: Path) -> None:
+        try:
+            import torch
+        except ImportError as exc:  # the client-only install: the model is UNAVAILABLE, saying why
+            raise ConfigError(f"the tiny_lm backend needs torch ({exc}): pip install 'tailmark[torch]'") from None
         from tailmark.training.serve import ExportError
         from tailmark.training.workloads.lm.export import build_model
 
@@ -92,8 +99,6 @@ class TinyLmBackend(GenerativeModel):
         except ExportError as exc:
             raise ConfigError(str(exc)) from None
         self.device = pick_device(self.settings.device, f"model {config.name!r}")
-        import torch
-
         torch.set_num_threads(self.settings.intra_op_threads)
         self.model = model.to(self.device)
         self.max_model_len = model.context + 1  # see the module's docstring
@@ -110,6 +115,8 @@ class TinyLmBackend(GenerativeModel):
         self.model.cached_block(torch.zeros(1, 2, dtype=torch.long, device=self.device), zeros, zeros, cache)
 
     def bind(self, stats: ModelStats) -> LmEngine:
+        from tailmark.server.generative.lm_engine import LmEngine
+
         if self.engine is None:
             s = self.settings
             self.engine = LmEngine(self.model, stats, max_num_seqs=s.max_num_seqs, continuous=s.continuous_batching)

@@ -64,10 +64,12 @@ def server_without_torch(tmp_path):
 
 def test_synthetic_models_serve_and_resnet_says_torch_is_needed(server_without_torch, tmp_path):
     target, lines, cache = server_without_torch
-    assert "(4/5 models ready)" in lines[-1]  # identity, null, sleep, synth-llm; not resnet
+    assert "(4/6 models ready)" in lines[-1]  # identity, null, sleep, synth-llm; not resnet, not tiny-lm
     assert not any("Traceback" in line for line in lines)
     [reason] = [line for line in lines if "model resnet is UNAVAILABLE" in line]
     assert "the PyTorch backend needs torch" in reason and "pip install 'tailmark[torch]'" in reason
+    [reason] = [line for line in lines if "model tiny-lm is UNAVAILABLE" in line]
+    assert "the tiny_lm backend needs torch" in reason and "pip install 'tailmark[torch]'" in reason
 
     # the full client measures the synthetic model
     out = tmp_path / "run"

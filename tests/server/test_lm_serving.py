@@ -222,3 +222,21 @@ def test_bad_input_gets_one_clear_error(served, tmp_path):
     backend = TinyLmBackend(config, tmp_path / "bad", tmp_path / "bad" / "1")
     with pytest.raises(errors.InvalidInput, match="do not fit the model's 97 tokens"):
         backend.start(ModelStats("bad", "1"), "abc", 95)
+
+
+def test_the_default_repository_serves_an_untrained_tiny_lm_for_timing(tmp_path):
+    """``tiny-lm`` in the default repository: the benchmark-size model with seeded weights, labelled untrained,
+    served by the real backend (what an embedded generative scenario times)."""
+    from tailmark.server.default_repository import build
+
+    repository = build(tmp_path / "repo")
+    config = parse_config((repository / "tiny-lm" / "config.pbtxt").read_text(), name="tiny-lm")
+    assert config.backend == "tiny_lm" and config.parameters["weights"].string_value.startswith("untrained")
+    reference = load_exported(repository / "tiny-lm")
+    assert reference.context == 64 and len(reference.blocks.layers) == 3
+    with ServerProcess(repository, "--http-port", "0") as process:
+        port = int(process.rest_address.rsplit(":", 1)[1])
+        answer = post(port, "/v1/completions", {"model": "tiny-lm", "prompt": "import os\n", "max_tokens": 8})
+        assert answer.status == 200 and answer.json()["choices"][0]["text"] == complete(reference, "import os\n", 8)
+        status, card = get(port, "/v1/models/tiny-lm")
+        assert status == 200 and card["max_model_len"] == 65
