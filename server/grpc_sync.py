@@ -72,10 +72,6 @@ class SyncGrpcServer:
         context.add_callback(lambda: [cancel() for cancel in list(cancels)])
 
         def run_one(request):
-            if (generative := kserve_stream.generative_model(self.core, request)) is not None:
-                for item in kserve_stream.blocking_responses(request, generative, cancels):
-                    done.put(item)
-                return
             try:
                 done.put((pb.ModelStreamInferResponse(infer_response=self.core.infer_blocking(checked(request))), True))
             except Exception as exc:
@@ -84,7 +80,10 @@ class SyncGrpcServer:
         def read_all():
             for request in requests:
                 count["read"] += 1
-                self._pool.submit(run_one, request)
+                if (generative := kserve_stream.generative_model(self.core, request)) is not None:
+                    cancels.append(kserve_stream.start_on_generation_loop(request, generative, done.put).cancel)
+                else:
+                    self._pool.submit(run_one, request)
             done.put(None)
 
         threading.Thread(target=read_all, daemon=True).start()

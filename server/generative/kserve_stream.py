@@ -29,13 +29,13 @@ cancelled) cancels the sequence, which frees its slot in the model's batch.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
-import queue
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -301,24 +301,20 @@ def _generation_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def blocking_responses(request, model, cancels: list) -> Iterator[tuple[pb.ModelStreamInferResponse | None, bool]]:
-    """``responses`` for a thread of the sync stack; the generation runs on the generation loop. ``cancels``
-    gets the function that stops it (the stack calls those when the stream ends)."""
-    items: queue.Queue = queue.Queue()
-    end = object()
+def start_on_generation_loop(request, model, put) -> concurrent.futures.Future:
+    """``responses`` for the sync stack, run on the generation loop: each item goes to ``put`` (thread-safe) as
+    it comes, the last one always (None if the answers broke off). No RPC thread waits on it; cancelling the
+    future cancels the sequence."""
 
     async def pump() -> None:
+        last = False
         try:
             async with contextlib.aclosing(responses(request, model)) as answers:
                 async for item in answers:
-                    items.put(item)
+                    last = item[1]
+                    put(item)
         finally:
-            items.put(end)
+            if not last:
+                put((None, True))
 
-    future = asyncio.run_coroutine_threadsafe(pump(), _generation_loop())
-    cancels.append(future.cancel)
-    try:
-        while (item := items.get()) is not end:
-            yield item
-    finally:
-        future.cancel()
+    return asyncio.run_coroutine_threadsafe(pump(), _generation_loop())

@@ -206,3 +206,26 @@ def _wait_for(condition, timeout_s: float = 3.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def test_more_calls_at_once_than_the_sync_stack_has_threads(served):
+    """16 calls in flight, each its own stream (as the grpc-stream client sends them), over the sync stack's
+    8 RPC threads too: the generation runs on its own loop, so no call waits for a thread another one holds."""
+    import asyncio
+
+    from tailmark.client.grpc_stream_transport import GrpcStreamTransport
+    from tailmark.client.prompts import TritonPromptPool
+
+    async def scenario():
+        transport = await GrpcStreamTransport.connect(served.target, timeout_s=20)
+        try:
+            info = await transport.model_info("slow")
+            pool = TritonPromptPool(info, count=16, input_tokens=5, output_tokens=4, seed=1, ignore_eos=True)
+            return await asyncio.gather(*(transport.infer(pool.payload(i)) for i in range(16)))
+        finally:
+            await transport.aclose()
+
+    started = time.monotonic()
+    answers = asyncio.run(scenario())
+    assert [len(a.chunk_ns) for a in answers] == [4] * 16 and {a.output_tokens for a in answers} == {4}
+    assert time.monotonic() - started < 5  # together: about 4 steps of 50 ms, not 16 answers one after another
