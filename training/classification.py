@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -60,9 +59,6 @@ class ClassifierTrainer(Trainer):
             correct += int((model(x[batch]).argmax(dim=1) == y[batch]).sum())
         correct_all, total = self.ctx.sum_over_ranks(float(correct), float(len(shard)))
         return correct_all / total
-
-    def state_dict(self) -> dict[str, Any]:
-        return unwrap(self.model).state_dict()
 
     def _data(self) -> Split:
         if self.split is None:

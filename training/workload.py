@@ -68,6 +68,8 @@ class Servable:
 class Trainer(ABC):
     """One run's model, optimiser and data, built during the untimed initialisation."""
 
+    model: nn.Module  # what trains: wrapped in DistributedDataParallel when the run has several processes
+
     @abstractmethod
     def load_data(self) -> DataSizes:
         """Read the data set from disk (on the clock)."""
@@ -80,9 +82,11 @@ class Trainer(ABC):
     def evaluate(self) -> float:
         """Score the model on the whole evaluation set, identical on every rank."""
 
-    @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """The trained weights, unwrapped from DistributedDataParallel."""
+        from tailmark.training.context import unwrap
+
+        return unwrap(self.model).state_dict()
 
 
 class Workload(ABC):

@@ -33,10 +33,17 @@ def test_held_out_set_is_fixed_and_training_batches_follow_the_seed():
 def test_warmup_then_cosine_to_zero():
     cls = workload_class("translation-smoke")
     trainer = cls(cls.default_hparams()).build(RunContext(seed=0))
-    factors = [trainer._lr_factor(step) for step in (0, 99, 199, 200, 1350, 2500, 4000)]
+    factors = [trainer.steps.lr_factor(step) for step in (0, 99, 199, 200, 1350, 2500, 4000)]
     assert factors[0] == pytest.approx(1 / 200) and factors[1] == pytest.approx(0.5)
     assert factors[2] == factors[3] == pytest.approx(1.0)
     assert factors[4] == pytest.approx(0.5, abs=0.01) and factors[5] == factors[6] == pytest.approx(0.0)
+    # the optimiser runs at that factor of the peak rate: step 0 before any update, then after each one
+    lr = cls.default_hparams().learning_rate
+    optimizer = trainer.steps.optimizer
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(lr * factors[0])
+    for _ in range(99):
+        trainer.steps.scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(lr * factors[1])
 
 
 def test_a_short_epoch_trains_and_scores_exact_match():

@@ -12,11 +12,11 @@ target in the logs and its own compliance configuration; changing ``size`` moves
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tailmark.training.scheduled_steps import ScheduledSteps
 from tailmark.training.workload import DataSizes, Trainer, Workload, WorkloadSpec
 from tailmark.training.workloads import standard_hparams
 from tailmark.training.workloads.lm.corpus import Corpus, corpus_dir, manifest, read_corpus
@@ -98,19 +98,18 @@ class LmTrainer(Trainer):
 
         self.torch, self.ctx, self.hparams, self.size, self.folder = torch, ctx, hparams, size, folder
         self.model = ctx.wrap(model)
-        self.optimizer = torch.optim.AdamW(
+        optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=hparams.learning_rate, betas=(0.9, 0.95), weight_decay=0.01
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.steps = ScheduledSteps(
+            self.model,
+            optimizer,
+            warmup_steps=hparams.warmup_steps,
+            schedule_steps=size.schedule_steps,
+            clip_norm=hparams.clip_norm,
+        )
         self.loss = torch.nn.CrossEntropyLoss()
         self.corpus: Corpus | None = None
-
-    def _lr_factor(self, step: int) -> float:
-        warmup, total = self.hparams.warmup_steps, self.size.schedule_steps
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def load_data(self) -> DataSizes:
         torch = self.torch
@@ -131,12 +130,8 @@ class LmTrainer(Trainer):
         for _ in range(self.size.steps_per_epoch):
             starts = torch.randint(0, last_start + 1, (local,), generator=generator)
             batch = windows_at(self.train_stream, starts, context + 1).to(ctx.device)
-            self.optimizer.zero_grad(set_to_none=True)
             logits = self.model(batch[:, :-1])
-            self.loss(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)).backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hparams.clip_norm)
-            self.optimizer.step()
-            self.scheduler.step()
+            self.steps.step(self.loss(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)))
 
     def evaluate(self) -> float:
         """Next-byte accuracy: the share of held-out positions whose argmax is the byte that follows."""
@@ -152,11 +147,6 @@ class LmTrainer(Trainer):
         total = float(windows.shape[0] * self.size.context)
         hits, total = self.ctx.sum_over_ranks(hits, total)
         return hits / total
-
-    def state_dict(self) -> dict[str, Any]:
-        from tailmark.training.context import unwrap
-
-        return unwrap(self.model).state_dict()
 
 
 class LmWorkload(Workload):

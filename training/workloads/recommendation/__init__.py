@@ -98,11 +98,6 @@ class NcfTrainer(Trainer):
         hits, total = self.ctx.sum_over_ranks(float((rank < TOP_K).sum()), float(len(shard)))
         return hits / total
 
-    def state_dict(self) -> dict[str, Any]:
-        from tailmark.training.context import unwrap
-
-        return unwrap(self.model).state_dict()
-
 
 class NcfWorkload(Workload):
     spec: ClassVar[WorkloadSpec] = WorkloadSpec(

@@ -8,7 +8,6 @@ draws batches from a permutation of the training pairs that continues across "ep
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -43,6 +42,7 @@ class TranslationTrainer(Trainer):
         import torch
 
         from tailmark.models.seq_transformer import SeqTransformer
+        from tailmark.training.scheduled_steps import Seq2SeqSteps
         from tailmark.training.workloads.translation.text import VOCAB_SIZE
 
         self.torch, self.ctx, self.hparams, self.path = torch, ctx, hparams, path
@@ -50,20 +50,19 @@ class TranslationTrainer(Trainer):
         width = hparams.d_model
         model = SeqTransformer(VOCAB_SIZE, width, layers=hparams.layers, ff=4 * width, max_len=hparams.max_chars + 1)
         self.model = ctx.wrap(model)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hparams.learning_rate, betas=(0.9, 0.98))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.loss = torch.nn.CrossEntropyLoss(ignore_index=0)
+        self.steps = Seq2SeqSteps(
+            ctx,
+            self.model,
+            vocab_size=VOCAB_SIZE,
+            learning_rate=hparams.learning_rate,
+            warmup_steps=hparams.warmup_steps,
+            schedule_steps=hparams.schedule_steps,
+            clip_norm=hparams.clip_norm,
+        )
         self.pairs: dictd.PhrasePairs | None = None
         self.order: torch.Tensor | None = None  # this pass's permutation of the training pairs
         self.cursor = 0
         self.passes = 0
-
-    def _lr_factor(self, step: int) -> float:
-        warmup, total = self.hparams.warmup_steps, self.hparams.schedule_steps
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def load_data(self) -> DataSizes:
         from tailmark.training.workloads.translation.text import encode
@@ -91,24 +90,13 @@ class TranslationTrainer(Trainer):
         return torch.cat(taken)
 
     def train_epoch(self, epoch: int) -> None:
-        from tailmark.models.seq_transformer import BOS
-        from tailmark.training.workloads.translation.text import VOCAB_SIZE
-
-        torch, ctx, hp = self.torch, self.ctx, self.hparams
+        ctx, hp = self.ctx, self.hparams
         local = ctx.local_batch_size(hp.global_batch_size)
         self.model.train()
         for _ in range(hp.steps_per_epoch):
             # every rank walks the same global permutation and takes its own slice of each global batch
             batch = self._next_indices(hp.global_batch_size)[ctx.rank * local : (ctx.rank + 1) * local]
-            src, tgt = self.src[batch], self.tgt[batch]
-            tgt_in = torch.cat([torch.full((len(batch), 1), BOS), tgt[:, :-1]], dim=1)
-            src, tgt, tgt_in = src.to(ctx.device), tgt.to(ctx.device), tgt_in.to(ctx.device)
-            self.optimizer.zero_grad(set_to_none=True)
-            logits = self.model(src, tgt_in)
-            self.loss(logits.reshape(-1, VOCAB_SIZE), tgt.reshape(-1)).backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.clip_norm)
-            self.optimizer.step()
-            self.scheduler.step()
+            self.steps.train_on(self.src[batch], self.tgt[batch])
 
     def translate(self, src: torch.Tensor) -> list[str]:
         """Greedy decodes of ``src`` (character ids), as strings."""
@@ -129,11 +117,6 @@ class TranslationTrainer(Trainer):
         assert self.pairs is not None
         hypotheses = self.translate(self.eval_src)
         return corpus_bleu(hypotheses, [t for _, t in self.pairs.held_out])
-
-    def state_dict(self) -> dict[str, Any]:
-        from tailmark.training.context import unwrap
-
-        return unwrap(self.model).state_dict()
 
 
 class TranslationWorkload(Workload):

@@ -9,7 +9,6 @@ and are the same for every run.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -64,22 +63,22 @@ class ReverseTrainer(Trainer):
         import torch
 
         from tailmark.models.seq_transformer import SeqTransformer
+        from tailmark.training.scheduled_steps import Seq2SeqSteps
 
         self.torch, self.ctx, self.hparams = torch, ctx, hparams
         torch.manual_seed(ctx.seed)
         model = SeqTransformer(VOCAB_SIZE, hparams.d_model, layers=hparams.layers, ff=4 * hparams.d_model)
         self.model = ctx.wrap(model)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hparams.learning_rate, betas=(0.9, 0.98))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.loss = torch.nn.CrossEntropyLoss(ignore_index=0)
+        self.steps = Seq2SeqSteps(
+            ctx,
+            self.model,
+            vocab_size=VOCAB_SIZE,
+            learning_rate=hparams.learning_rate,
+            warmup_steps=hparams.warmup_steps,
+            schedule_steps=hparams.schedule_steps,
+            clip_norm=hparams.clip_norm,
+        )
         self.eval_set: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def _lr_factor(self, step: int) -> float:
-        warmup, total = self.hparams.warmup_steps, self.hparams.schedule_steps
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def load_data(self) -> DataSizes:
         generator = self.torch.Generator().manual_seed(EVAL_SEED)
@@ -87,22 +86,12 @@ class ReverseTrainer(Trainer):
         return DataSizes(self.hparams.steps_per_epoch * self.hparams.global_batch_size, EVAL_SEQUENCES)
 
     def train_epoch(self, epoch: int) -> None:
-        from tailmark.models.seq_transformer import BOS
-
         torch, ctx = self.torch, self.ctx
         local = ctx.local_batch_size(self.hparams.global_batch_size)
         generator = torch.Generator().manual_seed((ctx.seed * 100_003 + epoch) * 64 + ctx.rank)
         self.model.train()
         for _ in range(self.hparams.steps_per_epoch):
-            src, tgt = make_pairs(local, generator)
-            tgt_in = torch.cat([torch.full((local, 1), BOS), tgt[:, :-1]], dim=1)
-            src, tgt, tgt_in = src.to(ctx.device), tgt.to(ctx.device), tgt_in.to(ctx.device)
-            self.optimizer.zero_grad(set_to_none=True)
-            logits = self.model(src, tgt_in)
-            self.loss(logits.reshape(-1, VOCAB_SIZE), tgt.reshape(-1)).backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hparams.clip_norm)
-            self.optimizer.step()
-            self.scheduler.step()
+            self.steps.train_on(*make_pairs(local, generator))
 
     def evaluate(self) -> float:
         """Exact match: every target token through EOS decoded correctly, greedily."""
@@ -117,11 +106,6 @@ class ReverseTrainer(Trainer):
         exact = ((decoded == tgt) | (tgt == PAD)).all(dim=1)
         hits, total = self.ctx.sum_over_ranks(float(exact.sum()), float(len(shard)))
         return hits / total
-
-    def state_dict(self) -> dict[str, Any]:
-        from tailmark.training.context import unwrap
-
-        return unwrap(self.model).state_dict()
 
 
 class ReverseWorkload(Workload):
