@@ -49,6 +49,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="add this set's epochs to converge to the reference convergence points in JSON (created if absent)",
     )
     parser.add_argument(
+        "--rcp-from",
+        type=Path,
+        action="append",
+        default=None,
+        metavar="RESULT_JSON",
+        help="do not train: take the converged runs of sets already run (their DIR/<benchmark>.json) as the points"
+        " for --write-rcp/--append-rcp",
+    )
+    parser.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
         default="auto",
@@ -105,6 +114,8 @@ def handle_train(args: argparse.Namespace) -> int:
             raise ValueError(f"--export-to: the {args.workload} workload's model cannot be served yet ({exported})")
         if args.from_weights is not None:
             return export_weights(workload, args.from_weights, args.export_to)
+        if args.rcp_from is not None:
+            return reference_from_recorded(args, workload)
         workload.verify_data()
     except (ValueError, DataMissing, DataCorrupt) as exc:
         raise UsageError(str(exc)) from None
@@ -192,6 +203,27 @@ def reproduce_command(args: argparse.Namespace) -> str:
     if args.append_rcp is not None:
         return " ".join(parts) + f" --append-rcp {args.append_rcp}"
     return " ".join(parts) + f" --write-rcp {args.write_rcp}"
+
+
+def reference_from_recorded(args: argparse.Namespace, workload: Workload) -> int:
+    """``--rcp-from RESULT_JSON ... --append-rcp JSON``: reference points from sets already run, no training."""
+    from tailmark.cli import UsageError
+    from tailmark.training.rcp_recorded import RecordedSetError, load_recorded_set
+
+    rcp_path = args.write_rcp or args.append_rcp
+    if rcp_path is None:
+        raise UsageError("--rcp-from: say where the points go with --write-rcp JSON or --append-rcp JSON")
+    append = args.append_rcp is not None
+    gbs = getattr(workload.hparams, "global_batch_size", 1)
+    for index, path in enumerate(args.rcp_from):
+        try:
+            result, command = load_recorded_set(path, args.workload, workload)
+        except RecordedSetError as exc:
+            raise UsageError(str(exc)) from None
+        points = write_reference(result, rcp_path, gbs, command=command, append=append or index > 0)
+        print(f"tailmark train: {path}: {result.runs_planned} planned, {len(result.runs)} recorded runs")
+    print(f"  reference convergence points: {rcp_path} ({points} runs)")
+    return 0
 
 
 def write_reference(
