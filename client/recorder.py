@@ -116,6 +116,7 @@ class Recorder:
         if not interval_s > 0:
             raise ValueError(f"interval_s={interval_s:g} requested; must be > 0")
         self._series: dict[Key, _Series] = {}
+        self._retired: set[str] = set()  # scenarios that ended: no more interval lines (their totals stay)
         self._pending: dict[Key, list[int]] = {}  # the hot path's only lookup
         self._lag_p99: defaultdict[str, list[tuple[int, int]]] = defaultdict(list)  # per scenario, per interval
         self._interval_ns = round(interval_s * 1e9)
@@ -228,6 +229,8 @@ class Recorder:
         end_s = max(start_s, (now_ns - self._start_ns) / 1e9)
         self._note_lag(now_ns)
         for (scenario, traffic_class), series in self._series.items():
+            if scenario in self._retired:
+                continue
             for metric in METRICS:
                 histogram = series.interval[metric]
                 if self._writer is not None:
@@ -239,6 +242,12 @@ class Recorder:
         if self._request_log is not None:
             self._request_log.flush()
         self._interval_start_ns = now_ns
+
+    def retire(self, scenario: str, now_ns: int | None = None) -> None:
+        """``scenario`` ended: write its last (partial) interval now, and no empty ones for it while later scenarios
+        run. Requests it still records count in its totals, not in the log."""
+        self.flush_interval(now_ns)
+        self._retired.add(scenario)
 
     def _note_lag(self, now_ns: int) -> None:
         """Each scenario's send-lag p99 over the interval that just ended, if it recorded anything."""

@@ -111,6 +111,7 @@ class Run:
                 if self.interrupted:
                     break
                 window = await self._run_scenario(name, settings)
+                self.recorder.retire(name)  # latency.hlog: its last interval now, none after
                 self.result.scenarios.append(self._scenario_result(name, settings, window))
                 self._write()
                 if window.interrupted.startswith("target lost"):

@@ -245,3 +245,18 @@ def test_two_processes_merge_into_one_histogram(tmp_path, assert_same_histogram)
                 intervals += 1
     assert intervals == 4
     assert_same_histogram(from_logs, expected)
+
+
+def test_a_retired_scenario_writes_no_more_intervals(tmp_path) -> None:
+    path = tmp_path / "run.hlog"
+    rec = Recorder(hlog_path=path, interval_s=1.0, start_ns=T0, start_time_s=1_700_000_000.0)
+    rec.record(("first", "default"), T0, T0 + 10, T0 + 1000)
+    rec.retire("first", T0 + 500_000_000)  # its last, partial interval is written now
+    for second in range(1, 4):
+        rec.record(("second", "default"), T0 + second * 10**9, T0 + second * 10**9 + 10, T0 + second * 10**9 + 999)
+        assert rec.tick(T0 + second * 10**9 + 500_000_000)
+    rec.close(T0 + 4 * 10**9)
+    tags = [i.tag.split("/")[0] for i in hlog.read_hlog(path)]
+    assert tags.count("first") == len(METRICS)  # one interval, then nothing while "second" ran
+    assert tags.count("second") == 4 * len(METRICS)
+    assert rec.histogram(("first", "default")).get_total_count() == 1  # its totals stay
