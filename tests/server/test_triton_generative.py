@@ -18,6 +18,7 @@ import queue
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -252,6 +253,39 @@ def _host_too_busy(figures: str, itl_ms: float, model_itl_ms: float) -> None:
     load = os.getloadavg()[0]
     if load > (os.cpu_count() or 1) or abs(itl_ms - model_itl_ms) > 1.5:
         pytest.skip(f"host too busy to hold the timing model: {figures}, load average {load:.1f}")
+
+
+def test_a_prefill_joining_the_batch_stalls_the_decoding_sequence_as_configured(triton):
+    """A decodes alone (5 + 0.5 * 1 = 5.5 ms a token); B arrives with 400 input tokens: the step that admits it
+    takes its prefill plus A's decode, 20 + 0.05 * 400 + 5.5 = 45.5 ms, which is both A's longest gap and B's
+    time to first token (plus up to one 5.5 ms step in progress at B's arrival); then both decode together at
+    5 + 0.5 * 2 = 6 ms a token. Bounds: B's TTFT the model's value - 1 ms to + 8 ms, the stall - 3 ms (a token that
+    arrived late before it shortens it) to + 8 ms, the decode gaps' medians within 1.5 ms."""
+    first, second = Stream(triton.target), Stream(triton.target)
+    try:
+        a: list = []
+        thread = threading.Thread(
+            target=lambda: a.extend(first.generate("synth-llm", b"go", max_tokens=40, stream=True, ignore_eos=True))
+        )
+        thread.start()
+        time.sleep(0.08)
+        b = second.generate("synth-llm", PROMPT.encode(), max_tokens=10, stream=True, ignore_eos=True)
+        thread.join(30)
+    finally:
+        first.close()
+        second.close()
+    gaps = [(y - x) * 1e3 for (x, _, _), (y, _, _) in itertools.pairwise(a)]
+    stall = max(gaps)
+    after = statistics.median(gaps[gaps.index(stall) + 1 : gaps.index(stall) + 9])  # while B decodes too
+    alone = statistics.median(gaps[: gaps.index(stall)])
+    ttft = b[0][0] * 1e3
+    figures = (f"A alone {alone:.2f} ms (5.5), A's stall {stall:.2f} ms (45.5), B's TTFT {ttft:.2f} ms "
+               f"(45.5..51), together {after:.2f} ms (6.0)")  # fmt: skip
+    print(figures)
+    assert stall >= 42.5 and ttft >= 44.5, figures
+    if not (stall <= 53.5 and ttft <= 59.0 and abs(after - 6.0) <= 1.5 and abs(alone - 5.5) <= 1.5):
+        _host_too_busy(figures, alone, 5.5)
+        pytest.fail(figures)
 
 
 def test_tailmark_run_over_grpc_stream_measures_tritons_model(triton, tmp_path):
