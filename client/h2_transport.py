@@ -1,10 +1,12 @@
 """KServe-v2 over tailmark's own HTTP/2 client (``--transport h2``).
 
 grpc.aio spends ~200 µs of CPU on each call in its own layers, which caps one client process near
-1,000 requests/s on a small machine. This transport speaks the same gRPC wire protocol with a few
-frames per call written straight from the event loop: the request's header block is encoded once,
-the payload arrives pre-serialised, and the response stays bytes. Several connections
-(``connections``) spread calls over server workers that share a port.
+1,000 requests/s on a small machine. This transport speaks the same gRPC wire protocol over the sans-IO
+HTTP/2 connection the server uses too (tailmark/http2/connection.py, client side) and tailmark/grpc_wire:
+``ClientConnection`` only moves bytes between the socket and ``H2Connection`` and turns its events into
+the ends of calls. The request's header block is encoded once, the payload arrives pre-serialised, and the
+response stays bytes. Several connections (``connections``) spread calls over server workers that share a
+port.
 """
 
 from __future__ import annotations
@@ -24,56 +26,75 @@ from tailmark.grpc_wire.messages import MessageError, inflate
 from tailmark.grpc_wire.metadata import timeout_value
 from tailmark.grpc_wire.status import HTTP_STATUS, RESET_STATUS, Status, status_name
 from tailmark.http2 import frames
-from tailmark.http2.endpoint import Endpoint, Stream
+from tailmark.http2.connection import H2Connection
+from tailmark.http2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    GoAwayReceived,
+    HeadersReceived,
+    SettingsReceived,
+    StreamReset,
+)
 from tailmark.http2.hpack_codec import literal
+from tailmark.http2.limits import Limits
+from tailmark.http2.stream_state import CLOSED, Stream
 from tailmark.protos.service import RPCS
 
 INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED = Status.INTERNAL, Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED
 LAST_STREAM_ID = 2**31 - 1
 INFLATE_LIMIT = 2**31 - 1  # a compressed answer is inflated a megabyte at a time up to this
 BLOCK_CACHE = 256
+# The server's limits, but our own requests waiting for the server's window never hold back the window we
+# give it: a client that withheld it while the server withheld its own would leave both waiting forever.
+CLIENT_LIMITS = Limits(max_buffered_output=2**62)
 
 
 class _Call(Stream):
-    __slots__ = ("block", "body", "compressed", "future", "headers_seen", "timer")
+    """One unary call, and its HTTP/2 stream (idle, id 0, while it waits for the server's stream limit)."""
+
+    __slots__ = ("block", "body", "compressed", "done", "future", "headers_seen", "payload", "timer")
 
     def __init__(self, block: bytes, payload: bytes, future: asyncio.Future) -> None:
-        super().__init__(0, 0)  # id and window are set when it opens (calls open in id order)
+        Stream.__init__(self, 0, 0, 0)  # id and windows are set when it opens
         self.block = block
-        self.queue_message(payload)
-        self.end_with_data = True
+        self.payload = payload
         self.future = future
         self.headers_seen = False
         self.body = bytearray()
         self.timer: asyncio.TimerHandle | None = None
         self.compressed = False
+        self.done = False
 
 
-class ClientConnection(Endpoint):
-    """One HTTP/2 connection carrying unary gRPC calls."""
+class ClientConnection(asyncio.Protocol):
+    """One HTTP/2 connection carrying unary gRPC calls: an asyncio adapter over ``H2Connection``."""
 
-    def __init__(self, head: tuple[bytes, bytes]) -> None:
-        super().__init__()
+    def __init__(self, head: tuple[bytes, bytes], limits: Limits = CLIENT_LIMITS) -> None:
+        self.h2 = H2Connection(client=True, limits=limits, report_closed=False)
         # (:method, :scheme, :authority) and (content-type, te, user-agent, metadata), encoded once: :path
         # goes between them, as pseudo-header fields come before the others (RFC 9113 §8.3)
         self._pseudo, self._regular = head
         self._blocks: dict[tuple[str, float | None], bytes] = {}  # whole request header blocks, built once
-        self._ids = itertools.count(1, 2)
         self._queued: collections.deque[_Call] = collections.deque()  # over the server's stream limit
         self._going_away = False
+        self._turn_scheduled = False
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
         self.settled: asyncio.Future | None = None  # done once the server's SETTINGS arrive
         self.lost_reason = ""
 
+    # --- asyncio.Protocol ---
+
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.settled = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.settled = self._loop.create_future()
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
             self.lost_reason = "the server did not negotiate HTTP/2 (ALPN h2)"
             self.close()
             return
-        self.write(frames.PREFACE)
-        self.send_settings()
+        self.h2.initiate()
         self.flush()
 
     def connection_lost(self, exc) -> None:
@@ -82,17 +103,38 @@ class ClientConnection(Endpoint):
         self.lost_reason = reason
         if self.settled is not None and not self.settled.done():
             self.settled.set_exception(ConnectionError(reason))
-        for call in [*self.streams.values(), *self._queued]:
-            self._finish(call, UNAVAILABLE, reason, reset=False)
-        self._queued.clear()
+        self._fail_all(reason)
+
+    def data_received(self, data: bytes) -> None:
+        self._handle(self.h2.receive_data(data))
+        self._after_turn()
+
+    def _after_turn(self) -> None:
+        self.flush()
+        if self.h2.input_pending and not self.closed and not self._turn_scheduled:
+            # at most frames_per_turn frames a turn: the rest on a later one, so the calls' own tasks run too
+            self._turn_scheduled = True
+            self.transport.pause_reading()
+            self._loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn_scheduled = False
+        if self.closed:
+            return
+        self._handle(self.h2.receive_data(b""))
+        self._after_turn()
+        if not self._turn_scheduled and not self.closed:
+            self.transport.resume_reading()
 
     @property
     def usable(self) -> bool:
         return not (self.closed or self._going_away)
 
+    # --- calls ---
+
     def call(self, path: str, payload: bytes, timeout_s: float | None) -> _Call:
         """Start a unary call; its ``future`` gets the response message or a RequestFailed."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         block = self._blocks.get((path, timeout_s)) or self._block(path, timeout_s)
         call = _Call(block, payload, loop.create_future())
         if not self.usable:
@@ -100,7 +142,7 @@ class ClientConnection(Endpoint):
             return call
         if timeout_s:
             call.timer = loop.call_later(timeout_s, self._expire, call)
-        if len(self.streams) >= self.peer_max_streams:
+        if len(self.h2.streams) >= self.h2.peer_max_streams:
             self._queued.append(call)
         else:
             self._open(call)
@@ -119,105 +161,124 @@ class ClientConnection(Endpoint):
 
     def cancel(self, call: _Call) -> None:
         """The caller gave up (its task was cancelled): reset the stream, drop the response."""
-        self._finish(call, 1, "cancelled by the client", reset=True)
+        self._finish(call, Status.CANCELLED, "cancelled by the client")
         self.flush()
 
     def _open(self, call: _Call) -> None:
-        call.id = next(self._ids)
-        if call.id >= LAST_STREAM_ID:  # ids are spent (~30 h at 10k/s): new calls go to a new connection
+        h2 = self.h2
+        if h2.next_stream_id >= LAST_STREAM_ID:  # ids are spent (~30 h at 10k/s): new calls go to a new connection
             self._going_away = True
-        call.send_window = self.peer_window
-        self.streams[call.id] = call
-        self.send_headers(call, call.block)
-        self.send_pending(call)
+        h2.open_stream(call.block, stream=call)
+        payload = call.payload
+        h2.send_data(call, len(payload).to_bytes(5, "big"), payload, end_stream=True)  # gRPC's prefix, uncompressed
 
     # --- responses ---
 
-    def on_header_block(self, stream_id: int, flags: int, headers: dict[str, str], too_large: str | None) -> None:
-        call = self.streams.get(stream_id)
-        if call is None:
+    def _handle(self, events: list) -> None:
+        for event in events:
+            kind = type(event)
+            if kind is HeadersReceived:
+                self._headers(event)
+            elif kind is DataReceived:
+                call = event.stream
+                if not event.end_stream:
+                    self.h2.acknowledge_stream(call, event.flow_size)
+                if not call.done:
+                    call.body += event.data
+                    if event.end_stream:
+                        self._finish(call, INTERNAL, "response ended without trailers")
+            elif kind is StreamReset:
+                if event.remote:
+                    message = f"stream reset by the server (code {event.code})"
+                    self._finish(event.stream, RESET_STATUS.get(event.code, INTERNAL), message)
+                else:
+                    message = f"the server broke the protocol on the stream (code {event.code})"
+                    self._finish(event.stream, INTERNAL, message)
+            elif kind is SettingsReceived:
+                if not self.settled.done():
+                    self.settled.set_result(None)
+                self._open_queued()
+            elif kind is GoAwayReceived:
+                self._going_away = True
+                last = event.last_stream_id
+                for call in [call for call in self.h2.streams.values() if call.id > last]:
+                    self._finish(call, UNAVAILABLE, "the server is going away (GOAWAY)")
+                for call in list(self._queued):
+                    self._finish(call, UNAVAILABLE, "the server is going away (GOAWAY)")
+                if not self.h2.streams:
+                    self.close()
+            elif kind is ConnectionTerminated:
+                self.lost_reason = f"the server broke the protocol: {event.reason}"
+                self.close()
+
+    def _headers(self, event: HeadersReceived) -> None:
+        call = event.stream
+        if call.done:
             return
-        if too_large is not None:
-            self._finish(call, INTERNAL, f"response headers: {too_large}", reset=not flags & frames.END_STREAM)
+        headers = event.headers
+        if event.error is not None:
+            self._finish(call, INTERNAL, f"response headers: {event.error}")
             return
         if not call.headers_seen:
             call.headers_seen = True
             status = headers.get(":status", "")
             if status != "200":
-                code = HTTP_STATUS.get(status, 2)
-                self._finish(call, code, f"HTTP status {status or 'missing'} from the server", reset=True)
+                code = HTTP_STATUS.get(status, Status.UNKNOWN)
+                self._finish(call, code, f"HTTP status {status or 'missing'} from the server")
                 return
             call.compressed = headers.get("grpc-encoding", "identity") != "identity"
             if "grpc-status" not in headers:
-                if flags & frames.END_STREAM:
-                    self._finish(call, INTERNAL, "response ended without a gRPC status", reset=False)
+                if event.end_stream:
+                    self._finish(call, INTERNAL, "response ended without a gRPC status")
                 return  # the message and the trailers follow
-        try:
-            code = int(headers.get("grpc-status", "2"))
-        except ValueError:
-            code = 2
-        self._finish(call, code, unquote(headers.get("grpc-message", "")), reset=not flags & frames.END_STREAM)
-
-    def on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
-        call = self.streams.get(stream_id)
-        end = flags & frames.END_STREAM
-        self.consumed(call, len(payload), end)
-        if call is None:
+        status = headers.get("grpc-status", "2")
+        if status == "0":
+            self._finish(call, 0, "")
             return
-        call.body += frames.unpad(flags & frames.PADDED, payload) if flags & frames.PADDED else payload
-        if end:
-            self._finish(call, INTERNAL, "response ended without trailers", reset=False)
-
-    def on_rst_stream(self, flags: int, stream_id: int, payload: bytes) -> None:
-        call = self.streams.get(stream_id)
-        if call is not None and len(payload) == 4:
-            error = frames.u32(payload)
-            message = f"stream reset by the server (code {error})"
-            self._finish(call, RESET_STATUS.get(error, INTERNAL), message, reset=False)
-
-    def on_goaway(self, flags: int, stream_id: int, payload: bytes) -> None:
-        self._going_away = True
-        last = frames.u32(payload) if len(payload) >= 4 else 0
-        for call in [c for c in self.streams.values() if c.id > last] + list(self._queued):
-            self._finish(call, UNAVAILABLE, "the server is going away (GOAWAY)", reset=False)
-        self._queued.clear()
-        if not self.streams:
-            self.close()
-
-    def on_peer_settings(self) -> None:
-        if self.settled is not None and not self.settled.done():
-            self.settled.set_result(None)
-        while self._queued and len(self.streams) < self.peer_max_streams:
-            self._open(self._queued.popleft())
+        try:
+            code = int(status)
+        except ValueError:
+            code = Status.UNKNOWN
+        self._finish(call, code, unquote(headers.get("grpc-message", "")))
 
     def _expire(self, call: _Call) -> None:
         call.timer = None
-        self._finish(call, DEADLINE_EXCEEDED, "deadline exceeded", reset=True)
+        self._finish(call, DEADLINE_EXCEEDED, "deadline exceeded")
         self.flush()
 
-    def _finish(self, call: _Call, code: int, message: str, *, reset: bool) -> None:
-        if call.closed:
+    def _finish(self, call: _Call, code: int, message: str) -> None:
+        """The call is over: its future gets the answer or the error; a stream still open is reset (CANCEL), so
+        neither side sends more on it."""
+        if call.done:
             return
-        call.closed = True
+        call.done = True
         if call.timer is not None:
             call.timer.cancel()
-        if call.id:
-            if self.streams.pop(call.id, None) is not None and reset and not self.closed:
-                self.write(frames.rst_stream(call.id, frames.CANCEL))
-            self.forget_blocked(call)
-        else:  # never opened
+        if not call.id:  # never opened
             with contextlib.suppress(ValueError):
                 self._queued.remove(call)
+        elif call.state is not CLOSED and not self.closed:
+            self.h2.reset_stream(call, frames.CANCEL)
         future = call.future
         if not future.done():
             if code == 0:
                 self._resolve(call)
             else:
                 future.set_exception(RequestFailed(status_name(code), message))
-        if self._going_away and not self.streams:
+        if self._going_away and not self.h2.streams:
             self.close()
-        elif self._queued and len(self.streams) < self.peer_max_streams:
-            self._open(self._queued.popleft())
+        elif self._queued:
+            self._open_queued()
+
+    def _open_queued(self) -> None:
+        queued, h2 = self._queued, self.h2
+        while queued and len(h2.streams) < h2.peer_max_streams and self.usable:
+            self._open(queued.popleft())
+
+    def _fail_all(self, reason: str) -> None:
+        for call in [*self.h2.streams.values(), *self._queued]:
+            self._finish(call, UNAVAILABLE, reason)
+        self._queued.clear()
 
     @staticmethod
     def _resolve(call: _Call) -> None:
@@ -236,6 +297,25 @@ class ClientConnection(Endpoint):
                 call.future.set_exception(RequestFailed(exc.status.name, f"the response: {exc}"))
                 return
         call.future.set_result(message)
+
+    # --- output and end ---
+
+    def flush(self) -> None:
+        h2 = self.h2
+        data = h2.data_to_send()
+        if data and not self.closed:
+            self.transport.write(data)
+            # acks of the server's PINGs and SETTINGS count against its control-frame limit until they are out
+            if h2.control_backlog and not self.transport.get_write_buffer_size():
+                h2.output_flushed()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
 
 
 def split_target(target: str) -> tuple[str, int]:

@@ -48,10 +48,14 @@ class H2Connection(FrameHandlers, Output):
         self.write_backlog = 0  # bytes the application's transport still holds (set by the application)
         self._clock = clock
         self._now = clock()
-        self._in = bytearray()
+        self._partial = bytearray()  # the start of a frame still arriving
+        self._held: bytes | None = None  # complete frames left for the next turn, from _held_at
+        self._held_at = 0
         self._out: list = []
         self._preface_pending = not client
         self._max_block = limits.max_header_block_bytes
+        self._initial_window = limits.initial_window
+        self._credit_at = limits.connection_window // 2  # connection window taken before it is given back
         self._block: list | None = None  # a header block in CONTINUATIONs: [stream id, flags, bytes, frames]
         self._block_started = 0.0
         self._decoder = HeaderDecoder(
@@ -60,6 +64,7 @@ class H2Connection(FrameHandlers, Output):
             max_fields=limits.max_header_fields,
             max_size_updates=limits.max_table_size_updates,
         )
+        self._decoded = self._decoder.cache
         self.peer_initial_window = frames.DEFAULT_WINDOW
         self.peer_max_frame = frames.DEFAULT_MAX_FRAME
         self.peer_max_streams = 2**31 - 1
@@ -69,9 +74,10 @@ class H2Connection(FrameHandlers, Output):
         self.highest_peer_stream = 0
         self._next_stream_id = 1 if client else 2
         self._peer_open = 0  # streams the peer opened that are not closed
+        self._peer_parity = 0 if client else 1  # id & 1 of the streams the peer opens
         self._blocked: dict[int, Stream] = {}  # streams with output waiting for window
         self._outbox_total = 0
-        self._control_backlog = 0  # acks written since the transport last said it had sent everything
+        self.control_backlog = 0  # acks written since the transport last said it had sent everything
         self._last_progress = self._now
         self._last_frame = self._now
         self._resets = Budget(limits.reset_burst, limits.reset_rate_per_s, self._now)
@@ -115,26 +121,22 @@ class H2Connection(FrameHandlers, Output):
     @property
     def input_pending(self) -> bool:
         """Complete frames are waiting: call ``receive_data(b"")`` again (on a later loop turn)."""
-        buffer = self._in
-        return (
-            not self.terminated
-            and len(buffer) >= 9
-            and len(buffer) >= 9 + ((buffer[0] << 16) | (buffer[1] << 8) | buffer[2])
-        )
+        return self._held is not None and not self.terminated
 
     def receive_data(self, data: bytes) -> list:
         """Take bytes from the peer; the events they caused (also in ``self.events`` until the next call)."""
         events = self.events = []
         if self.terminated:
             return events
-        buffer = self._in
-        buffer += data
         self._now = now = self._clock()
         self._last_frame = now
         try:
-            if self._preface_pending and not self._take_preface():
-                return events
-            self._take_frames()
+            if self._preface_pending:
+                self._partial += data
+                if not self._take_preface():
+                    return events
+                data = b""
+            self._take_frames(data)
         except StreamError as exc:  # raised outside a frame handler: cannot happen, kept for safety
             self._stream_error(exc)
         except ConnectionError as exc:
@@ -142,7 +144,7 @@ class H2Connection(FrameHandlers, Output):
         return events
 
     def _take_preface(self) -> bool:
-        buffer, preface = self._in, frames.PREFACE
+        buffer, preface = self._partial, frames.PREFACE
         if len(buffer) < len(preface):
             if not preface.startswith(bytes(buffer)):
                 raise ConnectionError(frames.PROTOCOL_ERROR, "not an HTTP/2 client (no connection preface)")
@@ -153,23 +155,47 @@ class H2Connection(FrameHandlers, Output):
         self._preface_pending = False
         return True
 
-    def _take_frames(self) -> None:
-        buffer = self._in
-        offset, size = 0, len(buffer)
+    def _take_frames(self, data: bytes) -> None:
+        """Frames are cut out of one ``bytes`` object, one copy each. An unfinished frame waits in ``_partial``
+        (joined to the bytes after it only once it is complete, so a large frame arriving in many pieces is
+        not copied again for each); complete frames past this turn's budget wait in ``_held``, read on from
+        ``_held_at`` next turn without copying the rest."""
+        partial = self._partial
+        offset = 0
+        if partial:
+            partial += data
+            if len(partial) < 9:
+                return
+            length = (partial[0] << 16) | (partial[1] << 8) | partial[2]
+            if length > self.limits.max_frame_bytes:
+                raise ConnectionError(frames.FRAME_SIZE_ERROR, f"frame of {length} bytes")
+            if len(partial) < 9 + length:
+                return
+            data = bytes(partial)
+            partial.clear()
+        elif self._held is not None:
+            held, offset = self._held, self._held_at
+            self._held = None
+            if data:
+                data, offset = held[offset:] + data, 0
+            else:
+                data = held
+        size = len(data)
         unpack = _HEADER.unpack_from
         handlers = self._handlers
         max_frame = self.limits.max_frame_bytes
         budget = self.limits.frames_per_turn
+        length = 0
         try:
-            while size - offset >= 9 and budget:
-                high, low, kind, flags, stream_id = unpack(buffer, offset)
+            while size - offset >= 9:
+                high, low, kind, flags, stream_id = unpack(data, offset)
                 length = (high << 16) | low
                 if length > max_frame:
                     raise ConnectionError(frames.FRAME_SIZE_ERROR, f"frame of {length} bytes")
                 end = offset + 9 + length
-                if end > size:
+                if end > size or not budget:
                     break
-                payload = bytes(buffer[offset + 9 : end])
+                payload = data[offset + 9 : end]
                 offset = end
                 budget -= 1
                 if self._block is not None and kind != frames.CONTINUATION:
@@ -185,7 +211,11 @@ class H2Connection(FrameHandlers, Output):
                 if self.terminated:
                     return
         finally:
-            del buffer[:offset]
+            if offset < size and not self.terminated:
+                if size - offset >= 9 and offset + 9 + length <= size:  # complete, over the budget
+                    self._held, self._held_at = data, offset
+                else:
+                    partial += memoryview(data)[offset:]
 
     # --- bookkeeping ---
 
@@ -211,8 +241,8 @@ class H2Connection(FrameHandlers, Output):
             raise ConnectionError(frames.ENHANCE_YOUR_CALM, f"{kind} flood")
 
     def _queue_control(self, frame: bytes) -> None:
-        self._control_backlog += 1
-        if self._control_backlog > self.limits.max_control_backlog:
+        self.control_backlog += 1
+        if self.control_backlog > self.limits.max_control_backlog:
             self.counters.control_backlog += 1
             raise ConnectionError(frames.ENHANCE_YOUR_CALM, "control frames queued for a peer that does not read")
         self._out.append(frame)
@@ -225,13 +255,14 @@ class H2Connection(FrameHandlers, Output):
             self._forget(stream, reset=exc.code)
             self.events.append(StreamReset(stream, exc.code, remote=False))
 
-    def _ended_remote(self, stream: Stream) -> None:
-        if stream.state is State.CLOSED and not stream.outbox_bytes:
-            self._remove(stream)
-
     def _remove(self, stream: Stream) -> None:
-        if self.streams.pop(stream.id, None) is not None:
-            self._forget(stream, reset=None)
+        """Both halves ended: forget the stream (it holds no output)."""
+        stream_id = stream.id
+        if self.streams.pop(stream_id, None) is not None:
+            if self._blocked:
+                self._blocked.pop(stream_id, None)
+            if stream_id & 1 == self._peer_parity:
+                self._peer_open -= 1
             if self.report_closed:
                 self.events.append(StreamClosed(stream))
 
@@ -241,16 +272,16 @@ class H2Connection(FrameHandlers, Output):
             self._outbox_total -= stream.outbox_bytes
             stream.reset(reset)
         self._blocked.pop(stream.id, None)
-        if stream.id % 2 == (0 if self.client else 1):
+        if stream.id & 1 == self._peer_parity:
             self._peer_open -= 1
 
-    def _credit_connection(self, size: int) -> None:
-        self._recv_unacked += size
-        if self._recv_unacked >= self.limits.connection_window // 2:
-            if self.buffered_output > self.limits.max_buffered_output:
-                self.counters.buffered_output += 1
-                return  # the peer's output is piling up: it gets no room for more requests until it reads
-            self._release_connection_credit()
+    def _credit_connection(self) -> None:
+        """Half the connection window was taken: give it back, unless the peer's output is piling up (then it
+        gets no room for more requests until it reads)."""
+        if self.buffered_output > self.limits.max_buffered_output:
+            self.counters.buffered_output += 1
+            return
+        self._release_connection_credit()
 
     def _release_connection_credit(self) -> None:
         if self._recv_unacked:

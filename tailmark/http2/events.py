@@ -13,9 +13,9 @@ class Event:
     __slots__ = ()
 
 
-class RequestReceived(Event):
-    """The peer opened a stream (server side). ``error`` says why it must fail (its header list was over the
-    limit; ``headers`` is then empty), else None."""
+class _HeaderBlock(Event):
+    """A complete header block on a stream. ``error`` says why its stream must fail (its decoded header list
+    was over the limit; ``headers`` is then empty), else None."""
 
     __slots__ = ("end_stream", "error", "headers", "stream")
 
@@ -26,16 +26,16 @@ class RequestReceived(Event):
         self.error = error
 
 
-class HeadersReceived(Event):
+class RequestReceived(_HeaderBlock):
+    """The peer opened a stream with this block (server side)."""
+
+    __slots__ = ()
+
+
+class HeadersReceived(_HeaderBlock):
     """A header block on a stream that was already open: response headers (client side) or trailers."""
 
-    __slots__ = ("end_stream", "error", "headers", "stream")
-
-    def __init__(self, stream: Stream, headers: dict[str, str], end_stream: bool, error: str | None) -> None:
-        self.stream = stream
-        self.headers = headers
-        self.end_stream = end_stream
-        self.error = error
+    __slots__ = ()
 
 
 class DataReceived(Event):

@@ -53,12 +53,12 @@ class HeaderDecoder:
         self.max_fields = max_fields
         self.max_size_updates = max_size_updates
         self._decoder = hpack.Decoder(max_header_list_size=self.hard_limit)
-        self._generation = 0
-        self._cache: dict[tuple[int, bytes], dict[str, str]] = {}
+        # decoded blocks by their bytes, valid for the dynamic table as it is now (emptied when it changes);
+        # the connection looks blocks up here itself before it calls decode
+        self.cache: dict[bytes, dict[str, str]] = {}
 
     def decode(self, block: bytes) -> dict[str, str]:
-        key = (self._generation, block)
-        headers = self._cache.get(key)
+        headers = self.cache.get(block)
         if headers is not None:
             return headers
         header_table = self._decoder.header_table
@@ -81,12 +81,13 @@ class HeaderDecoder:
             name, value = raw_name.decode("utf-8", "surrogateescape"), raw_value.decode("utf-8", "surrogateescape")
             # repeated names (only custom metadata repeats) keep the first value, as grpc does for lookups
             headers.setdefault(name, value)
+        cache = self.cache
         if len(table) != length or (table[0] if table else None) is not first or header_table.maxsize != maxsize:
-            self._generation += 1  # the same bytes may mean something else from now on
-        elif len(self._cache) < _CACHE_LIMIT and size <= self.max_header_list_size:
-            self._cache[(self._generation, block)] = headers
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
+            cache.clear()  # the same bytes may mean something else from now on
+        elif size <= self.max_header_list_size:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[block] = headers
         if size > self.max_header_list_size:
             raise HeaderListTooLarge(f"header list of {size} bytes; the limit is {self.max_header_list_size}")
         return headers

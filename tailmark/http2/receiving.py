@@ -15,7 +15,10 @@ from tailmark.http2.events import (
     StreamReset,
 )
 from tailmark.http2.hpack_codec import HeaderBlockRefused, HeaderListTooLarge
-from tailmark.http2.stream_state import ConnectionError, State, Stream, StreamError
+from tailmark.http2.stream_state import CLOSED, ConnectionError, Stream, StreamError
+
+END_STREAM, END_HEADERS, PADDED = frames.END_STREAM, frames.END_HEADERS, frames.PADDED
+_PADDED_OR_PRIORITY = frames.PADDED | frames.PRIORITY_FLAG
 
 
 class FrameHandlers:
@@ -31,8 +34,10 @@ class FrameHandlers:
             self.counters.flow_control += 1
             raise ConnectionError(frames.FLOW_CONTROL_ERROR, f"{size} bytes of DATA past the connection window")
         self.recv_window -= size
-        self._credit_connection(size)
-        end = flags & frames.END_STREAM
+        self._recv_unacked += size
+        if self._recv_unacked >= self._credit_at:
+            self._credit_connection()
+        end = flags & END_STREAM
         if not size and not end:
             self._spend_empty()
         stream = self.streams.get(stream_id)
@@ -40,28 +45,28 @@ class FrameHandlers:
             if self._idle(stream_id):
                 raise ConnectionError(frames.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
             return  # a stream already closed (reset, or answered): its late data is dropped
-        if stream.state is State.CLOSED:
+        if stream.state is CLOSED:
             return
         try:
-            stream.receive_data(size, bool(end))
+            stream.receive_data(size, end)
         except StreamError as exc:
             self.counters.flow_control += exc.code == frames.FLOW_CONTROL_ERROR
             raise
-        data = frames.unpad(flags, payload) if flags & frames.PADDED else payload
+        data = frames.unpad(flags, payload) if flags & PADDED else payload
         self.events.append(DataReceived(stream, data, size, bool(end)))
-        if end and stream.state is State.CLOSED:
-            self._ended_remote(stream)
+        if end and stream.state is CLOSED and not stream.outbox_bytes:
+            self._remove(stream)
 
     def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id == 0:
             raise ConnectionError(frames.PROTOCOL_ERROR, "HEADERS on stream 0")
         block = payload
-        if flags & (frames.PADDED | frames.PRIORITY_FLAG):
+        if flags & _PADDED_OR_PRIORITY:
             try:
                 block = frames.unpad(flags, payload)
             except ValueError as exc:
                 raise ConnectionError(frames.PROTOCOL_ERROR, str(exc)) from None
-        if flags & frames.END_HEADERS:
+        if flags & END_HEADERS:
             self._header_block(stream_id, flags, block)
             return
         if not block:
@@ -94,32 +99,26 @@ class FrameHandlers:
             self.counters.header_block += 1
             raise ConnectionError(frames.ENHANCE_YOUR_CALM, f"header block over {self._max_block}")
         error = None
-        try:
-            headers = self._decoder.decode(block)  # always decoded: the dynamic table must stay in step
-        except HeaderListTooLarge as exc:
-            headers, error = {}, str(exc)
-            self.counters.header_list += 1
-        except HeaderBlockRefused as exc:
-            setattr(self.counters, exc.limit, getattr(self.counters, exc.limit) + 1)
-            code = frames.COMPRESSION_ERROR if exc.compression else frames.ENHANCE_YOUR_CALM
-            raise ConnectionError(code, str(exc)) from None
-        except hpack.HPACKError as exc:
-            raise ConnectionError(frames.COMPRESSION_ERROR, f"bad header block: {exc}") from None
-        end = bool(flags & frames.END_STREAM)
+        headers = self._decoded.get(block)  # a block seen before, with the dynamic table unchanged since
+        if headers is None:
+            headers, error = self._decode(block)
+        end = flags & END_STREAM
         stream = self.streams.get(stream_id)
         if stream is not None:
-            if stream.state is State.CLOSED:
+            if stream.state is CLOSED:
                 return
             stream.receive_headers(end)
-            self.events.append(HeadersReceived(stream, headers, end, error))
-            if end and stream.state is State.CLOSED:
-                self._ended_remote(stream)
+            self.events.append(HeadersReceived(stream, headers, bool(end), error))
+            if end and stream.state is CLOSED and not stream.outbox_bytes:
+                self._remove(stream)
             return
         if not self.client and stream_id % 2 == 0:
             raise ConnectionError(frames.PROTOCOL_ERROR, f"HEADERS on stream {stream_id} (clients open odd ones)")
         if self.client or stream_id <= self.highest_peer_stream:
             if self._idle(stream_id):
                 raise ConnectionError(frames.PROTOCOL_ERROR, f"HEADERS on idle stream {stream_id}")
+            if self.client:  # the answer to a call we reset (a deadline, a cancel) was on its way: dropped
+                return
             raise StreamError(stream_id, frames.STREAM_CLOSED, f"HEADERS on closed stream {stream_id}")
         self.highest_peer_stream = stream_id
         if self.draining or self._peer_open >= self.limits.max_concurrent_streams:
@@ -129,7 +128,22 @@ class FrameHandlers:
         stream.opened_at = self._now
         self._peer_open += 1
         stream.open(end)
-        self.events.append(RequestReceived(stream, headers, end, error))
+        self.events.append(RequestReceived(stream, headers, bool(end), error))
+
+    def _decode(self, block: bytes) -> tuple[dict[str, str], str | None]:
+        """(headers, None), or ({}, why) for a list over the limit (only its stream fails); ConnectionError when
+        the block cannot be decoded or breaks a limit that leaves the dynamic table out of step."""
+        try:
+            return self._decoder.decode(block), None  # always decoded: the dynamic table must stay in step
+        except HeaderListTooLarge as exc:
+            self.counters.header_list += 1
+            return {}, str(exc)
+        except HeaderBlockRefused as exc:
+            setattr(self.counters, exc.limit, getattr(self.counters, exc.limit) + 1)
+            code = frames.COMPRESSION_ERROR if exc.compression else frames.ENHANCE_YOUR_CALM
+            raise ConnectionError(code, str(exc)) from None
+        except hpack.HPACKError as exc:
+            raise ConnectionError(frames.COMPRESSION_ERROR, f"bad header block: {exc}") from None
 
     def _on_priority(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id == 0:

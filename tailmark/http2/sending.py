@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from tailmark.http2 import frames
 from tailmark.http2.hpack_codec import headers_frames
-from tailmark.http2.stream_state import State, Stream
+from tailmark.http2.stream_state import CLOSED, HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE, OPEN, Stream
 
 _HEADER = frames.HEADER
+DATA, HEADERS, END_STREAM, _END_HEADERS = frames.DATA, frames.HEADERS, frames.END_STREAM, frames.END_HEADERS
 
 
 class Output:
@@ -30,23 +31,36 @@ class Output:
 
     def output_flushed(self) -> None:
         """The application's transport has sent everything: acks are no longer piling up."""
-        self._control_backlog = 0
+        self.control_backlog = 0
         self.write_backlog = 0
         self._last_progress = self._clock()
-        if (
-            self._recv_unacked >= self.limits.connection_window // 2
-            and self._outbox_total <= self.limits.max_buffered_output
-        ):
+        if self._recv_unacked >= self._credit_at and self._outbox_total <= self.limits.max_buffered_output:
             self._release_connection_credit()
 
-    def open_stream(self, block: bytes, *, end_stream: bool = False) -> Stream:
-        """Client side: a new stream with its request header block."""
+    @property
+    def next_stream_id(self) -> int:
+        """The id ``open_stream`` gives the next stream (client side)."""
+        return self._next_stream_id
+
+    def open_stream(self, block: bytes, *, end_stream: bool = False, stream: Stream | None = None) -> Stream:
+        """Client side: a new stream with its request header block. ``stream``: an idle Stream (or an instance
+        of the application's subclass of it, which then serves as the call itself) to open instead of a new one."""
         stream_id = self._next_stream_id
         self._next_stream_id += 2
-        stream = self.streams[stream_id] = Stream(stream_id, self.peer_initial_window, self.limits.initial_window)
+        if stream is None:
+            stream = Stream(stream_id, self.peer_initial_window, self._initial_window)
+        else:
+            stream.id = stream_id
+            stream.send_window, stream.recv_window = self.peer_initial_window, self._initial_window
+        self.streams[stream_id] = stream
         stream.opened_at = self._now
-        stream.open(False)
-        self._out.append(headers_frames(stream_id, block, end_stream=end_stream, max_frame=self.peer_max_frame))
+        stream.state = OPEN
+        size = len(block)
+        if size <= self.peer_max_frame:
+            flags = _END_HEADERS | END_STREAM if end_stream else _END_HEADERS
+            self._out += (_HEADER.pack(size >> 16, size & 0xFFFF, HEADERS, flags, stream_id), block)
+        else:
+            self._out.append(headers_frames(stream_id, block, end_stream=end_stream, max_frame=self.peer_max_frame))
         if end_stream:
             stream.sent_end()
         return stream
@@ -60,9 +74,20 @@ class Output:
 
     def send_data(self, stream: Stream, *chunks, end_stream: bool = False) -> None:
         """Queue DATA (chunks are kept, not copied) and send what the windows allow."""
-        if not stream.local_open:
+        state = stream.state
+        if (state is not OPEN and state is not HALF_CLOSED_REMOTE) or stream.ending:
             return
         outbox = stream.outbox
+        if not outbox:  # nothing queued before: what fits both windows and one frame goes straight out
+            size = sum(map(len, chunks))
+            if 0 < size <= stream.send_window and size <= self.send_window and size <= self.peer_max_frame:
+                self._out += (_HEADER.pack(size >> 16, size & 0xFFFF, DATA, end_stream, stream.id), *chunks)
+                stream.send_window -= size
+                self.send_window -= size
+                self._last_progress = self._now
+                if end_stream:
+                    self._sent_end(stream)
+                return
         for chunk in chunks:
             if chunk:
                 outbox.append(chunk)
@@ -76,7 +101,7 @@ class Output:
         all, the three frames go out in one pass (the common unary call); otherwise as send_headers,
         send_data and end_stream would."""
         state = stream.state
-        if (state is not State.HALF_CLOSED_REMOTE and state is not State.OPEN) or stream.ending:
+        if (state is not HALF_CLOSED_REMOTE and state is not OPEN) or stream.ending:
             return
         size = sum(map(len, chunks))
         max_frame = self.peer_max_frame
@@ -129,7 +154,7 @@ class Output:
     def acknowledge_stream(self, stream: Stream, size: int) -> None:
         """The application took ``size`` bytes of the stream's DATA: give the peer that window back (in halves)."""
         state = stream.state
-        if state is not State.OPEN and state is not State.HALF_CLOSED_LOCAL:  # the peer sends no more on it
+        if state is not OPEN and state is not HALF_CLOSED_LOCAL:  # the peer sends no more on it
             return
         stream.recv_unacked += size
         if stream.recv_unacked >= self.limits.initial_window // 2:
@@ -183,9 +208,9 @@ class Output:
         stream.trailers = None
         stream.end_with_data = False
         stream.sent_end()
-        if stream.state is State.HALF_CLOSED_LOCAL and not self.client:
+        if stream.state is HALF_CLOSED_LOCAL and not self.client:
             # the answer is complete: the client need not send the rest of its request (RFC 9113 §8.1)
             self._out.append(frames.rst_stream(stream.id, frames.NO_ERROR))
-            stream.state = State.CLOSED
-        if stream.state is State.CLOSED:
+            stream.state = CLOSED
+        if stream.state is CLOSED:
             self._remove(stream)

@@ -25,6 +25,11 @@ class State(enum.IntEnum):
     CLOSED = 4
 
 
+# the members as module names: in Python 3.11 each ``State.OPEN`` is a slow lookup through the enum's
+# metaclass, and the hot paths compare states several times per frame
+IDLE, OPEN, HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE, CLOSED = State
+
+
 class ProtocolError(Exception):
     """A frame that breaks the protocol; ``code`` is the HTTP/2 error code of the answer."""
 
@@ -71,7 +76,7 @@ class Stream:
 
     def __init__(self, stream_id: int, send_window: int, recv_window: int) -> None:
         self.id = stream_id
-        self.state = State.IDLE
+        self.state = IDLE
         self.send_window = send_window  # what we may still send
         self.recv_window = recv_window  # what the peer may still send
         self.recv_unacked = 0  # taken by the application, not yet given back in a WINDOW_UPDATE
@@ -88,17 +93,17 @@ class Stream:
 
     @property
     def closed(self) -> bool:
-        return self.state is State.CLOSED
+        return self.state is CLOSED
 
     @property
     def remote_open(self) -> bool:
         """The peer may still send HEADERS or DATA on it."""
-        return self.state is State.OPEN or self.state is State.HALF_CLOSED_LOCAL
+        return self.state is OPEN or self.state is HALF_CLOSED_LOCAL
 
     @property
     def local_open(self) -> bool:
         """We may still send on it (and have not queued its end yet)."""
-        return (self.state is State.OPEN or self.state is State.HALF_CLOSED_REMOTE) and not self.ending
+        return (self.state is OPEN or self.state is HALF_CLOSED_REMOTE) and not self.ending
 
     @property
     def ending(self) -> bool:
@@ -109,21 +114,21 @@ class Stream:
 
     def open(self, end_stream: bool) -> None:
         """HEADERS opened it (sent by either side)."""
-        self.state = State.OPEN
+        self.state = OPEN
         if end_stream:
             self.received_end()
 
     def receive_headers(self, end_stream: bool) -> None:
         """A later header block from the peer: response headers, or trailers (which must end the stream)."""
         state = self.state
-        if state is not State.OPEN and state is not State.HALF_CLOSED_LOCAL:
+        if state is not OPEN and state is not HALF_CLOSED_LOCAL:
             raise StreamError(self.id, frames.STREAM_CLOSED, f"HEADERS on half-closed stream {self.id}")
         if end_stream:
             self.received_end()
 
     def receive_data(self, size: int, end_stream: bool) -> None:
         state = self.state
-        if state is not State.OPEN and state is not State.HALF_CLOSED_LOCAL:
+        if state is not OPEN and state is not HALF_CLOSED_LOCAL:
             raise StreamError(self.id, frames.STREAM_CLOSED, f"DATA on closed stream {self.id}")
         if size > self.recv_window:
             raise StreamError(
@@ -134,14 +139,14 @@ class Stream:
             self.received_end()
 
     def received_end(self) -> None:
-        self.state = State.HALF_CLOSED_REMOTE if self.state is State.OPEN else State.CLOSED
+        self.state = HALF_CLOSED_REMOTE if self.state is OPEN else CLOSED
 
     def sent_end(self) -> None:
-        self.state = State.HALF_CLOSED_LOCAL if self.state is State.OPEN else State.CLOSED
+        self.state = HALF_CLOSED_LOCAL if self.state is OPEN else CLOSED
 
     def reset(self, code: int) -> None:
         """Closed by RST_STREAM (either way): what was waiting to be sent is dropped."""
-        self.state = State.CLOSED
+        self.state = CLOSED
         self.reset_code = code
         self.drop_output()
 
