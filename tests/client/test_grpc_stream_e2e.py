@@ -193,3 +193,23 @@ def test_payloads_follow_what_the_model_declares():
     bare = _request(TritonPromptPool(_info(("text_input", "BYTES")), **common))
     assert [t.name for t in bare.inputs] == ["text_input"]
     assert bare.parameters["max_tokens"].int64_param == 7 and bare.parameters["ignore_eos"].bool_param
+
+
+def test_builtin_default_over_grpc_stream(tmp_path):
+    """--transport grpc-stream with no --target or --model: the built-in server's synth-llm over its gRPC port."""
+    out = tmp_path / "builtin"
+    run = tailmark(
+        "run", "--transport", "grpc-stream", "--scenario", "concurrency", "--concurrency", "2", "--duration", "1",
+        "--warmup", "0.2", "--min-queries", "5", "--input-tokens", "20", "--output-tokens", "4", "--ignore-eos",
+        "--no-calibration", "--no-progress", "--out", str(out), timeout_s=300,
+    )  # fmt: skip
+    assert run.returncode in (0, 3), run.stderr  # 3: INVALID (a short run), still measured
+    doc = results(out)
+    assert doc["environment"]["target"]["model"] == "synth-llm" and doc["environment"]["target"]["embedded"]
+    assert not doc["environment"]["target"]["address"].startswith("http")  # the gRPC port, not --http-port
+    everything = scenario(doc, "concurrency")["classes"]["all"]
+    assert everything["ok_count"] > 0 and everything["error_count"] == 0, everything["errors"]
+    tokens = everything["tokens"]
+    assert tokens["output_tokens"]["min"] == tokens["output_tokens"]["max"] == 4
+    assert tokens["token_source"]["output"] == {"usage": tokens["requests"]}
+    assert tokens["latency_ms"]["ttft"]["p50"] >= 20.0  # never faster than the model's 20 ms prefill
