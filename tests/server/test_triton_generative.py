@@ -37,7 +37,7 @@ from tailmark.server.generative.tokenizer import count_tokens
 # the default synth-llm with lengths drawn per request (uniform in 1..max_tokens) unless ignore_eos
 UNIFORM = SYNTHETIC_CONFIGS["synth-llm"] + 'parameters { key: "output_length" value: { string_value: "uniform" } }\n'
 PROMPT = "one two six ten " * 100  # 400 tokens: prefill 20 + 0.05 * 400 = 40 ms
-LM_ARCHITECTURE = {"d_model": 64, "nhead": 4, "layers": 2, "ff": 256, "context": 32}
+LM_ARCHITECTURE = {"d_model": 64, "nhead": 4, "layers": 2, "ff": 256, "context": 128}
 TTFT_SLACK_MS = 8.0  # Triton's gRPC frontend, the stub's shared-memory hops and a 2-core host; measured ~3 ms
 
 
@@ -320,7 +320,8 @@ def test_tailmark_run_over_grpc_stream_measures_tritons_model(triton, tmp_path):
     ("prompt", "max_tokens"),
     [
         ("def __init__(self, ", 8),  # 19 bytes + 8
-        ("import os\nimport sys\n\n\nclass Reader:\n    def read(self, path):", 40),  # cut to 32: stops at context
+        ("import os\n" + "class Reader:\n    def read(self, path):\n" * 3, 40),  # 130 bytes cut to 128: 1 token
+        ("x = 1\n" * 20, 40),  # 120 bytes: the context fills after 9 tokens
         ("x = \u00e9t\u00e9", 5),  # multi-byte characters in the prompt
     ],
 )
@@ -332,6 +333,7 @@ def test_the_lm_streams_completes_greedy_bytes_token_for_token(lm_stream, reposi
     tokens = model.greedy_decode_cached(encode(prompt)[-model.context :], max_tokens)
     responses = lm_stream.generate("lm", prompt.encode(), max_tokens=max_tokens, stream=True)
     assert [text for _, text, _ in responses] == [bytes([token]) for token in tokens]
+    assert len(tokens) == min(max_tokens, model.context + 1 - min(len(prompt.encode()), model.context))
     assert [final for _, _, final in responses] == [False] * (len(tokens) - 1) + [True]
     assert b"".join(text for _, text, _ in responses).decode(errors="replace") == complete(model, prompt, max_tokens)
     whole = lm_stream.generate("lm", prompt.encode(), max_tokens=max_tokens)
@@ -343,3 +345,22 @@ def test_lm_export_usage_errors_are_one_line(tmp_path):
     assert done.returncode == 2 and "give --triton-repo" in done.stderr
     done = _export("--triton-repo", str(tmp_path / "t"), "--lm", str(tmp_path / "missing"))
     assert done.returncode == 2 and "config.pbtxt" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_tailmark_run_over_grpc_stream_measures_the_lm_under_triton(triton_lm, tmp_path):
+    """The same client against the trained-lm model: every answer streamed byte by byte with no error, each
+    response one chunk (so a request of n responses has n - 1 gaps)."""
+    out = tmp_path / "run"
+    run = tailmark(
+        "run", "--target", triton_lm.target, "--transport", "grpc-stream", "--model", "lm", "--scenario",
+        "concurrency", "--concurrency", "2", "--input-tokens", "8", "--output-tokens", "12", "--duration", "1",
+        "--warmup", "0", "--min-queries", "10", "--no-calibration", "--no-progress", "--out", str(out), timeout_s=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    everything = scenario(results(out), "concurrency")["classes"]["all"]
+    assert everything["error_count"] == 0, everything["errors"]
+    tokens = everything["tokens"]
+    assert tokens["requests"] >= 10 and tokens["without_text"] == 0
+    latency = tokens["latency_ms"]
+    assert latency["ttft"]["count"] == tokens["requests"]
+    assert latency["itl"]["count"] == (12 - 1) * tokens["requests"], latency["itl"]
