@@ -139,4 +139,5 @@ class GrpcStreamTransport(GrpcTransport):
             raise RequestFailed("DATA_LOSS", "the stream ended before the final response")
         if generation.input_tokens is None:
             generation.input_tokens_counted = prompt_tokens
+        generation.streamed = stream or len(generation.chunk_ns) > 1  # a model with no stream input may stream
         return generation

@@ -17,7 +17,8 @@ Answers, each a ModelStreamInferResponse carrying the request's ``id``, model na
   outputs) flagged true follows: what Triton sends for a backend that sends the final flag on its own, and
   only when the client opted in (src/grpc/stream_infer_handler.cc). A sequence that ends without flagging its
   last token sends that empty response when asked and nothing otherwise, as Triton does.
-- ``stream`` false or absent: one response with the whole text, flagged final.
+- ``stream`` false (or absent, for a model whose config declares ``stream``: a model that does not declare it
+  streams): one response with the whole text, flagged final.
 - A bad request, or a model that fails, answers ``error_message`` (the id, model name and version kept, the
   final flag set) and the stream goes on. The requests of one stream run concurrently.
 
@@ -176,7 +177,9 @@ def parse(request: pb.ModelInferRequest, loaded) -> LlmRequest:
     max_tokens = setting("max_tokens")
     seed = setting("seed", "random_seed")
     ignore_eos = setting("ignore_eos")
-    stream = arrays["stream"][0].item() if "stream" in arrays else False
+    # absent: false, as Triton's LLM backends take it, for a model that declares the input; a model that does
+    # not declare it cannot be asked, and a decoupled model streams
+    stream = arrays["stream"][0].item() if "stream" in arrays else "stream" not in loaded.input_by_name
     empty_final = _parameter(request, EMPTY_FINAL)
     outputs = _outputs(request, loaded, {name for name in EXTRA_OUTPUTS if name in arrays and arrays[name][0]})
     return LlmRequest(

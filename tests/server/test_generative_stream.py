@@ -15,6 +15,7 @@ import pytest
 
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
 
+from support.repository import llm_config  # noqa: E402
 from support.serve import ServerProcess  # noqa: E402
 from tailmark.server.default_repository import SYNTHETIC_CONFIGS, write_model  # noqa: E402
 from tailmark.server.generative.tokenizer import count_tokens  # noqa: E402
@@ -42,6 +43,8 @@ def served(request, tmp_path_factory):
     write_model(root, "fast", head + FAST)
     write_model(root, "slow", head + SLOW)
     write_model(root, "identity", SYNTHETIC_CONFIGS["identity"])
+    bare = llm_config(prefill_base_ms=2, prefill_per_token_ms=0, decode_base_ms=1, decode_per_sequence_ms=0)
+    write_model(root, "bare", bare)  # declares text_input only
     with ServerProcess(root, "--grpc-stack", request.param, "--metrics-port", "0") as process:
         yield process
 
@@ -162,6 +165,14 @@ def test_errors_in_band_and_the_stream_goes_on(client):
     assert len(errors) == 2
     assert any("context" in e for e in errors) and any("no_such_model" in e for e in errors)
     assert len([r for r, e in results if e is None and r.get_response().id == "ok"]) == 3
+
+
+def test_a_model_without_a_stream_input_streams(client):
+    """Nothing can ask a model that declares no ``stream`` input: decoupled, it answers token by token."""
+    text = tritonclient_grpc.InferInput("text_input", [1], "BYTES")
+    text.set_data_from_numpy(np.array([b"hi"], dtype=object))
+    results = _stream(client, [("bare", [text], "b", {"max_tokens": 6, "ignore_eos": True})])
+    assert len(_texts(results)) == 6 and len(results) == 6
 
 
 def test_missing_prompt_is_refused(client):
