@@ -2,7 +2,8 @@
 ``<model>/1/model.py`` beside ``tiny_lm.py`` (a copy of tailmark's models/tiny_lm.py) and ``model.pt`` (the
 state_dict). It needs torch in Triton's venv and nothing from tailmark.
 
-Decoupled: ``text_input`` (BYTES), optional ``max_tokens`` (INT32, default 64) and ``stream`` (BOOL) in;
+Decoupled: ``text_input`` (BYTES), optional ``max_tokens`` (INT32; default the config's ``default_max_tokens``,
+else 16, as tailmark's tiny_lm backend) and ``stream`` (BOOL) in;
 ``text_output`` (BYTES) out. Greedy decoding over byte tokens with the key/value cache, the loop of
 ``TinyLM.greedy_decode_cached`` run a token at a time, so the stream equals tailmark's ``complete()``: the
 prompt's last ``context`` bytes, up to ``max_tokens`` new ones, fewer when the context fills. Streamed, each
@@ -26,14 +27,16 @@ from tiny_lm import TinyLM  # shipped beside this file
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 ARCHITECTURE = ("d_model", "nhead", "layers", "ff", "context")
-DEFAULT_MAX_TOKENS = 64
+DEFAULT_MAX_TOKENS = 16  # tailmark's tiny_lm backend's default
 CANCEL_CHECK_EVERY = 8  # tokens between asking Triton whether the client cancelled (a round trip each)
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        sizes = {key: int(config["parameters"][key]["string_value"]) for key in ARCHITECTURE}
+        parameters = config["parameters"]
+        sizes = {key: int(parameters[key]["string_value"]) for key in ARCHITECTURE}
+        self.default_max_tokens = int(parameters.get("default_max_tokens", {}).get("string_value", DEFAULT_MAX_TOKENS))
         torch.set_num_threads(1)  # one request at a time; tiny matrices gain nothing from more
         self.model = TinyLM(**sizes)
         path = os.path.join(args["model_repository"], args["model_version"], "model.pt")
@@ -71,7 +74,7 @@ class TritonPythonModel:
 
         prompt = scalar("text_input", b"")
         prompt = prompt if isinstance(prompt, bytes) else str(prompt).encode("utf-8")
-        max_tokens = int(scalar("max_tokens", DEFAULT_MAX_TOKENS))
+        max_tokens = int(scalar("max_tokens", self.default_max_tokens))
         stream = bool(scalar("stream", False))
         if not prompt or max_tokens < 1:
             raise ValueError("give a non-empty text_input and max_tokens >= 1")

@@ -340,6 +340,27 @@ def test_the_lm_streams_completes_greedy_bytes_token_for_token(lm_stream, reposi
     assert [text for _, text, _ in whole] == [bytes(tokens)]
 
 
+@pytest.fixture(scope="module")
+def tailmark_lm(repository):
+    """tailmark's own server on the same lm export (its tiny_lm backend)."""
+    with ServerProcess(repository / "lm-export") as process:
+        yield process
+
+
+def test_the_lm_answers_equal_tailmark_servers_for_the_same_export(lm_stream, tailmark_lm):
+    """Both servers, the same export, the same ModelStreamInfer request: the same completion (Triton streams raw
+    bytes, tailmark whole UTF-8 characters, so the joined texts are compared)."""
+    ours = Stream(tailmark_lm.target)
+    try:
+        for prompt in ("def __init__(self, ", "for i in range(10):\n    "):
+            theirs = lm_stream.generate("lm", prompt.encode(), max_tokens=20, stream=True)
+            mine = ours.generate("lm", prompt.encode(), max_tokens=20, stream=True)
+            joined = [b"".join(t for _, t, _ in answer if t).decode(errors="replace") for answer in (theirs, mine)]
+            assert joined[0] == joined[1] and len(theirs) == 20
+    finally:
+        ours.close()
+
+
 def test_lm_export_usage_errors_are_one_line(tmp_path):
     done = _export("--output", str(tmp_path / "o"), "--lm", str(tmp_path))
     assert done.returncode == 2 and "give --triton-repo" in done.stderr
