@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="where runs train (default auto: CUDA when torch sees a device, else CPU)",
     )
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
-    serve = parser.add_argument_group("train -> serve (smoke, vision; lm: export only)")
+    serve = parser.add_argument_group("train -> serve (smoke, vision, lm)")
     serve.add_argument(
         "--export-to",
         type=Path,
@@ -168,10 +168,10 @@ def export_weights(workload: Workload, weights: Path, repository: Path) -> int:
         model_dir = export_trained(workload, weights, repository)
     except ExportError as exc:
         raise UsageError(str(exc)) from None
-    if workload.servable() is None:  # exported in its own layout (lm), which tailmark serve does not run yet
-        print(f"tailmark train: exported {weights} to {model_dir} (tailmark serve does not run this model yet)")
-        return 0
-    print(f"tailmark train: exported {weights} to {model_dir}; serve it with `{serve_command(repository)}`")
+    command = serve_command(repository)
+    if workload.servable() is None:  # a generative model (lm): served on the OpenAI routes (docs/lm.md)
+        command += " --http-port 8000"
+    print(f"tailmark train: exported {weights} to {model_dir}; serve it with `{command}`")
     return 0
 
 

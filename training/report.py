@@ -31,9 +31,10 @@ def format_summary(result: TrainResult, json_path: str) -> list[str]:
         lines.append(f"  {result.rcp.message}")
     if result.served is not None:
         served = result.served
+        routes = " --http-port 8000" if result.metric == "next_byte_acc" else ""  # lm: the OpenAI routes (docs/lm.md)
         lines.append(
             f"  served model: {served.repository}/{served.name} (run {served.run_index}, {result.metric}"
-            f" {served.accuracy:.4f}); serve it with `tailmark serve --model-repository {served.repository}`"
+            f" {served.accuracy:.4f}); serve it with `tailmark serve --model-repository {served.repository}{routes}`"
         )
     lines.extend(f"  warning: {w}" for w in result.warnings)
     lines.append(f"  result: {json_path}")
