@@ -9,6 +9,7 @@ import os
 import signal
 from pathlib import Path
 
+from tailmark.http2.limits import Limits
 from tailmark.server.settings import INT32_MAX, STACKS, ServerSettings
 
 log = logging.getLogger("tailmark.server")
@@ -29,6 +30,13 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--sync-threads", type=int, default=8, help="RPC threads of the sync stack")
     parser.add_argument("--max-message-bytes", type=int, default=INT32_MAX, help="gRPC message size limit")
+    parser.add_argument(
+        "--h2-limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set one HTTP/2 limit of the h2 stack, e.g. max_concurrent_streams=200 (repeatable; docs/http2.md)",
+    )
     parser.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight requests on SIGTERM")
     overload = parser.add_argument_group("overload")
     overload.add_argument(
@@ -80,6 +88,7 @@ def serve_command(args: argparse.Namespace) -> int:
             stack=args.grpc_stack,
             sync_threads=args.sync_threads,
             max_message_bytes=args.max_message_bytes,
+            h2_limits=Limits.from_assignments(args.h2_limit),
             grace_s=args.grace,
             max_concurrent_rpcs=args.max_concurrent_rpcs,
             max_queue_size=args.max_queue_size,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from tailmark.http2.limits import Limits
 
 INT32_MAX = 2**31 - 1
 # what a call without the configured bearer token is told (UNAUTHENTICATED), on every stack
@@ -25,6 +27,7 @@ class ServerSettings:
     stack: str = "h2"
     sync_threads: int = 8  # worker threads of the sync stack
     max_message_bytes: int = INT32_MAX  # gRPC's own default (4 MiB) breaks large tensors
+    h2_limits: Limits = field(default_factory=Limits)  # the h2 stack's HTTP/2 limits (--h2-limit; docs/http2.md)
     # --- overload ---
     max_concurrent_rpcs: int = 0  # 0: unlimited; beyond it gRPC answers RESOURCE_EXHAUSTED at once
     max_queue_size: int = 0  # 0: unbounded; requests waiting for an unbatched model's instances
@@ -50,6 +53,8 @@ class ServerSettings:
             raise ValueError(f"port={self.port} requested; must be in 0..65535")
         if not 0 < self.max_message_bytes <= INT32_MAX:
             raise ValueError(f"max_message_bytes={self.max_message_bytes} requested; must be in 1..{INT32_MAX}")
+        if self.h2_limits != Limits() and self.stack != "h2":
+            raise ValueError(f"--h2-limit applies to --grpc-stack h2, not {self.stack}")
         if self.grace_s < 0:
             raise ValueError(f"grace_s={self.grace_s} requested; must be >= 0")
         if self.max_concurrent_rpcs < 0 or self.max_queue_size < 0:

@@ -166,6 +166,7 @@ class GrpcCall:
     __slots__ = (
         "done",
         "headers_sent",
+        "held",
         "messages",
         "reader",
         "requests",
@@ -182,6 +183,7 @@ class GrpcCall:
         self.messages: list = []  # a unary call's messages
         self.requests: asyncio.Queue | None = None  # a streaming call's messages, as they complete
         self.headers_sent = False
+        self.held = 0  # request bytes of it counted against the connection's Limits.max_buffered_input
         self.done = False  # ended (status queued), or reset
         self.task: asyncio.Task | None = None
         self.timer: asyncio.TimerHandle | None = None

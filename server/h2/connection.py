@@ -51,6 +51,7 @@ class H2Protocol(asyncio.Protocol):
         self._write_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._last_backlog = 0
+        self._input_held = 0  # request bytes held for incomplete messages and unended unary calls, all streams
         self._output_waiters: dict[GrpcCall, asyncio.Future] = {}  # streaming calls held back by their output
         self._admissions: dict[int, tuple] = {}  # id(headers dict) -> what _admit made of it
 
@@ -246,6 +247,10 @@ class H2Protocol(asyncio.Protocol):
             if len(call.messages) > 1:
                 self._fail(call, Status.INTERNAL, "a unary call needs exactly one request message")
                 return
+            if not event.end_stream:  # (a request that ends here is taken at once: nothing is held)
+                self._hold(call, call.reader.buffered + (len(call.messages[0]) if call.messages else 0))
+                if call.done:
+                    return
         else:
             self._stream_data(call, event)
             if call.done:
@@ -264,6 +269,9 @@ class H2Protocol(asyncio.Protocol):
         except MessageError as exc:
             self._fail(call, exc.status, str(exc))
             return
+        self._hold(call, call.reader.buffered)
+        if call.done:
+            return
         partial = min(call.reader.buffered, len(data))  # this frame's bytes of the message still arriving
         self.h2.acknowledge_stream(call.stream, event.flow_size - len(data) + partial)  # padding too
         if messages:
@@ -271,10 +279,23 @@ class H2Protocol(asyncio.Protocol):
                 call.requests.put_nowait((message, 0))
             call.requests.put_nowait((messages[-1], len(data) - partial))
 
+    def _hold(self, call: GrpcCall, held: int) -> None:
+        """``held`` bytes of the call's request wait for the rest of it: past the connection's limit on such
+        bytes, the stream that went over is reset (ENHANCE_YOUR_CALM) and what it held is dropped."""
+        self._input_held += held - call.held
+        call.held = held
+        if self._input_held > self.h2.limits.max_buffered_input:
+            self.h2.counters.buffered_input += 1
+            self.h2.reset_stream(call.stream, frames.ENHANCE_YOUR_CALM)
+            self._finish(call)
+
     def _remote_end(self, call: GrpcCall) -> None:
         route = call.route
         if route is None or call.done:
             return
+        if call.held:
+            self._input_held -= call.held
+            call.held = 0
         if route.streaming:
             try:
                 call.reader.finish()
@@ -385,6 +406,10 @@ class H2Protocol(asyncio.Protocol):
         if call.done:
             return
         call.done = True
+        if call.held:
+            self._input_held -= call.held
+            call.held = 0
+            call.reader, call.messages = None, []  # what it held can go now (the call and its stream are a cycle)
         if call.route is not None:
             self.server.active -= 1
         if call.timer is not None:

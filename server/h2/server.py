@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from tailmark.http2.limits import Limits
 from tailmark.server.core import InferenceCore
 from tailmark.server.h2.calls import routes
 from tailmark.server.h2.connection import H2Protocol
@@ -24,7 +23,7 @@ class H2GrpcServer(AsyncioFrontend):
         self.max_concurrent_rpcs = settings.max_concurrent_rpcs
         # a compressed message inflates to at most this (gzip bombs); raw messages only have max_message_bytes
         self.max_inflated_bytes = MAX_INFLATED_BYTES
-        self.h2_limits = Limits()
+        self.h2_limits = settings.h2_limits
         self.active = 0  # calls admitted and not finished, over all connections
 
     def _connection(self) -> H2Protocol:

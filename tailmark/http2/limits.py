@@ -9,6 +9,7 @@ at fault, otherwise GOAWAY, ENHANCE_YOUR_CALM where the peer is only being abusi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 
@@ -42,6 +43,10 @@ class Limits:
     max_buffered_output: int = 16 << 20  # response bytes held for the peer (window or socket); beyond it we
     # stop crediting its connection window, so it cannot send more requests (CVE-2019-9517)
     max_stream_output: int = 4 << 20  # one stream's answers held for the peer before its handler is paused
+    # --- input the peer can make us hold ---
+    max_buffered_input: int = 256 << 20  # request bytes held for messages (and unary requests) not yet complete,
+    # all streams of the connection together (their window is given back at once, a message may be larger than
+    # it); the stream that goes past it is reset ENHANCE_YOUR_CALM. A single larger message needs a larger limit.
     write_timeout_s: float = 30.0  # output held with no progress this long: the connection is closed
 
     # --- time ---
@@ -62,11 +67,36 @@ class Limits:
         if self.frames_per_turn < 1:
             raise ValueError(f"frames_per_turn={self.frames_per_turn} requested; must be >= 1")
 
+    @classmethod
+    def from_assignments(cls, assignments: Iterable[str]) -> Limits:
+        """The defaults with ``NAME=VALUE`` overrides (``tailmark serve --h2-limit``); ValueError, one line, for
+        an unknown name or a value that is not a number of the field's kind (or out of its range)."""
+        kinds = {field.name: field.type for field in fields(cls)}
+        values: dict[str, float] = {}
+        for text in assignments:
+            name, sep, value = text.partition("=")
+            name = name.strip().replace("-", "_")
+            if not sep:
+                raise ValueError(f"--h2-limit {text!r}: expected NAME=VALUE")
+            if name not in kinds:
+                raise ValueError(f"--h2-limit {text!r}: no limit {name!r}; the limits are {', '.join(kinds)}")
+            integer = kinds[name] == "int"
+            try:
+                values[name] = int(value) if integer else float(value)
+            except ValueError:
+                kind = "a whole number" if integer else "a number"
+                raise ValueError(f"--h2-limit {text!r}: {name} takes {kind}") from None
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            raise ValueError(f"--h2-limit: {exc}") from None
+
 
 class LimitCounters:
     """How often each limit was hit on one connection (``as_dict`` for logs and tests)."""
 
     __slots__ = (
+        "buffered_input",
         "buffered_output",
         "continuations",
         "control_backlog",

@@ -8,6 +8,7 @@ import struct
 import pytest
 from h2_peers import RawClient
 
+from support.runcli import tailmark
 from tailmark.http2 import events, frames
 from tailmark.http2.limits import Limits
 
@@ -122,3 +123,30 @@ def test_window_update_overflow_and_zero_increment():
         ">I", frames.FLOW_CONTROL_ERROR
     )
     assert not client.server.terminated
+
+
+def test_limits_from_assignments():
+    limits = Limits.from_assignments(["max_concurrent_streams=200", "write-timeout-s=2.5", "max_buffered_input=1_000"])
+    assert (limits.max_concurrent_streams, limits.write_timeout_s, limits.max_buffered_input) == (200, 2.5, 1000)
+    assert Limits.from_assignments([]) == Limits()
+    for bad, said in [
+        ("nope=1", "no limit 'nope'; the limits are max_concurrent_streams, "),
+        ("max_concurrent_streams=lots", "max_concurrent_streams takes a whole number"),
+        ("max_concurrent_streams", "expected NAME=VALUE"),
+        ("max_frame_bytes=100", "max_frame_bytes=100 requested; must be in 16384..16777215"),
+    ]:
+        with pytest.raises(ValueError, match=said):
+            Limits.from_assignments([bad])
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--h2-limit", "nope=1"], "tailmark serve: --h2-limit 'nope=1': no limit 'nope'"),
+        (["--h2-limit", "reset_burst=-1"], "tailmark serve: --h2-limit: reset_burst=-1 requested; must be >= 0"),
+        (["--grpc-stack", "aio", "--h2-limit", "reset_burst=5"], "--h2-limit applies to --grpc-stack h2, not aio"),
+    ],
+)
+def test_serve_refuses_a_bad_h2_limit_in_one_line(flags, said):
+    done = tailmark("serve", "--port", "0", *flags, timeout_s=60)
+    assert done.returncode == 2 and said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

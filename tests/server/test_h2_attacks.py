@@ -26,6 +26,7 @@ from support.h2_attacker import (
     PING,
     REFUSED_STREAM,
     SETTINGS,
+    WINDOW_UPDATE,
     Attacker,
     GoodTraffic,
     RssWatch,
@@ -398,3 +399,35 @@ def test_hpack_bomb_is_cut_off(server):
             return attacker
 
     assert attack(server, run).goaway_code() == ENHANCE_YOUR_CALM
+
+
+def test_partial_messages_past_the_connection_limit_are_reset(test_repository):
+    """Request bodies that never finish, on many streams of one connection: what the connection holds for them
+    is bounded by Limits.max_buffered_input (``--h2-limit``, 4 MiB here). Each stream sends 1.5 MiB of a 2 MiB
+    message in two DATA frames; the two that fit are kept, every stream that goes past the limit is reset
+    ENHANCE_YOUR_CALM, and a kept one still gets its answer once the rest of it arrives."""
+    whole = grpc_message(message(512 * 1024))  # 2 MiB of tensor
+    first, second, rest = whole[:MIB], whole[MIB : MIB + MIB // 2], whole[MIB + MIB // 2 :]
+    limit = ("--h2-limit", f"max_buffered_input={4 * MIB}")
+    with ServerProcess(test_repository, "--grpc-stack", "h2", *limit) as limited:
+
+        def run():
+            with Attacker(limited.target, settings={0x4: 8 * MIB}) as attacker:  # room for the 2 MiB answer
+                attacker.send(frame(WINDOW_UPDATE, 0, 0, (8 * MIB).to_bytes(4, "big")))
+                attacker.read(0.2)
+                for sid in range(1, 17, 2):
+                    attacker.send(
+                        frame(HEADERS, END_HEADERS, sid, attacker.block())
+                        + frame(DATA, 0, sid, first)
+                        + frame(DATA, 0, sid, second)
+                    )
+                attacker.read(0.5)
+                attacker.send(frame(DATA, END_STREAM, 1, rest))
+                attacker.read(1.0)
+                return attacker
+
+        attacker = attack(limited, run)
+    blocks = {sid: dict(attacker.decoder.decode(p)) for kind, _, sid, p in attacker.frames if kind == HEADERS}
+    assert sorted(attacker.resets(ENHANCE_YOUR_CALM)) == list(range(5, 17, 2))
+    assert blocks[1]["grpc-status"] == "0", blocks  # the kept call, completed, is answered
+    assert attacker.goaway_code() is None and not attacker.closed
