@@ -328,20 +328,23 @@ def build_plan(args: argparse.Namespace):
     token_settings(args, common)  # --llm-preset; token settings need --transport openai
     per_scenario = [{"scenario": e} if isinstance(e, str) else e for e in (file.get("scenarios") or [])]
     names = list(args.scenario or [])
-    if not names and not per_scenario:
+    defaulted = not names and not per_scenario
+    if defaulted:
         names = list(EMBEDDED_SCENARIOS if embedded else ENDPOINT_SCENARIOS)
     if embedded:  # the built-in server's model: rates and the sample trace chosen for it
         per_scenario = [*per_scenario, *(_embedded_entry(name, common) for name in names)]
+        if defaulted and getattr(args, "transport", "h2") not in GENERATIVE_TRANSPORTS:
+            from tailmark.client.scenario_routes import EMBEDDED_GENERATIVE
+
+            per_scenario.append(dict(EMBEDDED_GENERATIVE))  # and a language model's tokens, over the OpenAI routes
         names = []
     settings = scenario_settings(names, common, per_scenario, flags=flags)
     mlperf = bool(args.mlperf or file.get("mlperf"))
-    return RunPlan(
-        target=target,
-        model=model,
-        model_version=args.model_version or str(file.get("model_version") or ""),
-        scenarios=resolve_all(settings, mlperf=mlperf),
-        mlperf=mlperf,
-    )
+    version = args.model_version or str(file.get("model_version") or "")
+    from tailmark.client.scenario_routes import fill  # each scenario's transport and model, its own or the run's
+
+    scenarios = fill(resolve_all(settings, mlperf=mlperf), args, model, version)
+    return RunPlan(target=target, model=model, model_version=version, scenarios=scenarios, mlperf=mlperf)
 
 
 def _embedded_entry(name: str, common: dict[str, Any]) -> dict[str, Any]:
@@ -401,6 +404,7 @@ def _parse_headers(specs: list[str]) -> list[tuple[str, str]]:
 def _run_with_loop(plan, args: argparse.Namespace) -> int:
     from tailmark.client.embedded import HTTP_TRANSPORTS, EmbeddedServer
     from tailmark.client.pinning import split_cpus
+    from tailmark.client.scenario_routes import needs_http
 
     out_dir = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{plan.model}"
     try:
@@ -417,14 +421,16 @@ def _run_with_loop(plan, args: argparse.Namespace) -> int:
     pinning = None if args.no_pin else split_cpus()
     print("starting the built-in server (tailmark serve) ...", file=sys.stderr, flush=True)
     cpus = pinning.server if pinning else None
-    with EmbeddedServer(None, "--metrics-port", "0", cpus=cpus, http=args.transport in HTTP_TRANSPORTS) as server:
+    http = args.transport in HTTP_TRANSPORTS or needs_http(plan.scenarios)
+    with EmbeddedServer(None, "--metrics-port", "0", cpus=cpus, http=http) as server:
         if pinning is not None:
             pinning.pin_this_process()  # the client, and the host probe it starts, on the other CPUs
         if scrape is not None and not scrape.url:  # the built-in server's own metrics, scraped by default
             scrape = dataclasses.replace(scrape, url=server.metrics_url, unreachable=None if server.metrics_url
                                          else "the built-in server printed no metrics address")  # fmt: skip
         target = server.target_for(args.transport)
-        return runner(_measure(plan, args, target, out_dir, embedded=True, pinning=pinning, scrape=scrape))
+        return runner(_measure(plan, args, target, out_dir, embedded=True, pinning=pinning, scrape=scrape,
+                               target_for=server.target_for))  # fmt: skip
 
 
 def _stability_settings(args: argparse.Namespace):
@@ -468,7 +474,14 @@ def _scrape_settings(args: argparse.Namespace, embedded: bool):
 
 
 async def _measure(
-    plan, args: argparse.Namespace, target: str, out_dir: Path, embedded: bool = False, pinning=None, scrape=None
+    plan,
+    args: argparse.Namespace,
+    target: str,
+    out_dir: Path,
+    embedded: bool = False,
+    pinning=None,
+    scrape=None,
+    target_for=None,
 ) -> int:
     from tailmark.client.calibration import calibrate
     from tailmark.client.control import endpoint_notes
@@ -477,32 +490,22 @@ async def _measure(
     from tailmark.client.progress import Progress
     from tailmark.client.repeat import repeat_plan
     from tailmark.client.report import console_table
-    from tailmark.client.response_check import checked
     from tailmark.client.results import RunResult
     from tailmark.client.run import Run, TargetLost
-    from tailmark.client.samples import file_pool, random_pool
+    from tailmark.client.scenario_routes import open_lanes
     from tailmark.client.workers import shard_clock, shard_for
 
     stability = _stability_settings(args)  # a bad value is refused before anything starts
     shard = shard_for(args, plan)  # --shard I/N --start-at T, or None
-    transport = await _connect(args, target, plan.scenarios[0].request_timeout_s)
+    # one connection, model and sample pool per distinct endpoint of the scenarios (client/scenario_routes.py)
+    lanes = await open_lanes(plan.scenarios, args, target_for=target_for or (lambda _: target), connect=_connect,
+                             shapes=_parse_shapes(args.shape))  # fmt: skip
+    assert lanes.primary is not None
+    transport, info, pool, args = lanes.primary.transport, lanes.primary.info, lanes.primary.pool, lanes.primary.args
     probe = None if args.no_host_probe else HostProbe()
     routes = None
     try:
-        info = await transport.model_info(plan.model, plan.model_version)
-        routes = await _class_routes(plan, args, target, transport)
-        if args.transport not in GENERATIVE_TRANSPORTS:  # a generative answer is checked as it is read
-            transport = checked(transport, info, args.validate)
-        seed = plan.scenarios[0].sample_seed
-        if args.transport in GENERATIVE_TRANSPORTS:
-            from tailmark.client.generative_cli import prompt_pool
-
-            pool = prompt_pool(args, info, seed)
-        elif args.input_data:
-            pool = file_pool(info, args.input_data, version=plan.model_version)
-        else:
-            shapes = _parse_shapes(args.shape)
-            pool = random_pool(info, count=args.pool_size, seed=seed, shapes=shapes, version=plan.model_version)
+        routes = await _class_routes(plan, args, target, lanes.primary.raw)
         environment = capture()
         environment["target"] = {"address": target, "embedded": embedded, "model": info.name, "version": info.version,
                                  "notes": await endpoint_notes(transport, info)}  # fmt: skip
@@ -550,7 +553,7 @@ async def _measure(
         scenarios = repeat_plan(plan.scenarios, args.repeat)
         run = Run(scenarios=scenarios, transport=transport, pool=pool, out_dir=out_dir, result=result,
                   progress=progress, stability=stability, probe=probe, per_request_log=args.per_request_log,
-                  metrics=scrape, routes=routes, shard=shard,
+                  metrics=scrape, routes=routes, shard=shard, lanes=lanes,
                   plots=not getattr(args, "without_plots", False))  # fmt: skip
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, run.interrupt, "interrupted by the user (SIGINT)")
@@ -568,7 +571,7 @@ async def _measure(
             probe.close()
         if routes is not None:
             await routes.aclose()
-        await transport.aclose()
+        await lanes.aclose()
     _print_table(console_table, result)
     check = getattr(transport, "check", None)
     if check is not None and check.note():

@@ -16,6 +16,7 @@ from typing import Any
 from tailmark.client.repeat import summary_lines
 from tailmark.client.report_tokens import TOKEN_CSV_COLUMNS, token_csv_row, token_lines
 from tailmark.client.results import LATENCIES, ClassDoc, ResultsDoc, ScenarioDoc, write_atomic
+from tailmark.client.scenario_routes import endpoint_lines
 from tailmark.client.sessions import session_lines
 
 _STATS = ("min", "mean", "p50", "p90", "p95", "p97", "p99", "p99_9", "max")
@@ -75,6 +76,7 @@ def console_table(doc: ResultsDoc) -> str:
              .rstrip() for r in rows]  # fmt: skip
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines += _sent_legend(doc)
+    lines += endpoint_lines(doc)  # scenarios with their own transport or model (client/scenario_routes.py)
     if not doc["complete"]:
         lines.append("")
         lines.append("PARTIAL RESULT" + (f": {doc['interrupted']}" if doc["interrupted"] else " (run still going)"))

@@ -36,6 +36,7 @@ from tailmark.client.report import (
 )
 from tailmark.client.report_tokens import token_table_html
 from tailmark.client.results import ResultsDoc, ScenarioDoc, write_atomic
+from tailmark.client.scenario_routes import endpoint_lines
 from tailmark.client.timeline import FILE_NAME as TIMELINE
 from tailmark.client.timeline import Slice, around_window, read_slices
 
@@ -203,7 +204,7 @@ def html_report(doc: ResultsDoc, *, plots: bool = True, folder: Path | None = No
     parts.append(f"<nav>scenarios: {links}<a href='#breakdown'>where the time went</a></nav>")
     parts.append(_summary_table(doc))
     parts.append(token_table_html(doc))  # generative runs (client/report_tokens.py)
-    parts += [f"<p class='legend'>{esc(line)}</p>" for line in _sent_legend(doc)]
+    parts += [f"<p class='legend'>{esc(line)}</p>" for line in _sent_legend(doc) + endpoint_lines(doc)]
     run_notes = [f"endpoint: {note}" for note in (target or {}).get("notes") or []] + _calibration_lines(doc)
     if doc.get("repeats"):
         run_notes += summary_lines(doc["repeats"])  # type: ignore[arg-type]

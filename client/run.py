@@ -69,6 +69,7 @@ class Run:
         routes: Routes | None = None,  # each traffic class's transport and pool (mixed scenarios: traffic_mix.py)
         shard: Shard | None = None,  # this process's share of a split load (client/shards.py)
         plots: bool = True,  # False: report.html without plots (a search's steps; `tailmark report` draws them)
+        lanes: typing.Any = None,  # scenario_routes.Lanes: each scenario's own transport, pool and tokens
     ) -> None:
         if not scenarios:
             raise ValueError("a run needs at least one scenario")
@@ -87,6 +88,7 @@ class Run:
         self._current: Dispatcher | None = None
         generative = getattr(transport, "generative", False)  # token timings; prefix counts from the prompt pool
         self.tokens = TokenRecorder(prefix_of=getattr(pool, "prefix_of", None)) if generative else None
+        self.lanes = lanes
         self._sessions: dict | None = None  # multi-turn sessions of the scenario that just ran (client/sessions.py)
         self._server_stats: dict | None = None  # of the scenario that just ran
         self._evidence: ScenarioEvidence | None = None  # of the scenario that just ran
@@ -136,9 +138,10 @@ class Run:
             assert self.routes is not None, "a mixed scenario needs routes (traffic_mix.open_routes)"
             dispatcher: typing.Any = MixedLoad(routes=self.routes, recorder=self.recorder, scenario=name, settings=s)
         else:
+            transport, pool, tokens = self._lane(s)
             dispatcher = Dispatcher(
-                transport=self.transport, pool=self.pool, recorder=self.recorder, scenario=name,
-                sample_seed=s.sample_seed, resize_inputs=s.resize_inputs, tokens=self.tokens,
+                transport=transport, pool=pool, recorder=self.recorder, scenario=name,
+                sample_seed=s.sample_seed, resize_inputs=s.resize_inputs, tokens=tokens,
             )  # fmt: skip
         self._current = dispatcher
         if self.interrupted:
@@ -151,7 +154,8 @@ class Run:
             max_queries=s.max_query_count,
         )
         planned = s.warmup_s + (s.max_duration_s or s.min_duration_s)
-        stats_before = await server_stats.snapshot(self.transport, self.pool.model.name)
+        transport, pool, _ = self._lane(s)
+        stats_before = await server_stats.snapshot(transport, pool.model.name)
         scraper = Scraper(self.metrics) if self.metrics is not None else None
         if scraper is not None:
             await scraper.start()  # one scrape before the first request, then a thread every interval
@@ -227,9 +231,21 @@ class Run:
             series, self._server_metrics = series_doc(scraper, window.start_ns, window.duration_s)
             self._metrics_series.append({"scenario": name, **series})
         self._server_stats = server_stats.difference(
-            stats_before, await server_stats.snapshot(self.transport, self.pool.model.name)
+            stats_before, await server_stats.snapshot(transport, pool.model.name)
         )
         return window
+
+    def _lane(self, s: EffectiveSettings) -> tuple[Transport, SamplePool, TokenRecorder | None]:
+        """The transport, samples and token recorder of the scenario's endpoint (client/scenario_routes.py)."""
+        if self.lanes is None:
+            return self.transport, self.pool, self.tokens
+        lane = self.lanes.of(s)
+        return lane.transport, lane.pool, lane.tokens
+
+    def _token_recorders(self) -> list[TokenRecorder]:
+        if self.lanes is None:
+            return [self.tokens] if self.tokens is not None else []
+        return [lane.tokens for lane in self.lanes.all() if lane.tokens is not None]
 
     async def _run_sessions(self, dispatcher: Dispatcher, s: EffectiveSettings, warmup_ns: int, stop: Stop) -> Window:
         """Multi-turn sessions: N at a time (concurrency) or arriving at target_qps a second (server, poisson)."""
@@ -274,8 +290,9 @@ class Run:
         """Offline has no warm-up arrivals of its own: run unrecorded closed-loop requests first."""
         if s.warmup_s <= 0:
             return
+        transport, pool, _ = self._lane(s)
         scratch = Dispatcher(
-            transport=self.transport, pool=self.pool, recorder=Recorder(), scenario="warmup", sample_seed=s.sample_seed
+            transport=transport, pool=pool, recorder=Recorder(), scenario="warmup", sample_seed=s.sample_seed
         )
         stop = Stop(min_duration_ns=0, min_queries=0, max_duration_ns=1)
         await scratch.closed_loop(samples_per_query=1, warmup_ns=int(s.warmup_s * NS), stop=stop, traffic_class="w")
@@ -297,7 +314,7 @@ class Run:
                 offered_count=window.offered.get(traffic_class, 0),
                 deadline_count=window.deadlines.get(traffic_class, 0),
                 cancelled_count=window.cancelled.get(traffic_class, 0),
-                tokens=self.tokens.stats(key) if self.tokens is not None else None,
+                tokens=tokens.stats(key) if (tokens := self._lane(s)[2]) is not None else None,
             )
         if s.scenario is Scenario.OFFLINE and DEFAULT_CLASS in classes:
             classes[DEFAULT_CLASS] = dataclasses.replace(classes[DEFAULT_CLASS], sample_count=window.samples)
@@ -317,8 +334,8 @@ class Run:
         doc = self.result.write(self.out_dir / "results.json")
         write_reports(doc, self.out_dir, plots=self.plots)
         write_atomic(self.out_dir / "histograms.json", json.dumps(self.recorder.to_dict()) + "\n")
-        if self.tokens is not None:  # what `tailmark merge` adds up (client/token_store.py)
-            write_tokens(self.out_dir, self.tokens.all())
+        if recorders := self._token_recorders():  # what `tailmark merge` adds up (client/token_store.py)
+            write_tokens(self.out_dir, {k: v for r in recorders for k, v in r.all().items()})
 
 
 def _schedule(s: EffectiveSettings) -> Iterator[Arrival]:

@@ -43,6 +43,9 @@ class Scenario(enum.StrEnum):
 CLOSED_LOOP = frozenset({Scenario.SINGLE_STREAM, Scenario.MULTI_STREAM, Scenario.CONCURRENCY})
 OPEN_LOOP = frozenset({Scenario.SERVER, Scenario.POISSON, Scenario.FIXED_INTERVAL, Scenario.TRACE, Scenario.MIXED})
 
+# The scenario's own endpoint: left as requested by ``resolve``, filled with the run's by scenario_routes.fill
+ENDPOINT_FIELDS = ("transport", "model", "model_version", "target", "input_tokens", "output_tokens")
+
 # Which inputs a trace's payload size (token count) resizes; the rule is samples.resized_inputs.
 RESIZE_CHOICES = ("auto", "tokens", "none")
 
@@ -114,6 +117,15 @@ class ScenarioSettings:
 
     # --- mixed scenario only: its traffic classes (client/traffic_classes.ClassSpec), from the run file ---
     classes: tuple[Any, ...] | None = None
+
+    # --- the scenario's own endpoint (client/scenario_routes.py); None: the run's. Effective settings name the
+    # transport and model every scenario used; the token lengths only for the generative transports ---
+    transport: str | None = None  # h2, grpc, http, openai, grpc-stream
+    model: str | None = None
+    model_version: str | None = None
+    target: str | None = None  # None: the run's (the built-in server: its gRPC or HTTP port, as the transport needs)
+    input_tokens: int | None = None  # generative transports: prompt and max_tokens lengths (default: the run's)
+    output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +235,12 @@ def resolve(requested: ScenarioSettings, *, mlperf: bool) -> EffectiveSettings:
         request_timeout_s=float(pick(r.request_timeout_s, 30.0)),
         request_slo_ms=float(pick(r.request_slo_ms, latency_bound_ms)),
         classes=r.classes,
+        transport=r.transport,  # filled with the run's by scenario_routes.fill (it knows the run's flags)
+        model=r.model,
+        model_version=r.model_version,
+        target=r.target,
+        input_tokens=r.input_tokens,
+        output_tokens=r.output_tokens,
         requested=requested,
         mlperf=mlperf,
     )
@@ -255,7 +273,8 @@ def _refuse(name: str, value: Any, rule: str) -> typing.NoReturn:
 
 
 _POSITIVE = ("target_qps", "trace_speed", "send_lag_bound_ms", "client_cpu_bound_pct")
-_AT_LEAST_ONE = ("samples_per_query", "batch_size", "offline_sample_count", "concurrency", "turns")
+_AT_LEAST_ONE = ("samples_per_query", "batch_size", "offline_sample_count", "concurrency", "turns", "input_tokens",
+                 "output_tokens")  # fmt: skip
 _NON_NEGATIVE = (
     "max_outstanding", "latency_bound_ms", "min_duration_s", "max_duration_s", "min_query_count",
     "max_query_count", "warmup_s", "schedule_seed", "sample_seed", "request_timeout_s", "think_time_ms",
