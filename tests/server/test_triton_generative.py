@@ -316,6 +316,17 @@ def test_tailmark_run_over_grpc_stream_measures_tritons_model(triton, tmp_path):
         pytest.fail(figures)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """The in-process reference decodes on one thread: on a busy 2-core host two made it ~10x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize(
     ("prompt", "max_tokens"),
     [
@@ -325,7 +336,9 @@ def test_tailmark_run_over_grpc_stream_measures_tritons_model(triton, tmp_path):
         ("x = \u00e9t\u00e9", 5),  # multi-byte characters in the prompt
     ],
 )
-def test_the_lm_streams_completes_greedy_bytes_token_for_token(lm_stream, repository, prompt, max_tokens):
+def test_the_lm_streams_completes_greedy_bytes_token_for_token(
+    lm_stream, repository, one_torch_thread, prompt, max_tokens
+):
     from tailmark.models.tiny_lm import encode
     from tailmark.training.workloads.lm.export import complete, load_exported
 
