@@ -18,6 +18,7 @@ from tailmark.server.rpc_methods import (  # noqa: F401 - the stacks import thes
     control_rpcs,
     health_check,
     lenient_parser,
+    stream_answer,
     stream_error,
     stream_infer,
 )

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from tailmark.protos import inference_pb2 as pb
 from tailmark.protos.service import HEALTH_CHECK, RPCS, SERVICE
 from tailmark.server import security
 from tailmark.server.core import InferenceCore
@@ -20,6 +19,7 @@ from tailmark.server.grpc_handlers import (
     health_check,
     method_handler,
     status_of,
+    stream_answer,
     stream_error,
 )
 from tailmark.server.settings import ServerSettings
@@ -73,7 +73,7 @@ class SyncGrpcServer:
 
         def run_one(request):
             try:
-                done.put((pb.ModelStreamInferResponse(infer_response=self.core.infer_blocking(checked(request))), True))
+                done.put((stream_answer(self.core.infer_blocking(checked(request))), True))
             except Exception as exc:
                 done.put((stream_error(request, exc), True))
 

@@ -92,6 +92,13 @@ def health_check(core: InferenceCore, request: pb.HealthCheckRequest) -> pb.Heal
     return pb.HealthCheckResponse(status=status)
 
 
+def stream_answer(infer_response: pb.ModelInferResponse) -> pb.ModelStreamInferResponse:
+    """A non-decoupled model's answer on a stream: flagged as its request's last, as Triton flags it."""
+    response = pb.ModelStreamInferResponse(infer_response=infer_response)
+    response.infer_response.parameters["triton_final_response"].bool_param = True
+    return response
+
+
 def stream_error(request, exc: BaseException) -> pb.ModelStreamInferResponse:
     """A failed request inside a stream: reported in-band, and the stream goes on (as Triton does)."""
     _, message = status_of(exc)
@@ -126,7 +133,7 @@ async def stream_infer(
                     await responses.put(item)
             return
         try:
-            response = pb.ModelStreamInferResponse(infer_response=await core.infer(checked(request)))
+            response = stream_answer(await core.infer(checked(request)))
         except Exception as exc:
             response = stream_error(request, exc)
         await responses.put((response, True))

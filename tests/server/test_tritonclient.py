@@ -122,15 +122,18 @@ def test_streaming_infer(client):
         client.async_stream_infer("no_such_model", [bad], request_id="bad")
         got = {}
         errors = []
+        flags = []
         for _ in range(21):
             result, error = results.get(timeout=30)
             if error is not None:
                 errors.append(str(error))
             else:
                 got[result.get_response().id] = result.as_numpy("OUTPUT0")
+                flags.append(result.get_response().parameters["triton_final_response"].bool_param)
     finally:
         client.stop_stream()
     assert sorted(got, key=int) == [str(i) for i in range(20)]
+    assert flags == [True] * 20  # as Triton: each answer of a non-decoupled model is its request's last
     for i, value in got.items():
         np.testing.assert_array_equal(value, np.full(3, int(i), np.float32))
     assert len(errors) == 1 and "no_such_model" in errors[0]
