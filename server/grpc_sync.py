@@ -13,6 +13,7 @@ from tailmark.server import security
 from tailmark.server.core import InferenceCore
 from tailmark.server.generative import kserve_stream
 from tailmark.server.grpc_handlers import (
+    STREAM_IN_FLIGHT,
     bind,
     checked,
     control_rpcs,
@@ -65,8 +66,11 @@ class SyncGrpcServer:
         return grpc.method_handlers_generic_handler(HEALTH_CHECK.service, {HEALTH_CHECK.name: check})
 
     def _stream_infer(self, requests, context):
-        """Responses are yielded in completion order; a reader thread feeds requests to the pool."""
+        """Responses are yielded in completion order; a reader thread feeds requests to the pool, at most
+        STREAM_IN_FLIGHT ahead of the answers sent (then it waits and HTTP/2 flow control holds the client back),
+        so one stream's memory stays bounded as on the asyncio stacks."""
         done: queue.Queue = queue.Queue()
+        slots = threading.BoundedSemaphore(STREAM_IN_FLIGHT)
         count = {"read": 0}
         cancels: list = []  # of the generative requests: the stream's end stops them (kserve_stream.py)
         context.add_callback(lambda: [cancel() for cancel in list(cancels)])
@@ -79,6 +83,9 @@ class SyncGrpcServer:
 
         def read_all():
             for request in requests:
+                while not slots.acquire(timeout=0.5):
+                    if not context.is_active():  # the stream ended while this one waited for a slot
+                        return
                 count["read"] += 1
                 if (generative := kserve_stream.generative_model(self.core, request)) is not None:
                     cancels.append(kserve_stream.start_on_generation_loop(request, generative, done.put).cancel)
@@ -95,6 +102,8 @@ class SyncGrpcServer:
                 continue
             response, last = item  # a generative request answers many; its last one ends it
             written += last
+            if last:
+                slots.release()
             if response is not None:
                 yield response
 

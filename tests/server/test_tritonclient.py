@@ -112,7 +112,7 @@ def test_streaming_infer(client):
     results: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: results.put((result, error)))
     try:
-        for i in range(20):
+        for i in range(600):  # more than a stream's read-ahead (STREAM_IN_FLIGHT): its slots come back
             data = np.full(3, i, dtype=np.float32)
             tensor = grpcclient.InferInput("INPUT0", [3], "FP32")
             tensor.set_data_from_numpy(data)
@@ -123,7 +123,7 @@ def test_streaming_infer(client):
         got = {}
         errors = []
         flags = []
-        for _ in range(21):
+        for _ in range(601):
             result, error = results.get(timeout=30)
             if error is not None:
                 errors.append(str(error))
@@ -132,8 +132,8 @@ def test_streaming_infer(client):
                 flags.append(result.get_response().parameters["triton_final_response"].bool_param)
     finally:
         client.stop_stream()
-    assert sorted(got, key=int) == [str(i) for i in range(20)]
-    assert flags == [True] * 20  # as Triton: each answer of a non-decoupled model is its request's last
+    assert sorted(got, key=int) == [str(i) for i in range(600)]
+    assert flags == [True] * 600  # as Triton: each answer of a non-decoupled model is its request's last
     for i, value in got.items():
         np.testing.assert_array_equal(value, np.full(3, int(i), np.float32))
     assert len(errors) == 1 and "no_such_model" in errors[0]
