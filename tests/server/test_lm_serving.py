@@ -240,3 +240,27 @@ def test_the_default_repository_serves_an_untrained_tiny_lm_for_timing(tmp_path)
         assert answer.status == 200 and answer.json()["choices"][0]["text"] == complete(reference, "import os\n", 8)
         status, card = get(port, "/v1/models/tiny-lm")
         assert status == 200 and card["max_model_len"] == 65
+
+
+def test_a_failing_step_ends_its_sequences_with_the_error_and_the_next_request_runs(tmp_path):
+    reference = export_small_model(tmp_path / "m")
+    config = parse_config((tmp_path / "m" / "config.pbtxt").read_text(), name="m")
+    backend = TinyLmBackend(config, tmp_path / "m", tmp_path / "m" / "1")
+    stats = ModelStats("m", "1")
+
+    async def scenario() -> str:
+        engine = backend.bind(stats)
+        compute = engine._compute
+        engine._compute = lambda decode, prefill: (_ for _ in ()).throw(RuntimeError("kernel failed"))
+        doomed = [backend.start(stats, "abc", 5), backend.start(stats, "de", 3)]
+        for sequence in doomed:
+            with pytest.raises(RuntimeError, match=r"the model failed.*kernel failed"):
+                [token async for token in sequence]
+        assert engine.running == [] and not engine.waiting and sorted(engine.free) == list(range(engine.cache.slots))
+        engine._compute = compute
+        return "".join([token.text async for token in backend.start(stats, "abc", 5)])
+
+    try:
+        assert asyncio.run(scenario()) == complete(reference, "abc", 5)
+    finally:
+        backend.close()
