@@ -146,8 +146,15 @@ class TritonPythonModel:
                     return
                 now = time.perf_counter_ns()
                 decoding = list(self.running)
+                # the step starts when the last one was due to end, so only what arrived by then joins it: a
+                # request that came while this thread was still sending the last step's tokens waits for the
+                # next step, as on tailmark's server
+                late = now - clock_ns >= self._step_ms([], len(decoding), count=False) * 1e6
+                cutoff = now if not decoding or late else clock_ns
                 admitted = []
-                while self.waiting and len(self.running) < self.s["max_num_seqs"]:
+                while (
+                    self.waiting and self.waiting[0].arrival_ns <= cutoff and len(self.running) < self.s["max_num_seqs"]
+                ):
                     sequence = self.waiting.popleft()
                     self.running.append(sequence)
                     admitted.append(sequence)
@@ -163,13 +170,15 @@ class TritonPythonModel:
             for sequence in decoding + admitted:
                 self._emit(sequence)
 
-    def _step_ms(self, admitted, decoding):
+    def _step_ms(self, admitted, decoding, count=True):
         s = self.s
         step = 0.0
         if admitted:
             step += s["prefill_base_ms"] + s["prefill_per_input_token_ms"] * sum(q.input_tokens for q in admitted)
         if decoding:
             step += s["decode_base_ms"] + s["decode_per_sequence_ms"] * decoding
+        if not count:  # the decode-only estimate above: no stall counting, no jitter draw
+            return step
         for _ in admitted:
             self.admitted_count += 1
             if self.admitted_count == s["stall_after_requests"]:
