@@ -3,6 +3,8 @@ resets and window given back, as a mixin kept apart from the frame handlers."""
 
 from __future__ import annotations
 
+from collections import deque
+
 from tailmark.http2 import frames
 from tailmark.http2.hpack_codec import headers_frames
 from tailmark.http2.stream_state import CLOSED, HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE, OPEN, Stream
@@ -75,7 +77,9 @@ class Output:
     def send_data(self, stream: Stream, *chunks, end_stream: bool = False) -> None:
         """Queue DATA (chunks are kept, not copied) and send what the windows allow."""
         state = stream.state
-        if (state is not OPEN and state is not HALF_CLOSED_REMOTE) or stream.ending:
+        if state is not OPEN and state is not HALF_CLOSED_REMOTE:
+            return
+        if stream.trailers is not None or stream.end_with_data:  # its end is queued (``ending``, written out)
             return
         outbox = stream.outbox
         if not outbox:  # nothing queued before: what fits both windows and one frame goes straight out
@@ -88,6 +92,8 @@ class Output:
                 if end_stream:
                     self._sent_end(stream)
                 return
+            if outbox is None:
+                outbox = stream.outbox = deque()
         for chunk in chunks:
             if chunk:
                 outbox.append(chunk)

@@ -80,7 +80,7 @@ class Stream:
         self.send_window = send_window  # what we may still send
         self.recv_window = recv_window  # what the peer may still send
         self.recv_unacked = 0  # taken by the application, not yet given back in a WINDOW_UPDATE
-        self.outbox: deque = deque()
+        self.outbox: deque | None = None  # made when output first has to wait
         self.outbox_offset = 0
         self.outbox_bytes = 0
         self.trailers: bytes | None = None
@@ -114,17 +114,15 @@ class Stream:
 
     def open(self, end_stream: bool) -> None:
         """HEADERS opened it (sent by either side)."""
-        self.state = OPEN
-        if end_stream:
-            self.received_end()
+        self.state = HALF_CLOSED_REMOTE if end_stream else OPEN
 
     def receive_headers(self, end_stream: bool) -> None:
         """A later header block from the peer: response headers, or trailers (which must end the stream)."""
         state = self.state
         if state is not OPEN and state is not HALF_CLOSED_LOCAL:
             raise StreamError(self.id, frames.STREAM_CLOSED, f"HEADERS on half-closed stream {self.id}")
-        if end_stream:
-            self.received_end()
+        if end_stream:  # received_end(), written out: this runs for every header block
+            self.state = HALF_CLOSED_REMOTE if state is OPEN else CLOSED
 
     def receive_data(self, size: int, end_stream: bool) -> None:
         state = self.state
@@ -136,7 +134,7 @@ class Stream:
             )
         self.recv_window -= size
         if end_stream:
-            self.received_end()
+            self.state = HALF_CLOSED_REMOTE if state is OPEN else CLOSED
 
     def received_end(self) -> None:
         self.state = HALF_CLOSED_REMOTE if self.state is OPEN else CLOSED
@@ -151,7 +149,7 @@ class Stream:
         self.drop_output()
 
     def drop_output(self) -> None:
-        self.outbox.clear()
+        self.outbox = None
         self.outbox_offset = self.outbox_bytes = 0
         self.trailers = None
         self.end_with_data = False

@@ -59,7 +59,7 @@ def check_invariants(connection: H2Connection) -> None:
     for stream_id, stream in connection.streams.items():
         assert stream.id == stream_id and stream.state is not State.IDLE
         assert stream.recv_window >= 0
-        assert stream.outbox_bytes == sum(len(c) for c in stream.outbox) - stream.outbox_offset
+        assert stream.outbox_bytes == sum(len(c) for c in stream.outbox or ()) - stream.outbox_offset
     if connection.terminated:
         assert connection.receive_data(frames.frame(frames.PING, 0, 0, b"12345678")) == []
 
