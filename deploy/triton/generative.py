@@ -9,7 +9,9 @@
   ``model.pt``. It needs torch in Triton's venv (``launch.ensure_torch``).
 
 Both take Triton's LLM inputs: ``text_input`` (BYTES), optional ``max_tokens`` (INT32), ``stream`` and
-``ignore_eos`` (BOOL), ``seed`` (INT64); output ``text_output`` (BYTES), one response per token when streamed.
+``ignore_eos`` (BOOL), ``seed`` (INT64), and the vLLM backend's ``return_num_input_tokens`` and
+``return_num_output_tokens`` (BOOL); outputs ``text_output`` (BYTES), one response per token when streamed, and
+when asked ``num_input_tokens`` and ``num_output_tokens`` (UINT32: the prompt's tokens, this response's tokens).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ SYNTHETIC_MODEL = HERE / "llm_model.py"
 TINY_LM_MODEL = HERE / "tiny_lm_model.py"
 SYNTHETIC_BACKEND = "synthetic_llm"
 TINY_LM_BACKEND = "tiny_lm"
+COUNTS = ("num_input_tokens", "num_output_tokens")
 
 
 def _module_file(name: str) -> Path:
@@ -50,7 +53,11 @@ def _io(config: mc.ModelConfig, *, ignore_eos: bool, seed: bool) -> None:
         config.input.add(name="ignore_eos", data_type=mc.TYPE_BOOL, dims=[1], optional=True)
     if seed:
         config.input.add(name="seed", data_type=mc.TYPE_INT64, dims=[1], optional=True)
+    for name in COUNTS:  # the vLLM backend's: each response then says how many tokens it served
+        config.input.add(name=f"return_{name}", data_type=mc.TYPE_BOOL, dims=[1], optional=True)
     config.output.add(name="text_output", data_type=mc.TYPE_STRING, dims=[-1])
+    for name in COUNTS:
+        config.output.add(name=name, data_type=mc.TYPE_UINT32, dims=[-1])
 
 
 def _python_decoupled(config: mc.ModelConfig, name: str) -> None:

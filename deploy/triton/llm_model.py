@@ -6,7 +6,9 @@ gets the same token text here as on tailmark's server, and writes every timing k
 ``parameters``, so no default lives in two places.
 
 Decoupled (Triton's LLM convention): ``text_input`` (BYTES) in, optional ``max_tokens`` (INT32), ``stream``,
-``ignore_eos`` (BOOL) and ``seed`` (INT64); ``text_output`` (BYTES) out. Streamed (``stream`` true), each token
+``ignore_eos`` (BOOL) and ``seed`` (INT64); ``text_output`` (BYTES) out, and with ``return_num_input_tokens`` /
+``return_num_output_tokens`` (BOOL, as Triton's vLLM backend) ``num_input_tokens`` / ``num_output_tokens``
+(UINT32) in every response. Streamed (``stream`` true), each token
 is one response, the last carrying TRITONSERVER_RESPONSE_COMPLETE_FINAL; otherwise one response holds the
 whole text. An error is one final response carrying it.
 
@@ -36,6 +38,7 @@ FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 FLOATS = ("prefill_base_ms", "prefill_per_input_token_ms", "decode_base_ms", "decode_per_sequence_ms",
           "timing_sigma", "stall_ms", "output_mean_tokens", "output_sigma")  # fmt: skip
 INTS = ("max_num_seqs", "max_model_len", "default_max_tokens", "stall_after_requests", "seed")
+COUNTS = ("num_input_tokens", "num_output_tokens")
 CANCEL_CHECK_EVERY = 8  # tokens between asking Triton whether the client cancelled (a round trip each)
 
 
@@ -54,8 +57,9 @@ def _settings(config):
 
 
 class Sequence:
-    def __init__(self, request, input_tokens, texts, max_tokens, stream):
+    def __init__(self, request, input_tokens, texts, max_tokens, stream, counts):
         self.sender = request.get_response_sender()
+        self.counts = counts  # the num_*_tokens outputs asked for
         self.input_tokens = input_tokens
         self.texts = texts
         self.max_tokens = max_tokens
@@ -118,7 +122,9 @@ class TritonPythonModel:
         seed = scalar("seed", None)
         rng = text_seed(self.s["seed"], None if seed is None else int(seed), prompt)
         length = self._output_length(rng, max_tokens, bool(scalar("ignore_eos", False)))
-        return Sequence(request, input_tokens, token_texts(rng, length), max_tokens, bool(scalar("stream", False)))
+        counts = tuple(name for name in COUNTS if bool(scalar(f"return_{name}", False)))
+        texts = token_texts(rng, length)
+        return Sequence(request, input_tokens, texts, max_tokens, bool(scalar("stream", False)), counts)
 
     def _output_length(self, rng, max_tokens, ignore_eos):
         s = self.s
@@ -196,9 +202,10 @@ class TritonPythonModel:
         sequence.generated += 1
         last = sequence.generated >= len(sequence.texts)
         if sequence.stream:
-            sequence.sender.send(self._response(text), flags=FINAL if last else 0)
+            sequence.sender.send(self._response(sequence, text, 1), flags=FINAL if last else 0)
         elif last:
-            sequence.sender.send(self._response("".join(sequence.texts)), flags=FINAL)
+            whole = self._response(sequence, "".join(sequence.texts), len(sequence.texts))
+            sequence.sender.send(whole, flags=FINAL)
         if last:
             self._leave(sequence)
 
@@ -207,6 +214,8 @@ class TritonPythonModel:
             self.running.remove(sequence)
 
     @staticmethod
-    def _response(text):
-        output = pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_))
-        return pb_utils.InferenceResponse(output_tensors=[output])
+    def _response(sequence, text, tokens):
+        outputs = [pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_))]
+        values = {"num_input_tokens": sequence.input_tokens, "num_output_tokens": tokens}
+        outputs += [pb_utils.Tensor(name, np.array([values[name]], dtype=np.uint32)) for name in sequence.counts]
+        return pb_utils.InferenceResponse(output_tensors=outputs)

@@ -4,14 +4,18 @@ state_dict). It needs torch in Triton's venv and nothing from tailmark.
 
 Decoupled: ``text_input`` (BYTES), optional ``max_tokens`` (INT32; default the config's ``default_max_tokens``,
 else 16, as tailmark's tiny_lm backend) and ``stream`` (BOOL) in;
-``text_output`` (BYTES) out. Greedy decoding over byte tokens with the key/value cache, the loop of
-``TinyLM.greedy_decode_cached`` run a token at a time, so the stream equals tailmark's ``complete()``: the
-prompt's last ``context`` bytes, up to ``max_tokens`` new ones, fewer when the context fills. Streamed, each
-byte token is one response (a multi-byte character arrives over several), the last carrying
-TRITONSERVER_RESPONSE_COMPLETE_FINAL; otherwise one response holds them all. One worker thread decodes the
-requests in their order of arrival (no batching).
+``text_output`` (BYTES) out, and with ``return_num_input_tokens`` / ``return_num_output_tokens`` (BOOL, as
+Triton's vLLM backend) ``num_input_tokens`` / ``num_output_tokens`` (UINT32) in every response. Greedy decoding
+over byte tokens with the key/value cache, the loop of ``TinyLM.greedy_decode_cached`` run a token at a time, so
+the stream equals tailmark's ``complete()``: the prompt's last ``context`` bytes, up to ``max_tokens`` new ones,
+fewer when the context fills. Streamed, each byte token is one response, the last carrying
+TRITONSERVER_RESPONSE_COMPLETE_FINAL; its text is the byte through an incremental UTF-8 decoder (errors
+replaced), as tailmark's tiny_lm backend streams it: a byte that starts a multi-byte character sends "" and
+the character comes with its last byte, so the texts join to exactly ``complete()``. Otherwise one response
+holds the whole text. One worker thread decodes the requests in their order of arrival (no batching).
 """
 
+import codecs
 import json
 import os
 import queue
@@ -28,6 +32,7 @@ from tiny_lm import TinyLM  # shipped beside this file
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 ARCHITECTURE = ("d_model", "nhead", "layers", "ff", "context")
 DEFAULT_MAX_TOKENS = 16  # tailmark's tiny_lm backend's default
+COUNTS = ("num_input_tokens", "num_output_tokens")
 CANCEL_CHECK_EVERY = 8  # tokens between asking Triton whether the client cancelled (a round trip each)
 
 
@@ -79,6 +84,8 @@ class TritonPythonModel:
         if not prompt or max_tokens < 1:
             raise ValueError("give a non-empty text_input and max_tokens >= 1")
         tokens = list(prompt)[-self.model.context :]
+        counts = [name for name in COUNTS if bool(scalar(f"return_{name}", False))]
+        text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         out = []
         for token in self._greedy(tokens, max_tokens):
             out.append(token)
@@ -87,9 +94,11 @@ class TritonPythonModel:
                     sender.send(flags=FINAL)
                     return
                 last = len(out) == max_tokens or len(tokens) + len(out) - 1 >= self.model.context
-                sender.send(self._response(bytes([token])), flags=FINAL if last else 0)
+                piece = text.decode(bytes([token]), final=last)
+                sender.send(self._response(piece, counts, len(tokens), 1), flags=FINAL if last else 0)
         if not stream:
-            sender.send(self._response(bytes(out)), flags=FINAL)
+            whole = bytes(out).decode("utf-8", errors="replace")
+            sender.send(self._response(whole, counts, len(tokens), len(out)), flags=FINAL)
 
     @torch.no_grad()
     def _greedy(self, prompt, max_new_tokens):
@@ -108,6 +117,8 @@ class TritonPythonModel:
             logits = model.cached_step(torch.tensor([token]), position, cache)
 
     @staticmethod
-    def _response(data):
-        output = pb_utils.Tensor("text_output", np.array([data], dtype=np.object_))
-        return pb_utils.InferenceResponse(output_tensors=[output])
+    def _response(text, counts, input_tokens, output_tokens):
+        outputs = [pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_))]
+        values = {"num_input_tokens": input_tokens, "num_output_tokens": output_tokens}
+        outputs += [pb_utils.Tensor(name, np.array([values[name]], dtype=np.uint32)) for name in counts]
+        return pb_utils.InferenceResponse(output_tensors=outputs)

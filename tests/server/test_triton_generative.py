@@ -12,6 +12,7 @@ Triton runs from its own cached venv (see deploy/triton/launch.py); where it can
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import os
 import queue
@@ -180,8 +181,10 @@ def test_the_export_is_a_decoupled_python_model_in_tritons_llm_convention(triton
         "stream": ("TYPE_BOOL", True),
         "ignore_eos": ("TYPE_BOOL", True),
         "seed": ("TYPE_INT64", True),
+        "return_num_input_tokens": ("TYPE_BOOL", True),
+        "return_num_output_tokens": ("TYPE_BOOL", True),
     }
-    assert [o["name"] for o in config["output"]] == ["text_output"]
+    assert [o["name"] for o in config["output"]] == ["text_output", "num_input_tokens", "num_output_tokens"]
     assert config["parameters"]["prefill_base_ms"]["string_value"] == "20.0"  # every setting written out
 
 
@@ -304,6 +307,7 @@ def test_tailmark_run_over_grpc_stream_measures_tritons_model(triton, tmp_path):
     everything = scenario(results(out), "concurrency")["classes"]["all"]
     assert everything["error_count"] == 0, everything["errors"]
     tokens = everything["tokens"]
+    assert tokens["token_source"]["output"] == {"usage": tokens["requests"]}  # num_output_tokens, as vLLM's
     assert tokens["output_tokens"]["p50"] == 16 and tokens["input_tokens"]["p50"] == 200
     latency = tokens["latency_ms"]
     assert latency["itl"]["count"] == 15 * tokens["requests"]  # one response per token: every gap recorded
@@ -339,18 +343,22 @@ def one_torch_thread():
 def test_the_lm_streams_completes_greedy_bytes_token_for_token(
     lm_stream, repository, one_torch_thread, prompt, max_tokens
 ):
+    """One response per greedy byte token (its text: the byte through an incremental UTF-8 decoder), joining to
+    ``complete()``; without stream, one response with the same text."""
     from tailmark.models.tiny_lm import encode
     from tailmark.training.workloads.lm.export import complete, load_exported
 
     model = load_exported(repository / "lm-export" / "lm")
     tokens = model.greedy_decode_cached(encode(prompt)[-model.context :], max_tokens)
-    responses = lm_stream.generate("lm", prompt.encode(), max_tokens=max_tokens, stream=True)
-    assert [text for _, text, _ in responses] == [bytes([token]) for token in tokens]
     assert len(tokens) == min(max_tokens, model.context + 1 - min(len(prompt.encode()), model.context))
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pieces = [decoder.decode(bytes([t]), final=i == len(tokens) - 1).encode() for i, t in enumerate(tokens)]
+    responses = lm_stream.generate("lm", prompt.encode(), max_tokens=max_tokens, stream=True)
+    assert [text for _, text, _ in responses] == pieces
     assert [final for _, _, final in responses] == [False] * (len(tokens) - 1) + [True]
-    assert b"".join(text for _, text, _ in responses).decode(errors="replace") == complete(model, prompt, max_tokens)
+    assert b"".join(pieces).decode() == complete(model, prompt, max_tokens)
     whole = lm_stream.generate("lm", prompt.encode(), max_tokens=max_tokens)
-    assert [text for _, text, _ in whole] == [bytes(tokens)]
+    assert [text for _, text, _ in whole] == [complete(model, prompt, max_tokens).encode()]
 
 
 @pytest.fixture(scope="module")
@@ -361,15 +369,15 @@ def tailmark_lm(repository):
 
 
 def test_the_lm_answers_equal_tailmark_servers_for_the_same_export(lm_stream, tailmark_lm):
-    """Both servers, the same export, the same ModelStreamInfer request: the same completion (Triton streams raw
-    bytes, tailmark whole UTF-8 characters, so the joined texts are compared)."""
+    """Both servers, the same export, the same ModelStreamInfer request: the same token responses, text for text."""
     ours = Stream(tailmark_lm.target)
     try:
         for prompt in ("def __init__(self, ", "for i in range(10):\n    "):
             theirs = lm_stream.generate("lm", prompt.encode(), max_tokens=20, stream=True)
             mine = ours.generate("lm", prompt.encode(), max_tokens=20, stream=True)
-            joined = [b"".join(t for _, t, _ in answer if t).decode(errors="replace") for answer in (theirs, mine)]
-            assert joined[0] == joined[1] and len(theirs) == 20
+            # (an empty final response, which tailmark's lm backend sends after the last token, is no token)
+            texts = [[t for _, t, _ in answer if t is not None] for answer in (theirs, mine)]
+            assert texts[0] == texts[1] and len(theirs) == 20
     finally:
         ours.close()
 
@@ -382,8 +390,8 @@ def test_lm_export_usage_errors_are_one_line(tmp_path):
 
 
 def test_tailmark_run_over_grpc_stream_measures_the_lm_under_triton(triton_lm, tmp_path):
-    """The same client against the trained-lm model: every answer streamed byte by byte with no error, each
-    response one chunk (so a request of n responses has n - 1 gaps)."""
+    """The same client against the trained-lm model: every answer streamed with no error, the served token counts
+    reported by the model (12 bytes out each), a gap between every two responses that carry text."""
     out = tmp_path / "run"
     run = tailmark(
         "run", "--target", triton_lm.target, "--transport", "grpc-stream", "--model", "lm", "--scenario",
@@ -397,4 +405,6 @@ def test_tailmark_run_over_grpc_stream_measures_the_lm_under_triton(triton_lm, t
     assert tokens["requests"] >= 10 and tokens["without_text"] == 0
     latency = tokens["latency_ms"]
     assert latency["ttft"]["count"] == tokens["requests"]
-    assert latency["itl"]["count"] == (12 - 1) * tokens["requests"], latency["itl"]
+    assert tokens["token_source"]["output"] == {"usage": tokens["requests"]}
+    assert tokens["output_tokens"]["p50"] == 12 == tokens["output_tokens"]["max"]
+    assert 0 < latency["itl"]["count"] <= (12 - 1) * tokens["requests"], latency["itl"]  # "" texts are no chunk
