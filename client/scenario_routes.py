@@ -17,17 +17,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tailmark.client.embedded import HTTP_TRANSPORTS  # served on the built-in server's --http-port
 from tailmark.client.errors import ConfigError
 from tailmark.client.settings import EffectiveSettings, Scenario
 
 TRANSPORTS = ("h2", "grpc", "http", "openai", "grpc-stream")  # as client/cli.py TRANSPORTS
 GENERATIVE = ("openai", "grpc-stream")
-HTTP_TRANSPORTS = ("http", "openai")  # served on the built-in server's --http-port (client/embedded.py)
 # The built-in run's generative scenario, after the ResNet ones: the default repository's tiny-lm (a real
 # Transformer's compute, seeded random weights) streamed over the OpenAI routes, 4 at a time. 8 prompt tokens are
 # ~26 bytes (its tokens) and 16 answer bytes fit its 64-byte context. No bound is set: its TTFT/ITL/TPOT are
-# reported, not judged; p90 (as single-stream) instead of p99 because ~10 s at ~20 requests/s on 2 cores gives
-# ~200 requests, too few for p99's early-stopping estimate (662) but enough for p90's.
+# reported, not judged; p90 (as single-stream) instead of p99 because ~10 s at 13-20 requests/s on 2 cores gives
+# 130-200 requests, too few for p99's early-stopping estimate (662) but enough for p90's (64).
 EMBEDDED_GENERATIVE = {"scenario": "concurrency", "transport": "openai", "model": "tiny-lm", "concurrency": 4,
                        "input_tokens": 8, "output_tokens": 16, "early_stopping_percentile": 90.0}  # fmt: skip
 TOKEN_FIELDS = ("ttft_bound_ms", "tpot_bound_ms", "slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms")
@@ -57,8 +57,8 @@ def fill(scenarios: Sequence[EffectiveSettings], args: argparse.Namespace, model
                 transport=transport,
                 model=s.model or model,
                 model_version=s.model_version if s.model_version is not None else ("" if own else model_version),
-                input_tokens=(s.input_tokens or args.input_tokens) if generative else None,
-                output_tokens=(s.output_tokens or args.output_tokens) if generative else None,
+                input_tokens=(s.input_tokens or getattr(args, "input_tokens", 128)) if generative else None,
+                output_tokens=(s.output_tokens or getattr(args, "output_tokens", 64)) if generative else None,
             )
         )
     return tuple(filled)
@@ -134,8 +134,10 @@ async def open_lanes(
             lane.info = info = await raw.model_info(s.model, s.model_version)
             if s.transport in GENERATIVE:  # a generative answer is checked as it is read
                 from tailmark.client.generative_cli import prompt_pool
+                from tailmark.client.prompts import corpus
 
                 lane.pool = prompt_pool(own, info, s.sample_seed)
+                corpus()  # read the prompts' text now (about 1 s on a busy host), not in the scenario's warm-up
                 lane.tokens = TokenRecorder(prefix_of=getattr(lane.pool, "prefix_of", None))
             else:
                 lane.transport = checked(raw, info, args.validate)

@@ -12,6 +12,7 @@ from hdrh.log import HistogramLogReader
 from support.runcli import results, scenario, tailmark
 
 ALL_SIX = ["single-stream", "multi-stream", "server", "offline", "fixed-interval", "trace"]
+BUILT_IN = [*ALL_SIX, "concurrency"]  # the six against ResNet, then tiny-lm's tokens over the OpenAI routes
 
 
 def test_builtin_default_runs_every_scenario_and_writes_the_run_directory(tmp_path):
@@ -24,8 +25,14 @@ def test_builtin_default_runs_every_scenario_and_writes_the_run_directory(tmp_pa
     assert run.returncode == 0, run.stderr
     doc = results(out)
     assert doc["complete"] is True and doc["interrupted"] is None
-    assert [s["scenario"] for s in doc["scenarios"]] == ALL_SIX
+    assert [s["scenario"] for s in doc["scenarios"]] == BUILT_IN
     assert doc["environment"]["target"]["embedded"] is True
+    generative = scenario(doc, "concurrency")
+    assert (generative["settings"]["effective"]["transport"], generative["settings"]["effective"]["model"]) == (
+        "openai", "tiny-lm")  # fmt: skip
+    tokens = generative["classes"]["all"]["tokens"]
+    assert tokens["output_tokens"]["min"] == tokens["output_tokens"]["max"] == 16  # the LM's tokens: bytes
+    assert 0 < tokens["latency_ms"]["itl"]["count"] <= 15 * tokens["requests"]  # a chunk may carry several bytes
     _assert_blame_follows_the_evidence(doc)
     for entry in doc["scenarios"]:
         everything = entry["classes"]["all"]
@@ -41,10 +48,11 @@ def test_builtin_default_runs_every_scenario_and_writes_the_run_directory(tmp_pa
         scenario(doc, "multi-stream")["classes"]["all"]["sample_count"]
         == 8 * scenario(doc, "multi-stream")["classes"]["all"]["query_count"]
     )
-    for name in ALL_SIX:  # the console table names every scenario
+    for name in BUILT_IN:  # the console table names every scenario
         assert name in run.stdout
+    assert "TTFT p50" in run.stdout  # and the generative one's token table
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    assert {r["scenario"] for r in rows} == set(ALL_SIX)
+    assert {r["scenario"] for r in rows} == set(BUILT_IN)
     assert "<html" in (out / "report.html").read_text().lower()
     # the interval log loads with HdrHistogram's own reader, tagged scenario/class/metric
     reader = HistogramLogReader(str(out / "latency.hlog"), None)
