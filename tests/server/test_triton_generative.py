@@ -35,8 +35,13 @@ from tailmark.deploy.triton.launch import TritonProcess, TritonUnavailable, ensu
 from tailmark.server.default_repository import SYNTHETIC_CONFIGS, write_model
 from tailmark.server.generative.tokenizer import count_tokens
 
-# the default synth-llm with lengths drawn per request (uniform in 1..max_tokens) unless ignore_eos
-UNIFORM = SYNTHETIC_CONFIGS["synth-llm"] + 'parameters { key: "output_length" value: { string_value: "uniform" } }\n'
+# the default synth-llm with lengths drawn per request (uniform in 1..max_tokens) unless ignore_eos, and one
+# sequence in flight at most
+SEQS_64 = 'key: "max_num_seqs" value: { string_value: "64" }'
+assert SEQS_64 in SYNTHETIC_CONFIGS["synth-llm"]
+UNIFORM = SYNTHETIC_CONFIGS["synth-llm"].replace(SEQS_64, SEQS_64.replace("64", "1")) + (
+    'parameters { key: "output_length" value: { string_value: "uniform" } }\n'
+)
 PROMPT = "one two six ten " * 100  # 400 tokens: prefill 20 + 0.05 * 400 = 40 ms
 LM_ARCHITECTURE = {"d_model": 64, "nhead": 4, "layers": 2, "ff": 256, "context": 128}
 TTFT_SLACK_MS = 8.0  # Triton's gRPC frontend, the stub's shared-memory hops and a 2-core host; measured ~3 ms
@@ -129,7 +134,7 @@ class Stream:
         for name, value in scalars.items():
             dtype, datatype = kinds[name]
             inputs.append(_tensor(name, np.array([value], dtype=dtype), datatype))
-        sent = time.perf_counter()
+        self.sent = sent = time.perf_counter()
         self.client.async_stream_infer(model, inputs, enable_empty_final_response=True)
         got = []
         while True:
@@ -289,6 +294,26 @@ def test_a_prefill_joining_the_batch_stalls_the_decoding_sequence_as_configured(
     if not (stall <= 53.5 and ttft <= 59.0 and abs(after - 6.0) <= 1.5 and abs(alone - 5.5) <= 1.5):
         _host_too_busy(figures, alone, 5.5)
         pytest.fail(figures)
+
+
+def test_past_max_num_seqs_a_request_waits_for_a_slot(triton):
+    """synth-uniform holds one sequence: B, sent while A decodes, gets its first token only after A's last."""
+    first, second = Stream(triton.target), Stream(triton.target)
+    try:
+        a: list = []
+        thread = threading.Thread(
+            target=lambda: a.extend(first.generate("synth-uniform", b"a", max_tokens=10, stream=True, ignore_eos=True))
+        )
+        thread.start()
+        time.sleep(0.03)
+        b = second.generate("synth-uniform", b"b", max_tokens=3, stream=True, ignore_eos=True)
+        thread.join(30)
+    finally:
+        first.close()
+        second.close()
+    assert len(a) == 10 and len(b) == 3
+    a_last, b_first = first.sent + a[-1][0], second.sent + b[0][0]
+    assert b_first > a_last, f"B's first token {1e3 * (b_first - a_last):.2f} ms after A's last"
 
 
 def test_a_cancelled_stream_leaves_the_batch(triton):
