@@ -1,24 +1,19 @@
-"""Generative models under the real ``tritonserver`` (nvidia-pytriton wheel, CPU) as decoupled python-backend
-models, driven with tritonclient's gRPC streaming (ModelStreamInfer):
-
-- the synthetic LLM as ``tailmark export --triton-repo`` writes it: one response per token, the final flag on
-  the last, the same text as tailmark's own server's OpenAI route for the same prompt and seed, and a lone
-  request's time to first token within a stated tolerance of the configured prefill;
-- a trained lm export (``backend "tiny_lm"``) whose stream equals ``complete()`` token for token; it needs torch
-  in Triton's venv, installed there on first use (deploy/triton/launch.py ``ensure_torch``).
+"""The synthetic LLM under the real ``tritonserver`` (nvidia-pytriton wheel, CPU) as the decoupled python-backend
+model ``tailmark export --triton-repo`` writes (deploy/triton/generative.py), driven with tritonclient's gRPC
+streaming (ModelStreamInfer) and with ``tailmark run --transport grpc-stream``: one response per token with the
+final flag on the last, the same text as tailmark's own server's OpenAI route for the same prompt and seed, a
+lone request's TTFT and ITL within stated tolerances of the configured model, a prefill joining the batch
+stalling the decoding sequence as configured, max_num_seqs holding arrivals back, a cancelled call leaving the
+batch. (The trained lm under Triton: test_triton_lm.py.)
 
 Triton runs from its own cached venv (see deploy/triton/launch.py); where it cannot, the tests skip and say why.
 """
 
 from __future__ import annotations
 
-import codecs
 import itertools
 import os
-import queue
 import statistics
-import subprocess
-import sys
 import threading
 import time
 
@@ -26,12 +21,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from support import peer_venvs
 from support.runcli import results, scenario, tailmark
 from support.serve import ServerProcess
 from support.sse import post
+from support.triton_stream import Stream, skip_without_triton, tensor
 from tailmark.deploy.triton.generative import write_synthetic_llm
-from tailmark.deploy.triton.launch import TritonProcess, TritonUnavailable, ensure_torch, ensure_venv
+from tailmark.deploy.triton.launch import TritonProcess
 from tailmark.server.default_repository import SYNTHETIC_CONFIGS, write_model
 from tailmark.server.generative.tokenizer import count_tokens
 
@@ -43,66 +38,18 @@ UNIFORM = SYNTHETIC_CONFIGS["synth-llm"].replace(SEQS_64, SEQS_64.replace("64", 
     'parameters { key: "output_length" value: { string_value: "uniform" } }\n'
 )
 PROMPT = "one two six ten " * 100  # 400 tokens: prefill 20 + 0.05 * 400 = 40 ms
-LM_ARCHITECTURE = {"d_model": 64, "nhead": 4, "layers": 2, "ff": 256, "context": 128}
 TTFT_SLACK_MS = 8.0  # Triton's gRPC frontend, the stub's shared-memory hops and a 2-core host; measured ~3 ms
 
 
-def _skip_without_triton():
-    peer_venvs.prebuild()
-    try:
-        ensure_venv()
-    except TritonUnavailable as exc:
-        pytest.skip(f"real Triton unavailable: {exc}")
-
-
-def _export(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "tailmark", "export", "--model", "digits_cnn", "--formats", "onnx", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory):
-    """What a user's ``tailmark export --triton-repo R --lm EXPORT`` writes (synth-llm among it), EXPORT being an
-    lm export as ``tailmark train lm --export-to`` lays it out (seeded random weights: decoding is the point),
-    plus a synth-uniform beside it."""
-    import torch
-
-    from tailmark.models.tiny_lm import TinyLM
-    from tailmark.training.workloads.lm.export import config_text
-
+def triton(tmp_path_factory):
+    """Triton serving synth-llm as the export writes it (write_triton_repository's generative part; the export
+    CLI's own run is in test_triton_lm.py) and a synth-uniform beside it."""
+    skip_without_triton()
     root = tmp_path_factory.mktemp("triton-generative")
-    lm = root / "lm-export" / "lm"
-    (lm / "1").mkdir(parents=True)
-    torch.manual_seed(3)
-    torch.save(TinyLM(**LM_ARCHITECTURE).state_dict(), lm / "1" / "model.pt")
-    (lm / "config.pbtxt").write_text(config_text("lm", LM_ARCHITECTURE))
-    done = _export("--triton-repo", str(root / "repo"), "--lm", str(lm))
-    assert done.returncode == 0, done.stderr
-    assert "synth-llm (Triton)" in done.stdout and "repo/lm (Triton)" in done.stdout
+    write_synthetic_llm(root / "repo")
     write_synthetic_llm(root / "repo", "synth-uniform", UNIFORM)
-    return root
-
-
-@pytest.fixture(scope="module")
-def triton(repository):
-    """Triton serving the export's synth-llm and synth-uniform; only these two are loaded (the export's other
-    models are not generative, and lm needs torch)."""
-    _skip_without_triton()
-    only = ("--model-control-mode", "explicit", "--load-model", "synth-llm", "--load-model", "synth-uniform")
-    with TritonProcess(repository / "repo", log_path=repository / "tritonserver.log", extra=only) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def triton_lm(repository):
-    """Triton serving the export's lm, with torch added to its venv (first use: ~40 s of CPU to install)."""
-    _skip_without_triton()
-    try:
-        ensure_torch()
-    except TritonUnavailable as exc:
-        pytest.skip(str(exc))
-    only = ("--model-control-mode", "explicit", "--load-model", "lm")
-    with TritonProcess(repository / "repo", log_path=repository / "tritonserver-lm.log", extra=only) as process:
+    with TritonProcess(root / "repo", log_path=root / "tritonserver.log") as process:
         yield process
 
 
@@ -115,49 +62,6 @@ def tailmark_http_port(tmp_path_factory):
         yield int(process.rest_address.rsplit(":", 1)[1])
 
 
-class Stream:
-    """One ModelStreamInfer call; ``generate`` sends a request and collects its responses up to the final one,
-    stamping each with its arrival (perf_counter seconds from the send)."""
-
-    def __init__(self, target: str) -> None:
-        self.client = grpcclient.InferenceServerClient(target)
-        self.responses: queue.Queue = queue.Queue()
-        self.client.start_stream(callback=self._arrived)
-
-    def _arrived(self, result, error) -> None:
-        self.responses.put((time.perf_counter(), result, error))
-
-    def generate(self, model: str, prompt: bytes, **scalars) -> list[tuple[float, bytes | None, bool]]:
-        inputs = [_tensor("text_input", np.array([prompt], dtype=np.object_), "BYTES")]
-        kinds = {"max_tokens": (np.int32, "INT32"), "stream": (bool, "BOOL"), "ignore_eos": (bool, "BOOL"),
-                 "seed": (np.int64, "INT64")}  # fmt: skip
-        for name, value in scalars.items():
-            dtype, datatype = kinds[name]
-            inputs.append(_tensor(name, np.array([value], dtype=dtype), datatype))
-        self.sent = sent = time.perf_counter()
-        self.client.async_stream_infer(model, inputs, enable_empty_final_response=True)
-        got = []
-        while True:
-            arrived, result, error = self.responses.get(timeout=30)
-            if error is not None:
-                raise error
-            final = result.get_response().parameters["triton_final_response"].bool_param
-            output = result.as_numpy("text_output")
-            got.append((arrived - sent, None if output is None else bytes(output.reshape(-1)[0]), final))
-            if final:
-                return got
-
-    def close(self) -> None:
-        self.client.stop_stream()
-        self.client.close()
-
-
-def _tensor(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, list(array.shape), datatype)
-    tensor.set_data_from_numpy(array)
-    return tensor
-
-
 @pytest.fixture
 def stream(triton):
     opened = Stream(triton.target)
@@ -165,17 +69,9 @@ def stream(triton):
     opened.close()
 
 
-@pytest.fixture
-def lm_stream(triton_lm):
-    opened = Stream(triton_lm.target)
-    yield opened
-    opened.close()
-
-
 def test_the_export_is_a_decoupled_python_model_in_tritons_llm_convention(triton):
     with grpcclient.InferenceServerClient(triton.target) as client:
         assert client.is_model_ready("synth-llm") and client.is_model_ready("synth-uniform")
-        assert not client.is_model_ready("digits_cnn")  # exported beside it, not loaded here
         config = client.get_model_config("synth-llm", as_json=True)["config"]
     assert config["backend"] == "python"
     assert config["model_transaction_policy"]["decoupled"] is True
@@ -321,9 +217,9 @@ def test_a_cancelled_stream_leaves_the_batch(triton):
     leaves the batch: a later lone request decodes at 5 + 0.5 * 1 = 5.5 ms a token, not at the 6.0 of two in
     flight. Medians within 0.25 ms of 5.5 (measured ~5.5, with the cancelled one still in: ~6.0)."""
     cancelled = Stream(triton.target)
-    inputs = [_tensor("text_input", np.array([b"go on"], dtype=np.object_), "BYTES")]
-    inputs += [_tensor("max_tokens", np.array([2000], dtype=np.int32), "INT32")]
-    inputs += [_tensor("stream", np.array([True]), "BOOL"), _tensor("ignore_eos", np.array([True]), "BOOL")]
+    inputs = [tensor("text_input", np.array([b"go on"], dtype=np.object_), "BYTES")]
+    inputs += [tensor("max_tokens", np.array([2000], dtype=np.int32), "INT32")]
+    inputs += [tensor("stream", np.array([True]), "BOOL"), tensor("ignore_eos", np.array([True]), "BOOL")]
     cancelled.client.async_stream_infer("synth-llm", inputs)
     time.sleep(0.15)
     cancelled.client.stop_stream(cancel_requests=True)
@@ -369,93 +265,3 @@ def test_tailmark_run_over_grpc_stream_measures_tritons_model(triton, tmp_path):
     if not (ttft <= 45.0 and 4.5 <= itl <= 8.5 and 4.5 <= tpot <= 8.5):
         _host_too_busy(figures, itl, 5.5)
         pytest.fail(figures)
-
-
-@pytest.fixture
-def one_torch_thread():
-    """The in-process reference decodes on one thread: on a busy 2-core host two made it ~10x slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.mark.parametrize(
-    ("prompt", "max_tokens"),
-    [
-        ("def __init__(self, ", 8),  # 19 bytes + 8
-        ("import os\n" + "class Reader:\n    def read(self, path):\n" * 3, 40),  # 130 bytes cut to 128: 1 token
-        ("x = 1\n" * 20, 40),  # 120 bytes: the context fills after 9 tokens
-        ("x = \u00e9t\u00e9", 5),  # multi-byte characters in the prompt
-    ],
-)
-def test_the_lm_streams_completes_greedy_bytes_token_for_token(
-    lm_stream, repository, one_torch_thread, prompt, max_tokens
-):
-    """One response per greedy byte token (its text: the byte through an incremental UTF-8 decoder), joining to
-    ``complete()``; without stream, one response with the same text."""
-    from tailmark.models.tiny_lm import encode
-    from tailmark.training.workloads.lm.export import complete, load_exported
-
-    model = load_exported(repository / "lm-export" / "lm")
-    tokens = model.greedy_decode_cached(encode(prompt)[-model.context :], max_tokens)
-    assert len(tokens) == min(max_tokens, model.context + 1 - min(len(prompt.encode()), model.context))
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pieces = [decoder.decode(bytes([t]), final=i == len(tokens) - 1).encode() for i, t in enumerate(tokens)]
-    responses = lm_stream.generate("lm", prompt.encode(), max_tokens=max_tokens, stream=True)
-    assert [text for _, text, _ in responses] == pieces
-    assert [final for _, _, final in responses] == [False] * (len(tokens) - 1) + [True]
-    assert b"".join(pieces).decode() == complete(model, prompt, max_tokens)
-    whole = lm_stream.generate("lm", prompt.encode(), max_tokens=max_tokens)
-    assert [text for _, text, _ in whole] == [complete(model, prompt, max_tokens).encode()]
-
-
-@pytest.fixture(scope="module")
-def tailmark_lm(repository):
-    """tailmark's own server on the same lm export (its tiny_lm backend)."""
-    with ServerProcess(repository / "lm-export") as process:
-        yield process
-
-
-def test_the_lm_answers_equal_tailmark_servers_for_the_same_export(lm_stream, tailmark_lm):
-    """Both servers, the same export, the same ModelStreamInfer request: the same token responses, text for text."""
-    ours = Stream(tailmark_lm.target)
-    try:
-        for prompt in ("def __init__(self, ", "for i in range(10):\n    "):
-            theirs = lm_stream.generate("lm", prompt.encode(), max_tokens=20, stream=True)
-            mine = ours.generate("lm", prompt.encode(), max_tokens=20, stream=True)
-            # (an empty final response, which tailmark's lm backend sends after the last token, is no token)
-            texts = [[t for _, t, _ in answer if t is not None] for answer in (theirs, mine)]
-            assert texts[0] == texts[1] and len(theirs) == 20
-    finally:
-        ours.close()
-
-
-def test_lm_export_usage_errors_are_one_line(tmp_path):
-    done = _export("--output", str(tmp_path / "o"), "--lm", str(tmp_path))
-    assert done.returncode == 2 and "give --triton-repo" in done.stderr
-    done = _export("--triton-repo", str(tmp_path / "t"), "--lm", str(tmp_path / "missing"))
-    assert done.returncode == 2 and "config.pbtxt" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_tailmark_run_over_grpc_stream_measures_the_lm_under_triton(triton_lm, tmp_path):
-    """The same client against the trained-lm model: every answer streamed with no error, the served token counts
-    reported by the model (12 bytes out each), a gap between every two responses that carry text."""
-    out = tmp_path / "run"
-    run = tailmark(
-        "run", "--target", triton_lm.target, "--transport", "grpc-stream", "--model", "lm", "--scenario",
-        "concurrency", "--concurrency", "2", "--input-tokens", "8", "--output-tokens", "12", "--duration", "1",
-        "--warmup", "0", "--min-queries", "10", "--no-calibration", "--no-progress", "--out", str(out), timeout_s=120,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    everything = scenario(results(out), "concurrency")["classes"]["all"]
-    assert everything["error_count"] == 0, everything["errors"]
-    tokens = everything["tokens"]
-    assert tokens["requests"] >= 10 and tokens["without_text"] == 0
-    latency = tokens["latency_ms"]
-    assert latency["ttft"]["count"] == tokens["requests"]
-    assert tokens["token_source"]["output"] == {"usage": tokens["requests"]}
-    assert tokens["output_tokens"]["p50"] == 12 == tokens["output_tokens"]["max"]
-    assert 0 < latency["itl"]["count"] <= (12 - 1) * tokens["requests"], latency["itl"]  # "" texts are no chunk

@@ -18,6 +18,7 @@ USERS = {
     "test_metrics_scrape.py": ("triton",),
     "test_real_triton.py": ("triton",),
     "test_triton_generative.py": ("triton",),
+    "test_triton_lm.py": ("triton",),
 }
 WANTED: set[str] = set()
 _lock = threading.Lock()
