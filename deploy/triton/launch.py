@@ -10,6 +10,9 @@ The wheel bundles Triton (2.51) with only the python backend. Three traps, each 
   LD_LIBRARY_PATH starts with that interpreter's LIBDIR, then the wheel's ``nvidia_pytriton.libs``.
 - The binary expects a backend directory laid out as ``<dir>/python/{libtriton_python.so,
   triton_python_backend_utils.py, triton_python_backend_stub}``; one is assembled from the wheel.
+
+It listens on loopback only. A trained lm's model.py needs torch in that venv: ``ensure_torch`` adds the pinned
+CPU build there on first use only, so serving the other models never waits for it.
 """
 
 from __future__ import annotations
