@@ -16,7 +16,7 @@ the server as much as by the client (the server runs the lean h2 frontend by def
 the ratios against tritonclient are what compare the clients.
 
     python bench/client_ceiling.py [--step-seconds 3] [--rates 1000 2000 4000 8000 10000 12000 16000 32000]
-                                   [--server-stack h2]
+                                   [--server-stack h2] [--clients tailmark/h2 ...]
     python bench/client_ceiling.py --soak 600     # RSS at start and end of a 10-minute run at a fixed rate
 
 Measured (2-core VM, quiet, 2026-11-29, ``--step-seconds 3 --rates 2000 4000 8000 10000 12000 16000``):
@@ -46,6 +46,7 @@ from tailmark.client.samples import random_pool
 from tailmark.client.schedule import poisson
 from tailmark.client.transport import GrpcTransport, ModelInfo, NullTransport, TensorInfo
 
+CLIENTS = ("tailmark/null", "tailmark/grpc", "tailmark/h2", "tritonclient")
 NULL_INFO = ModelInfo(
     "null", "1", "null", (TensorInfo("INPUT0", "FP32", (-1,)),), (TensorInfo("OUTPUT0", "FP32", (1,)),), 0
 )
@@ -151,26 +152,32 @@ async def main(args) -> int:
 
     results = {}
     null = NullTransport(NULL_INFO)
-    results["tailmark/null"] = await ceiling(
-        "tailmark/null", lambda r: tailmark_step(null, NULL_INFO, r, args.step_seconds), args.rates
-    )
+    if "tailmark/null" in args.clients:
+        results["tailmark/null"] = await ceiling(
+            "tailmark/null", lambda r: tailmark_step(null, NULL_INFO, r, args.step_seconds), args.rates
+        )
     with ServerProcess(ensure_default_repository(), "--grpc-stack", args.server_stack) as server:
         for name, connect in (("tailmark/grpc", GrpcTransport.connect), ("tailmark/h2", H2Transport.connect)):
+            if name not in args.clients:
+                continue
             transport = await connect(server.target)
             info = await transport.model_info("null")
             results[name] = await ceiling(
                 name, lambda r, t=transport, i=info: tailmark_step(t, i, r, args.step_seconds), args.rates
             )
             await transport.aclose()
-        results["tritonclient"] = await ceiling(
-            "tritonclient", lambda r: tritonclient_step(server.target, r, args.step_seconds), args.rates
-        )
+        if "tritonclient" in args.clients:
+            results["tritonclient"] = await ceiling(
+                "tritonclient", lambda r: tritonclient_step(server.target, r, args.step_seconds), args.rates
+            )
     print("\nclient          ceiling (req/s, send-lag p99 <= 1 ms)   CPU µs/req at ceiling")
     for name, (rate, step) in results.items():
         print(f"{name:<15} {rate:>10.0f}                            {step['cpu_us'] if step else float('nan'):8.1f}")
-    theirs = results["tritonclient"]
+    theirs = results.get("tritonclient")
     for name in ("tailmark/grpc", "tailmark/h2"):
-        ours = results[name]
+        ours = results.get(name)
+        if theirs is None or ours is None:
+            continue
         if not theirs[0] or not ours[0]:
             print(f"{name} over tritonclient: no passing step on one side")
             continue
@@ -205,6 +212,9 @@ if __name__ == "__main__":
     parser.add_argument("--rates", type=float, nargs="+", default=[1000, 2000, 4000, 8000, 10000, 12000, 16000, 32000])
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of a fixed-rate soak instead of the search")
     parser.add_argument("--soak-rate", type=float, default=5000.0)
+    parser.add_argument(
+        "--clients", nargs="+", default=list(CLIENTS), choices=CLIENTS, help="which clients to measure (default: all)"
+    )
     parser.add_argument("--server-stack", default="h2", choices=("aio", "sync", "h2"), help="the server's gRPC stack")
     args = parser.parse_args()
     sys.exit(uvloop.run(soak(args) if args.soak else main(args)))

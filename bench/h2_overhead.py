@@ -8,9 +8,11 @@ the part a change to the HTTP/2 stack can make slower or faster; on a shared mac
 
     python bench/h2_overhead.py [--calls 64000] [--batch 32] [--repeats 5]
 
-Measured (2-core VM shared with other jobs, load 4, 2026-12-06, defaults, minimum of 5): server 15.6 µs per
-call on the sans-IO connection (the asyncio endpoint it replaced, same harness: 11.2 µs), client 9.9 µs (still
-on the asyncio endpoint; a first port to the sans-IO connection measured about 16 µs).
+Measured (2-core VM shared with other jobs, load 3-6, 2026-12-06, ``taskset -c 1``, --repeats 3, five pairs
+alternating with the code before the client's port, medians of the pairs' minimums): server 20.6 -> 18.6 µs
+per call, client 17.5 -> 12.4 µs (client on the asyncio endpoint -> on the sans-IO connection). Instructions
+per call under callgrind, which a busy box does not disturb: server 101.4k -> 80.9k, client 87.1k -> 87.2k
+(docs/http2.md, "Speed", says how).
 """
 
 from __future__ import annotations
