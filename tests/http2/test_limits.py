@@ -24,6 +24,21 @@ def test_frames_per_turn_leaves_the_rest_for_a_later_turn():
     assert sum(1 for kind, flags, *_ in client.frames() if kind == frames.PING and flags & frames.ACK) == 25
 
 
+def test_frames_held_for_a_later_turn_come_before_bytes_that_arrive_meanwhile():
+    """Frames past the turn's budget, then more bytes (the last frame split) before the application took the rest:
+    every frame is handled once, in order."""
+    client = RawClient(Limits(frames_per_turn=10), handshake=False)
+    pings = b"".join(frames.frame(frames.PING, 0, 0, b"%08d" % n) for n in range(30))
+    client.server.receive_data(frames.PREFACE + pings[:-5])  # 25 PINGs and a half, budget 10
+    assert client.server.input_pending
+    client.server.receive_data(pings[-5:])
+    while client.server.input_pending:
+        client.server.receive_data(b"")
+    client._received += client.server.data_to_send()
+    acks = [payload for kind, flags, _, payload in client.frames() if kind == frames.PING and flags & frames.ACK]
+    assert acks == [b"%08d" % n for n in range(30)]
+
+
 def test_reset_budget_refills_with_time():
     client = RawClient(Limits(reset_burst=10, reset_rate_per_s=10.0))
     for second in range(5):  # 8 open-and-reset pairs a second: within the steady rate
