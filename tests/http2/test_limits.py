@@ -6,10 +6,11 @@ from __future__ import annotations
 import struct
 
 import pytest
-from h2_peers import RawClient
+from h2_peers import Clock, RawClient
 
 from support.runcli import tailmark
 from tailmark.http2 import events, frames
+from tailmark.http2.connection import H2Connection
 from tailmark.http2.limits import Limits
 
 
@@ -165,3 +166,23 @@ def test_limits_from_assignments():
 def test_serve_refuses_a_bad_h2_limit_in_one_line(flags, said):
     done = tailmark("serve", "--port", "0", *flags, timeout_s=60)
     assert done.returncode == 2 and said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_client_drops_late_answers_to_streams_it_reset():
+    """Answers already on their way when the client reset their streams (deadlines, cancels) are dropped
+    quietly: no RST_STREAM back, no reset budget spent, however many there are."""
+    client = H2Connection(client=True, limits=Limits(reset_burst=2, reset_rate_per_s=0.001), clock=Clock())
+    client.initiate()
+    for _ in range(20):
+        stream = client.open_stream(b"\x83\x86", end_stream=True)
+        client.reset_stream(stream, frames.CANCEL)
+        late = frames.frame(frames.HEADERS, frames.END_HEADERS, stream.id, b"\x88")
+        assert client.receive_data(late + frames.frame(frames.DATA, 0, stream.id, b"answer")) == []
+    assert not client.terminated and client.counters.as_dict() == {}
+    out, resets, offset = client.data_to_send(), [], len(frames.PREFACE)
+    while offset < len(out):
+        length, kind = int.from_bytes(out[offset : offset + 3], "big"), out[offset + 3]
+        if kind == frames.RST_STREAM:
+            resets.append(int.from_bytes(out[offset + 5 : offset + 9], "big"))
+        offset += 9 + length
+    assert resets == list(range(1, 41, 2))  # our own 20 CANCELs, nothing for the late frames
