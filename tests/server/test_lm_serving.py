@@ -18,6 +18,7 @@ import urllib.request
 import pytest
 import torch
 
+from support.runcli import results, scenario, tailmark
 from support.serve import ServerProcess
 from support.sse import get, post
 from tailmark.models.tiny_lm import TinyLM, decode, encode
@@ -264,3 +265,20 @@ def test_a_failing_step_ends_its_sequences_with_the_error_and_the_next_request_r
         assert asyncio.run(scenario()) == complete(reference, "abc", 5)
     finally:
         backend.close()
+
+
+def test_kserve_streaming_counts_the_bytes_served(served, tmp_path):
+    """``tailmark run --transport grpc-stream`` against the lm: its config declares the vLLM backend's
+    return_num_* inputs, so the client counts the tokens the server served (bytes), not by its own rule."""
+    process, _, _ = served
+    out = tmp_path / "run"
+    run = tailmark(
+        "run", "--target", process.target, "--transport", "grpc-stream", "--model", "lm", "--scenario",
+        "concurrency", "--concurrency", "2", "--duration", "1", "--warmup", "0.2", "--min-queries", "4",
+        "--input-tokens", "8", "--output-tokens", "12", "--ignore-eos", "--no-calibration", "--no-progress",
+        "--out", str(out), timeout_s=120,
+    )  # fmt: skip
+    assert run.returncode in (0, 3), run.stderr
+    tokens = scenario(results(out), "concurrency")["classes"]["all"]["tokens"]
+    assert tokens["requests"] >= 4 and tokens["token_source"]["output"] == {"usage": tokens["requests"]}
+    assert tokens["output_tokens"]["p50"] == 12  # bytes, one a response (the 4-character rule would count fewer)

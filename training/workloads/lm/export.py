@@ -90,7 +90,12 @@ def config_text(name: str, architecture: dict[str, int], extra: dict[str, str] |
     config.model_transaction_policy.decoupled = True
     config.input.add(name="text_input", data_type=mc.TYPE_STRING, dims=[1])
     config.input.add(name="max_tokens", data_type=mc.TYPE_INT32, dims=[1], optional=True)
+    config.input.add(name="stream", data_type=mc.TYPE_BOOL, dims=[1], optional=True)
+    for count in ("num_input_tokens", "num_output_tokens"):  # the vLLM backend's: a client then counts bytes served
+        config.input.add(name=f"return_{count}", data_type=mc.TYPE_BOOL, dims=[1], optional=True)
     config.output.add(name="text_output", data_type=mc.TYPE_STRING, dims=[-1])
+    for count in ("num_input_tokens", "num_output_tokens"):
+        config.output.add(name=count, data_type=mc.TYPE_UINT32, dims=[-1])
     for key, value in {**architecture, "tokenizer": "bytes", **(extra or {})}.items():
         config.parameters[key].string_value = str(value)
     return text_format.MessageToString(config)
