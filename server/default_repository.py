@@ -114,6 +114,7 @@ def default_repository_path() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     content = "".join(SYNTHETIC_CONFIGS.values()) + RESNET_CONFIG + _resnet_source().read_text()
     content += repr((TINY_LM, TINY_LM_SERVING)) + _source("tailmark.models.tiny_lm").read_text()
+    content += _source("tailmark.training.workloads.lm.export").read_text()  # writes tiny-lm's config
     digest = hashlib.sha256(content.encode()).hexdigest()[:10]
     variant = "" if _torch_installed() else "-no-torch"
     return cache / "tailmark" / f"default-repository-{__version__}-{digest}{variant}"
