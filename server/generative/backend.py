@@ -40,11 +40,3 @@ class GenerativeBackend(GenerativeModel):
         rng = text_seed(self.settings.seed, seed, text)
         length = engine.output_length(rng, max_tokens, ignore_eos)
         return engine.submit(self.count_prompt(prompt), token_texts(rng, length), max_tokens)
-
-    def cancel(self, sequence: Sequence) -> None:
-        if self.engine is not None:
-            self.engine.cancel(sequence)
-
-    def close(self) -> None:
-        if self.engine is not None:
-            self.engine.close()

@@ -21,19 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import math
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tailmark.server.generative.model import Sequence
+from tailmark.server.generative.scheduler import Scheduler
 from tailmark.server.generative.settings import GenerativeSettings
 from tailmark.server.stats import ModelStats
-
-log = logging.getLogger(__name__)
 
 BLOCKING_TAIL_S = 0.0015
 LATE_NS = 1_000_000
@@ -44,20 +41,14 @@ class SyntheticSequence(Sequence):
     texts: list[str] = field(default_factory=list)  # all it will generate, decided at submission
 
 
-class Engine:
+class Engine(Scheduler):
+    task_name = "synthetic-llm-scheduler"
+
     def __init__(self, settings: GenerativeSettings, stats: ModelStats) -> None:
+        super().__init__(stats)
         self.settings = settings
-        self.stats = stats
-        self.waiting: deque[Sequence] = deque()
-        self.running: list[Sequence] = []
-        self.prompt_tokens_total = 0  # of admitted sequences
-        self.generation_tokens_total = 0
-        self.steps_total = 0
-        self.steps_late_total = 0  # ended more than LATE_NS after the model's time: the host was too busy
         self._admitted = itertools.count(1)
         self._rng = np.random.default_rng([settings.seed, 2])
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
 
     def output_length(self, rng: np.random.Generator, max_tokens: int, ignore_eos: bool) -> int:
         """Tokens a request will get: ``max_tokens`` with ignore_eos or the default length model, else a draw
@@ -76,43 +67,12 @@ class Engine:
 
     def submit(self, input_tokens: int, texts: list[str], max_tokens: int) -> SyntheticSequence:
         """Queue a sequence for the next step; call on the server's event loop."""
-        sequence = SyntheticSequence(input_tokens, max_tokens, texts=texts)
-        self.waiting.append(sequence)
-        self.stats.pending_changed(1)
-        if self._task is None or self._task.done():
-            self._wake = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="synthetic-llm-scheduler")
-        self._wake.set()
-        return sequence
-
-    def cancel(self, sequence: Sequence) -> None:
-        """The client went away: the sequence leaves the batch now (its slot frees for the next step)."""
-        if sequence.done:
-            return
-        sequence.cancelled = True
-        if sequence in self.running:
-            self.running.remove(sequence)
-        else:
-            self.waiting.remove(sequence)
-            self.stats.pending_changed(-1)
-        self.stats.record_failure(time.perf_counter_ns() - sequence.arrival_ns)
-
-    async def _run(self) -> None:
-        try:
-            await self._steps()
-        except Exception as exc:  # a bug: end every sequence with it rather than leave its client waiting
-            log.exception("synthetic LLM scheduler failed")
-            for sequence in [*self.running, *self.waiting]:
-                sequence.fail(exc)
-            self.running.clear()
-            self.waiting.clear()
+        return self._enqueue(SyntheticSequence(input_tokens, max_tokens, texts=texts))
 
     async def _steps(self) -> None:
         clock_ns = 0  # when the previous step was due to end
         while True:
-            if not self.running and not self.waiting:
-                self._wake.clear()
-                await self._wake.wait()
+            await self._until_work()
             now = time.perf_counter_ns()
             decoding = list(self.running)
             admitted = self._admit(now)
@@ -165,10 +125,6 @@ class Engine:
             batch_size=1, total_ns=end - sequence.arrival_ns, queue_ns=queue_ns, input_ns=0, infer_ns=infer_ns,
             output_ns=0,
         )  # fmt: skip
-
-    def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
 
 
 async def _sleep_until(deadline_ns: int) -> None:

@@ -142,11 +142,3 @@ class TinyLmBackend(GenerativeModel):
                 f"model's {self.max_model_len} tokens (its context + 1)"
             )
         return self.bind(stats).submit(tokens, max_tokens)
-
-    def cancel(self, sequence: Sequence) -> None:
-        if self.engine is not None:
-            self.engine.cancel(sequence)
-
-    def close(self) -> None:
-        if self.engine is not None:
-            self.engine.close()

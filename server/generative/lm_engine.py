@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import logging
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -41,9 +39,8 @@ import torch
 
 from tailmark.models.tiny_lm import TinyLM
 from tailmark.server.generative.model import Sequence
+from tailmark.server.generative.scheduler import Scheduler
 from tailmark.server.stats import ModelStats
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -59,65 +56,29 @@ class LmSequence(Sequence):
         return len(self.prompt) + self.generated - 1
 
 
-class LmEngine:
+class LmEngine(Scheduler):
+    task_name = "tiny-lm-scheduler"
+
     def __init__(self, model: TinyLM, stats: ModelStats, *, max_num_seqs: int, continuous: bool = True) -> None:
+        super().__init__(stats)  # steps_late_total stays 0: a real model has no schedule to be late on
         self.model = model
-        self.stats = stats
         self.device = model.out.weight.device
         self.continuous = continuous
         self.cache = model.new_cache(max_num_seqs if continuous else 1)
         self.free = list(range(self.cache.slots))
-        self.waiting: deque[LmSequence] = deque()
-        self.running: list[LmSequence] = []
-        self.prompt_tokens_total = 0  # of admitted sequences
-        self.generation_tokens_total = 0
-        self.steps_total = 0
-        self.steps_late_total = 0  # no schedule to be late on: kept for the metrics' family
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="tiny-lm-step")
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
 
     def submit(self, prompt: list[int], max_tokens: int) -> LmSequence:
         """Queue a sequence for the next step; call on the server's event loop."""
-        sequence = LmSequence(len(prompt), max_tokens, prompt=prompt)
-        self.waiting.append(sequence)
-        self.stats.pending_changed(1)
-        if self._task is None or self._task.done():
-            self._wake = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="tiny-lm-scheduler")
-        self._wake.set()
-        return sequence
+        return self._enqueue(LmSequence(len(prompt), max_tokens, prompt=prompt))
 
-    def cancel(self, sequence: Sequence) -> None:
-        """The client went away: the sequence leaves the batch, and its slot is free for the next admission."""
-        if sequence.done:
-            return
-        sequence.cancelled = True
-        if sequence in self.running:
-            self.running.remove(sequence)
-            self.free.append(sequence.slot)
-        else:
-            self.waiting.remove(sequence)
-            self.stats.pending_changed(-1)
-        self.stats.record_failure(time.perf_counter_ns() - sequence.arrival_ns)
-
-    async def _run(self) -> None:
-        try:
-            await self._steps()
-        except Exception as exc:  # a bug or a failed kernel: end every sequence with it, not leave clients waiting
-            log.exception("tiny_lm engine failed")
-            for sequence in [*self.running, *self.waiting]:
-                sequence.fail(exc)
-            self.free.extend(s.slot for s in self.running)
-            self.running.clear()
-            self.waiting.clear()
+    def _released(self, sequence: LmSequence) -> None:
+        self.free.append(sequence.slot)  # its cache slot, for the next admission
 
     async def _steps(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self.running and not self.waiting:
-                self._wake.clear()
-                await self._wake.wait()
+            await self._until_work()
             decoding = list(self.running)
             admitted = self._admit(time.perf_counter_ns())
             decode = [(s.slot, s.last, s.position) for s in decoding]
@@ -175,7 +136,7 @@ class LmEngine:
             return
         sequence.emit(text, "length")
         self.running.remove(sequence)
-        self.free.append(sequence.slot)
+        self._released(sequence)
         end = time.perf_counter_ns()
         self.stats.record_request(
             total_ns=end - sequence.arrival_ns, queue_ns=sequence.admitted_ns - sequence.arrival_ns, input_ns=0,
@@ -183,6 +144,5 @@ class LmEngine:
         )  # fmt: skip
 
     def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        super().close()
         self._worker.shutdown(wait=False, cancel_futures=True)

@@ -74,6 +74,7 @@ class GenerativeModel(ABC):
     name: str
     max_model_len: int  # prompt + output tokens a request may ask for
     default_max_tokens: int  # when the request gives no max_tokens
+    engine = None  # its scheduler (server/generative/scheduler.py), made on the first request
 
     @abstractmethod
     def count_prompt(self, prompt: str | list[int]) -> int:
@@ -86,9 +87,10 @@ class GenerativeModel(ABC):
     ) -> Sequence:  # fmt: skip
         """Queue one request on the server's event loop; its tokens come by iterating the sequence."""
 
-    @abstractmethod
     def cancel(self, sequence: Sequence) -> None:
         """The client went away: the sequence leaves the batch (a no-op once it has finished)."""
+        if self.engine is not None:
+            self.engine.cancel(sequence)
 
     def execute(self, inputs):
         raise RuntimeError(
@@ -96,5 +98,6 @@ class GenerativeModel(ABC):
             "/v1/chat/completions on --http-port"
         )
 
-    def close(self) -> None:  # noqa: B027 - nothing to release unless a model holds a scheduler
-        pass
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
