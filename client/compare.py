@@ -213,9 +213,10 @@ _OWN_SEEDS = ("schedule_seed", "sample_seed")  # fresh in every repeat; not a di
 
 
 def _settings_differ(a: ScenarioDoc, b: ScenarioDoc) -> str:
-    """``key A vs B`` for each effective setting that differs, seeds aside."""
+    """``key A vs B`` for each effective setting that differs, seeds aside; a setting one run does not record (an
+    older results.json) is unknown there, not different."""
     ea, eb = a["settings"]["effective"], b["settings"]["effective"]
-    keys = [k for k in ea if k not in _OWN_SEEDS and ea.get(k) != eb.get(k)]
+    keys = [k for k in ea if k not in _OWN_SEEDS and k in eb and ea[k] != eb[k]]
     return ", ".join(f"{k} {ea.get(k)} vs {eb.get(k)}" for k in keys)
 
 
