@@ -121,6 +121,9 @@ def register(subparsers) -> None:
         "gives the median and min..max of each number (default 1)",
     )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no live progress line")
+    run.add_argument("--no-plots", dest="without_plots", action="store_true",
+                     help="report.html with its tables only (drawing the plots takes seconds a scenario); "
+                     "`tailmark report DIR` draws them later")  # fmt: skip
     run.add_argument(
         "--per-request-log", action="store_true", help="also write requests.jsonl: one line per measured request"
     )

@@ -78,6 +78,7 @@ def test_run_records_the_servers_metrics_beside_the_latencies(tmp_path, metrics_
         "run", "--target", metrics_server.target, "--model", "sleep", "--scenario", "poisson", "--target-qps", "20",
         "--duration", "3", "--warmup", "0", "--metrics-url", metrics_server.metrics_url, "--metrics-interval", "0.5",
         "--metrics-series", "nv_inference_(count|exec_count)", "--out", str(out), "--no-progress", "--no-calibration",
+        plots=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     entry = scenario(results(out), "poisson")

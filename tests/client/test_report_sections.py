@@ -34,7 +34,7 @@ def run_dir(test_repository, tmp_path_factory) -> Path:
             "run", "--target", server.target, "--model", "identity", "--shape", "INPUT0:16", "--scenario", "trace",
             "--trace", str(trace), "--warmup", "0", "--metrics-url", server.metrics_url, "--metrics-interval", "0.5",
             "--stability-percentage", "10", "--stability-window-s", "1", "--out", str(out), "--no-progress",
-            "--no-calibration",
+            "--no-calibration", plots=True,
         )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "trace stability: " in run.stdout  # the console's line
