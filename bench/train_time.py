@@ -134,8 +134,7 @@ def report(by_workload: dict[str, list[dict]]) -> dict:
     for workload, entries in by_workload.items():
         print(f"{workload}:")
         for entry in entries:
-            if "command" in entry:
-                print(f"  $ {entry['command']}")
+            print(f"  $ {entry['command']}" if "command" in entry else f"  recorded set: {entry['result']}")
             for line in describe(entry):
                 print(line)
         figures = medians(entries)
