@@ -82,21 +82,30 @@ class SyncGrpcServer:
                 done.put((stream_error(request, exc), True))
 
         def read_all():
-            for request in requests:
-                while not slots.acquire(timeout=0.5):
-                    if not context.is_active():  # the stream ended while this one waited for a slot
-                        return
-                count["read"] += 1
-                if (generative := kserve_stream.generative_model(self.core, request)) is not None:
-                    cancels.append(kserve_stream.start_on_generation_loop(request, generative, done.put).cancel)
-                else:
-                    self._pool.submit(run_one, request)
-            done.put(None)
+            try:
+                for request in requests:
+                    while not slots.acquire(timeout=0.5):
+                        if not context.is_active():  # the stream ended while this one waited for a slot
+                            return
+                    count["read"] += 1
+                    if (generative := kserve_stream.generative_model(self.core, request)) is not None:
+                        cancels.append(kserve_stream.start_on_generation_loop(request, generative, done.put).cancel)
+                    else:
+                        self._pool.submit(run_one, request)
+            except grpc.RpcError:  # the client cancelled the call or went away: no more requests
+                pass
+            finally:
+                done.put(None)
 
         threading.Thread(target=read_all, daemon=True).start()
         written, input_done = 0, False
         while not (input_done and written == count["read"]):
-            item = done.get()
+            try:
+                item = done.get(timeout=0.5)
+            except queue.Empty:
+                if not context.is_active():  # cancelled: nobody is left to answer, and the RPC thread is freed
+                    return
+                continue
             if item is None:
                 input_done = True
                 continue
