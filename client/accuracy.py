@@ -93,3 +93,22 @@ async def measure_accuracy(
     if check.bad:
         log.warning("%s", check.note())
     return AccuracyResult(samples=pool.count, correct=correct, errors=errors)
+
+
+def run_measurement(measure):
+    """``tailmark accuracy``'s run of ``measure()`` (a coroutine function) on uvloop: a ConfigError becomes the
+    CLI's one-line usage error, another TailmarkError one line on stderr and None (exit 1)."""
+    import sys
+
+    import uvloop
+
+    from tailmark.cli import UsageError
+    from tailmark.client.errors import TailmarkError
+
+    try:
+        return uvloop.run(measure())
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except TailmarkError as exc:
+        print(f"tailmark accuracy: {exc}", file=sys.stderr)
+        return None

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -166,7 +165,6 @@ async def measure_lm_accuracy(transport, result: LmAccuracy, windows: list[bytes
 def lm_accuracy_command(args: argparse.Namespace, common: dict) -> int:
     """``tailmark accuracy --lm``; ``common`` holds the connection settings (TLS, headers, timeouts)."""
     from tailmark.cli import UsageError
-    from tailmark.client.errors import TailmarkError
     from tailmark.client.openai_transport import OpenAITransport
     from tailmark.client.results import write_atomic
 
@@ -194,14 +192,10 @@ def lm_accuracy_command(args: argparse.Namespace, common: dict) -> int:
         finally:
             await transport.aclose()
 
-    try:
-        import uvloop
+    from tailmark.client.accuracy import run_measurement
 
-        result = uvloop.run(measure())
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    except TailmarkError as exc:
-        print(f"tailmark accuracy: {exc}", file=sys.stderr)
+    result = run_measurement(measure)
+    if result is None:
         return 1
     print(result.line())
     if args.out:

@@ -617,7 +617,7 @@ def accuracy_command(args: argparse.Namespace) -> int:
     import json
 
     from tailmark.cli import UsageError
-    from tailmark.client.errors import ConfigError, TailmarkError
+    from tailmark.client.errors import ConfigError
     from tailmark.client.results import write_atomic
 
     if args.lm:  # a served language model on held-out text (client/accuracy_lm.py)
@@ -651,14 +651,10 @@ def accuracy_command(args: argparse.Namespace) -> int:
         finally:
             await transport.aclose()
 
-    try:
-        import uvloop
+    from tailmark.client.accuracy import run_measurement
 
-        result = uvloop.run(measure())
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    except TailmarkError as exc:
-        print(f"tailmark accuracy: {exc}", file=sys.stderr)
+    result = run_measurement(measure)
+    if result is None:
         return 1
     print(f"{args.model}: top-1 {result.top1:.4f} ({result.correct}/{result.samples})"
           + (f", failed requests: {result.errors}" if result.errors else ""))  # fmt: skip
