@@ -66,19 +66,18 @@ class Seq2SeqSteps(ScheduledSteps):
         model: nn.Module,
         *,
         vocab_size: int,
-        learning_rate: float,
-        warmup_steps: int,
-        schedule_steps: int,
-        clip_norm: float,
+        hparams,
     ) -> None:
+        """``hparams``: the workload's, with learning_rate, warmup_steps, schedule_steps and clip_norm."""
         import torch
 
         from tailmark.models.seq_transformer import PAD
 
-        optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, betas=(0.9, 0.98))
+        optimizer = torch.optim.Adam(model.parameters(), lr=hparams.learning_rate, betas=(0.9, 0.98))
         super().__init__(
-            model, optimizer, warmup_steps=warmup_steps, schedule_steps=schedule_steps, clip_norm=clip_norm
-        )
+            model, optimizer, warmup_steps=hparams.warmup_steps, schedule_steps=hparams.schedule_steps,
+            clip_norm=hparams.clip_norm,
+        )  # fmt: skip
         self.ctx, self.vocab_size = ctx, vocab_size
         self.loss = torch.nn.CrossEntropyLoss(ignore_index=PAD)
 

@@ -50,15 +50,7 @@ class TranslationTrainer(Trainer):
         width = hparams.d_model
         model = SeqTransformer(VOCAB_SIZE, width, layers=hparams.layers, ff=4 * width, max_len=hparams.max_chars + 1)
         self.model = ctx.wrap(model)
-        self.steps = Seq2SeqSteps(
-            ctx,
-            self.model,
-            vocab_size=VOCAB_SIZE,
-            learning_rate=hparams.learning_rate,
-            warmup_steps=hparams.warmup_steps,
-            schedule_steps=hparams.schedule_steps,
-            clip_norm=hparams.clip_norm,
-        )
+        self.steps = Seq2SeqSteps(ctx, self.model, vocab_size=VOCAB_SIZE, hparams=hparams)
         self.pairs: dictd.PhrasePairs | None = None
         self.order: torch.Tensor | None = None  # this pass's permutation of the training pairs
         self.cursor = 0

@@ -69,15 +69,7 @@ class ReverseTrainer(Trainer):
         torch.manual_seed(ctx.seed)
         model = SeqTransformer(VOCAB_SIZE, hparams.d_model, layers=hparams.layers, ff=4 * hparams.d_model)
         self.model = ctx.wrap(model)
-        self.steps = Seq2SeqSteps(
-            ctx,
-            self.model,
-            vocab_size=VOCAB_SIZE,
-            learning_rate=hparams.learning_rate,
-            warmup_steps=hparams.warmup_steps,
-            schedule_steps=hparams.schedule_steps,
-            clip_norm=hparams.clip_norm,
-        )
+        self.steps = Seq2SeqSteps(ctx, self.model, vocab_size=VOCAB_SIZE, hparams=hparams)
         self.eval_set: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def load_data(self) -> DataSizes:
