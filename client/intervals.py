@@ -94,17 +94,26 @@ def interval_from_counts(
     edges: np.ndarray, counts: np.ndarray, percentile: float, confidence: float = DEFAULT_CONFIDENCE
 ) -> tuple[int | None, int | None]:
     """(lo, hi) of a percentile from bucket upper edges and counts (value order); None: unbounded on that side."""
+    return interval_worth(edges, counts, percentile, int(counts.sum()), confidence)
+
+
+def interval_worth(
+    edges: np.ndarray, counts: np.ndarray, percentile: float, worth: int, confidence: float = DEFAULT_CONFIDENCE
+) -> tuple[int | None, int | None]:
+    """(lo, hi) as ``interval_from_counts``, for n correlated latencies worth ``worth`` <= n independent ones
+    (client/batch_means.py): the ranks of a ``worth``-sized sample, scaled to n outwards, so it is wider."""
     n = int(counts.sum())
-    if not n:
+    if not n or worth < 1:
         return None, None
-    ranks = rank_interval(n, percentile, confidence)
+    worth = min(worth, n)
+    ranks = rank_interval(worth, percentile, confidence)
     cumulative = np.cumsum(counts)
 
     def at(rank: int) -> int:
         return int(edges[int(np.searchsorted(cumulative, rank))])
 
-    lo = at(ranks.lower) if ranks.lower >= 1 else None
-    hi = at(ranks.upper) if ranks.upper <= n else None
+    lo = at(math.floor(ranks.lower * n / worth)) if ranks.lower >= 1 else None
+    hi = at(math.ceil(ranks.upper * n / worth)) if ranks.upper <= worth else None
     return lo, hi
 
 

@@ -16,6 +16,11 @@ objective is:
 - **shown missed** when the interval lies above the bound (goodput: the p-value of "at least f" <= 0.025);
 - **undecided** otherwise: the interval holds the bound, or is open (too few queries to bound a p99).
 
+Requests that queue are correlated, so the pooled requests count for fewer independent ones: the trials'
+whole seconds in the step's interval log are batches whose scatter gives the variance inflation
+(client/batch_means.py), and the interval and p-value use n / inflation requests. Under two such seconds,
+nothing is shown.
+
 The step passes when every objective is shown met, or is undecided and met by a majority of the trials (each
 trial's own percentile, LoadGen's rank rule on bucket upper edges, or goodput), and no request failed (goodput
 alone counts failures as misses instead). ``--strict`` passes only what is shown met *and* met by a majority
@@ -33,7 +38,8 @@ either way.
 answer; then bisect until the bracket [last pass, first fail] is narrower than ``--resolution`` of the last
 pass; then run a confirmation step at the last pass with fresh seeds. A failed confirmation becomes the new
 first fail and the walk goes on below it (twice at most). The answer is the confirmed last pass; its
-uncertainty is the bracket.
+uncertainty is the bracket widened by each step's Poisson rate noise, or the evidence band (highest rate shown
+met .. lowest shown missed) where that is wider (``uncertainty``).
 
 Example::
 
@@ -168,6 +174,8 @@ class ObjectiveEvidence:
     trials_met: int
     pooled_queries: int  # the pooled trials' requests (goodput: failures included)
     pooled_within: int  # of which done within the bound (a bucket straddling it counts as over)
+    worth_queries: int  # what they are worth as independent requests, after their correlation (batch_means.py)
+    correlation: float | None  # the variance inflation that says so; None: not estimated (independence assumed)
     pooled_value: float | None  # the pooled percentile (ms) or goodput share
     interval_ms: list[float | None] | None  # percentile: its 95 % interval from the pooled counts; None: goodput
     p_value: float  # P(Binomial(n, share) >= within): the chance of this much evidence if the objective is missed
@@ -206,14 +214,22 @@ def upper_tail(n: int, share: float, k: int) -> float:
 
 
 def judge_objective(
-    objective: Objective, trials: list[tuple[Any, int]], *, strict: bool = False, confidence: float = 0.95
+    objective: Objective,
+    trials: list[tuple[Any, int]],
+    *,
+    batches: list[Any] | None = None,
+    strict: bool = False,
+    confidence: float = 0.95,
 ) -> ObjectiveEvidence:
     """One objective over a step's trials: ``trials`` holds each trial's intended -> done histogram (ns) and its
-    failed-request count. It passes when the pooled trials show it met, or (not ``strict``) when they show
-    neither met nor missed and a majority of trials meet it."""
+    failed-request count; ``batches`` the trials' whole seconds of the interval log, whose scatter says what
+    the pooled requests are worth (client/batch_means.py; None: independent requests, as for a synthetic
+    histogram; fewer than two: nothing can be shown). It passes when the pooled trials show it met, or (not
+    ``strict``) when they show neither met nor missed and a majority of trials meet it."""
     from tailmark.client import hlog
+    from tailmark.client.batch_means import share_inflation
     from tailmark.client.goodput import requests_within
-    from tailmark.client.intervals import interval_from_counts
+    from tailmark.client.intervals import interval_worth
     from tailmark.client.verdict import buckets, percentile_ns
 
     bound_ns = int(objective.bound_ms * 1e6)
@@ -237,18 +253,25 @@ def judge_objective(
     ok = pooled.get_total_count()
     within = requests_within(pooled, bound_ns)
     n = ok + failed if objective.goodput else ok
-    p_value = upper_tail(n, share, within) if n else 1.0
-    p_missed = 1.0 - upper_tail(n, share, within + 1) if n else 1.0  # P(B <= within): evidence it is missed
+    inflation = None
+    if batches is not None:
+        inflation = share_inflation([(h.get_total_count(), requests_within(h, bound_ns)) for h in batches], confidence)
+    worth = n if batches is None else 0 if inflation is None else inflation.effective(n)
+    worth_within = round(within * worth / n) if n else 0  # the same share, of fewer independent requests
+    p_value = upper_tail(worth, share, worth_within) if worth else 1.0
+    p_missed = 1.0 - upper_tail(worth, share, worth_within + 1) if worth else 1.0  # P(B <= within): missed
     interval = None
     if objective.goodput:
         pooled_value = within / n if n else None
-        shown = "met" if n and p_value <= ONE_SIDED_ALPHA else "missed" if n and p_missed <= ONE_SIDED_ALPHA else ""
+        shown = (
+            "met" if worth and p_value <= ONE_SIDED_ALPHA else "missed" if worth and p_missed <= ONE_SIDED_ALPHA else ""
+        )
         value_text = "-" if pooled_value is None else f"{pooled_value:.4f}"
         detail = f"goodput {value_text} of {n} within {objective.bound_ms:g} ms, p={p_value:.3g}"
     else:
         pooled_value = percentile_ns(pooled, objective.percentile) / 1e6 if ok else None
         edges, counts = buckets(pooled)
-        lo, hi = interval_from_counts(edges, counts, objective.percentile, confidence) if ok else (None, None)
+        lo, hi = interval_worth(edges, counts, objective.percentile, worth, confidence) if ok else (None, None)
         interval = [None if v is None else v / 1e6 for v in (lo, hi)]
         if interval[1] is not None and interval[1] <= objective.bound_ms:
             shown = "met"
@@ -256,21 +279,32 @@ def judge_objective(
             shown = "missed" if interval[0] is not None and interval[0] > objective.bound_ms else ""
         ends = "..".join("?" if v is None else f"{v:.2f}" for v in interval)
         detail = f"p{objective.percentile:g} {_ms(pooled_value)} [{ends}] ms of {n}, p={p_value:.3g}"
-        if ok and interval[1] is None:
+        if ok and worth and interval[1] is None:
             detail += " (too few queries to bound it)"
+    if inflation is not None and inflation.factor > 1.0:
+        detail += f" ({inflation.text})"
+    elif batches is not None and inflation is None and n:
+        detail += " (under two one-second batches: their correlation unknown, nothing shown)"
     shown = shown or "undecided"
     passed = shown == "met" or (not strict and shown == "undecided" and 2 * met > len(trials))
     detail += f": {shown}" + (f", {met}/{len(trials)} trials met it" if shown == "undecided" else "")
     return ObjectiveEvidence(
         objective=objective.name, trial_values=values, trials_met=met, pooled_queries=n, pooled_within=within,
+        worth_queries=worth, correlation=None if inflation is None else round(inflation.factor, 3),
         pooled_value=pooled_value, interval_ms=interval, p_value=p_value, shown=shown, passed=passed, detail=detail,
     )  # fmt: skip
 
 
 def judge_step(
-    objectives: list[Objective], doc: dict[str, Any], histograms: dict[str, Any], *, strict: bool = False
+    objectives: list[Objective],
+    doc: dict[str, Any],
+    histograms: dict[str, Any],
+    *,
+    batches: list[Any] | None = None,
+    strict: bool = False,
 ) -> StepOutcome:
-    """A step's outcome from its results.json (``doc``) and histograms.json (``histograms``): every objective
+    """A step's outcome from its results.json (``doc``), histograms.json (``histograms``) and the trials' whole
+    seconds of intended -> done from its interval log (``batches``, ``step_batches``): every objective
     passes (``judge_objective``), no request failed (unless goodput alone is asked: it counts failures as
     misses), no trial blamed on the client and no majority on the host; ``strict`` also needs a majority of
     trials meeting every objective and every objective shown met by the pooled trials."""
@@ -286,7 +320,7 @@ def judge_step(
         trials.append((hist, sum(recorder.errors(key).values())))
     classes = [e["classes"]["all"] for e in entries]
     causes = [c["verdict"].get("cause") for c in classes]
-    evidence = [judge_objective(o, trials, strict=strict) for o in objectives]
+    evidence = [judge_objective(o, trials, batches=batches, strict=strict) for o in objectives]
     passing = []
     for i, c in enumerate(classes):
         meets = all(_trial_meets(o, e.trial_values[i]) for o, e in zip(objectives, evidence, strict=True))
@@ -311,6 +345,20 @@ def judge_step(
         trials_passed=k, achieved_qps=statistics.median([c["achieved_rate_qps"] for c in classes]) if classes else None,
         causes=causes, objectives=evidence, ceiling_qps=ceiling,
     )  # fmt: skip
+
+
+def step_batches(step_dir: Path, doc: dict[str, Any]) -> list[Any]:
+    """The trials' whole one-second intervals of intended -> done inside their measured windows (every class
+    added), read from the step's ``latency.hlog``: the batches ``judge_objective`` estimates correlation from."""
+    from tailmark.client.recorder import scenario_keys
+    from tailmark.client.timeline import FILE_NAME, in_window, read_slices
+
+    slices = read_slices(step_dir / FILE_NAME)
+    out = []
+    for name, entry in zip(scenario_keys(e["scenario"] for e in doc["scenarios"]), doc["scenarios"], strict=True):
+        window = (entry.get("evidence") or {}).get("window_in_log_s")
+        out += [s.histogram for s in in_window(slices.get(name, []), window)]
+    return out
 
 
 def _trial_meets(objective: Objective, value: float | None) -> bool:
@@ -346,15 +394,14 @@ class Walk:
     @property
     def evidence_band_qps(self) -> tuple[float | None, float | None]:
         """Where the evidence, not the walk's resolution, places the answer: from the highest rate whose every
-        objective the pooled trials showed met (at most the answer) to the lowest rate with an objective shown
-        missed (else the first fail). Steps between were decided by the majority of trials."""
-        if self.last_pass_qps is None:
-            return None, self.first_fail_qps
-        met = [w.rate_qps for w in self.steps if w.outcome.objectives and w.rate_qps <= self.last_pass_qps
+        objective the pooled trials showed met (at most the answer) to the lowest rate above it with an
+        objective shown missed; None on a side no step showed. Steps between were decided by the majority of
+        trials, which is why a short step's answer can land anywhere in the band."""
+        met = [w.rate_qps for w in self.steps if w.outcome.objectives and w.rate_qps <= (self.last_pass_qps or 0.0)
                and all(e.shown == "met" for e in w.outcome.objectives)]  # fmt: skip
-        missed = [w.rate_qps for w in self.steps if any(e.shown == "missed" for e in w.outcome.objectives)]
-        missed = [r for r in missed if r > self.last_pass_qps] or [self.first_fail_qps]
-        return (max(met) if met else None), (None if missed[0] is None else min(m for m in missed if m is not None))
+        missed = [w.rate_qps for w in self.steps if any(e.shown == "missed" for e in w.outcome.objectives)
+                  and w.rate_qps > (self.last_pass_qps or 0.0)]  # fmt: skip
+        return (max(met) if met else None), (min(missed) if missed else None)
 
 
 def walk(
@@ -474,16 +521,21 @@ def so_far(result: Walk) -> Walk:
 
 def uncertainty(result: Walk, measured_s: float) -> tuple[float | None, float | None]:
     """The answer's uncertainty: the bracket [last pass, first fail] widened on each side by the 95 % range of the
-    rate a Poisson schedule actually offers in ``measured_s`` seconds (a step's trials together), 1.96 sqrt(r / s):
-    at 50/s, one 5 s trial offers 44..56/s, so a step judges that wide a range of loads."""
+    rate a Poisson schedule actually offers in ``measured_s`` seconds (a step's trials together), 1.96 sqrt(r / s)
+    (at 50/s, one 5 s trial offers 44..56/s, so a step judges that wide a range of loads), and widened further
+    to the evidence band where that is wider: the steps between the band's ends passed or failed by the
+    majority of their trials, which a short step's luck decides (None: open on that side)."""
     low, high = result.last_pass_qps, result.first_fail_qps
     if low is None:
-        return None, high
+        return None, None
 
     def noise(rate: float) -> float:
         return 1.96 * math.sqrt(rate / measured_s)
 
-    return max(low - noise(low), 0.0), (None if high is None else high + noise(high))
+    shown_met, shown_missed = result.evidence_band_qps
+    low = None if shown_met is None else min(shown_met, max(low - noise(low), 0.0))
+    high = None if high is None or shown_missed is None else max(shown_missed, high + noise(high))
+    return low, high
 
 
 def table(result: Walk, objectives: list[Objective], measured_s: float) -> str:
@@ -516,12 +568,13 @@ def answer_text(result: Walk, measured_s: float) -> str:
     high = "?" if result.first_fail_qps is None else f"{result.first_fail_qps:g}"
     text = f"answer: {result.last_pass_qps:g}/s (between the last pass and the first fail: [{result.last_pass_qps:g}, "
     text += f"{high}]/s), {'confirmed' if result.confirmed else 'NOT confirmed'}"
-    ends = "..".join("?" if v is None else f"{v:.1f}" for v in uncertainty(result, measured_s))
-    text += f"; uncertainty {ends}/s (the bracket and each step's Poisson rate noise)"
+    spread = uncertainty(result, measured_s)
+    ends = "..".join("?" if v is None else f"{v:.1f}" for v in spread)
+    text += f"; uncertainty {ends}/s (the bracket with each step's Poisson rate noise, or the evidence band"
     band = result.evidence_band_qps
-    text += (
-        "; evidence band " + "..".join("?" if v is None else f"{v:g}" for v in band) + "/s (shown met .. shown missed)"
-    )
+    text += " " + "..".join("?" if v is None else f"{v:g}" for v in band) + "/s, shown met .. shown missed)"
+    if None in spread:  # say what would close it
+        text += "; no step showed it on the ? side: longer steps (--duration) or more --trials show more"
     return text + (f"; {result.stopped}" if result.stopped else "")
 
 
@@ -549,7 +602,9 @@ def write_json(
         "settings": settings,
         "answer_qps": result.last_pass_qps,
         "bracket_qps": [result.last_pass_qps, result.first_fail_qps],  # the walk's resolution
-        "uncertainty_qps": list(uncertainty(result, measured_s)),  # the bracket and the offered rate's noise
+        "uncertainty_qps": list(
+            uncertainty(result, measured_s)
+        ),  # the bracket and its rate noise, or the evidence band
         "evidence_band_qps": list(result.evidence_band_qps),  # the statistics' uncertainty (Walk.evidence_band_qps)
         "confirmed": result.confirmed,
         "stopped": result.stopped or None,
@@ -681,7 +736,8 @@ def search_command(args: argparse.Namespace) -> int:
             failure.append(code or 1)
             return StepOutcome(False, limited_by="client", why=f"the step's run ended with exit code {code}",
                                run_dir=step_dir.name)  # fmt: skip
-        outcome = judge_step(objectives, doc, json.loads(histograms.read_text(encoding="utf-8")), strict=args.strict)
+        outcome = judge_step(objectives, doc, json.loads(histograms.read_text(encoding="utf-8")),
+                             batches=step_batches(step_dir, doc), strict=args.strict)  # fmt: skip
         outcome = StepOutcome(**{**{f: getattr(outcome, f) for f in outcome.__slots__}, "run_dir": step_dir.name})
         print(f"tailmark search: step {number}: {'pass' if outcome.passed else 'fail'}: {outcome.why}",
               file=sys.stderr, flush=True)  # fmt: skip
