@@ -79,3 +79,12 @@ def share_inflation(batches: Sequence[tuple[int, int]], confidence: float = 0.95
     if binomial <= 0.0:  # every request within the bound, or none: the batches cannot scatter either
         return Inflation(1.0, b)
     return Inflation(max(1.0, variance / binomial * widen), b)
+
+
+def inflation_at(seconds: Sequence[tuple[object, object]], value_ns: int, confidence: float = 0.95) -> Inflation | None:
+    """``share_inflation`` of the share at or below ``value_ns``, from each batch's (bucket upper edges, counts) as
+    ``verdict.buckets`` gives them (a bucket straddling the value counts as above it, as ``count_over`` does)."""
+    return share_inflation(
+        [(int(counts.sum()), int(counts[edges <= value_ns].sum())) for edges, counts in seconds],  # type: ignore[attr-defined]
+        confidence,
+    )

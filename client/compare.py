@@ -4,8 +4,9 @@ Per scenario and traffic class, for the achieved rate and each reported percenti
 value, B's, the difference and whether it is **significant**:
 
 - **two single runs**: significant when the two 95 % intervals do not overlap. Percentiles use their
-  distribution-free intervals (client/intervals.py; a side a run is too short to bound is open, so it never
-  separates); the rate uses the Poisson interval of its count, ``(n ± 1.96 √n) / duration``. Two 95 % intervals
+  distribution-free intervals (client/intervals.py, widened by the correlation of each run's seconds,
+  client/batch_means.py; a side a run is too short to bound is open, so it never separates); the rate uses
+  the Poisson interval of its count, ``(n ± 1.96 √n) / duration``. Two 95 % intervals
   that do not overlap is a conservative test (well under 5 % false alarms).
 - **two sets of repeats** (``tailmark run --repeat K``): the values are the medians over the repeats, and the
   test is an exact two-sided Mann-Whitney rank test over the repeats' values at 5 % (every split of the pooled

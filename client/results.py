@@ -28,7 +28,7 @@ from tailmark.client.evidence import ScenarioEvidence
 from tailmark.client.goodput import GoodputDoc, class_goodput, total_goodput
 from tailmark.client.repeat import RepeatsDoc, repeat_number, summarize
 from tailmark.client.settings import CLOSED_LOOP, EffectiveSettings, Scenario
-from tailmark.client.verdict import Verdict, bucket_bounds, buckets, judge, percentile_rank
+from tailmark.client.verdict import Verdict, bucket_bounds, buckets, judge, percentile_ns, percentile_rank
 
 SCHEMA_VERSION = 1
 PERCENTILES = (50.0, 90.0, 95.0, 97.0, 99.0, 99.9)  # LoadGen's reported set
@@ -77,6 +77,10 @@ class VerdictDoc(TypedDict):
 class IntervalsDoc(TypedDict):
     confidence: float
     latency_ms: dict[str, dict[str, list[float | None]]]  # latency -> "p99" -> [lo, hi]; None: n cannot bound it
+    # latency -> "p99" -> the variance inflation its one-second batches showed (client/batch_means.py), the
+    # interval being that much wider than independent latencies'; None: not estimated, independence assumed
+    # (a merge, a run under two seconds); the key is missing in files from before it
+    correlation: dict[str, dict[str, float | None]] | None
 
 
 class ClassDoc(TypedDict):
@@ -267,6 +271,9 @@ class ClassResult:
     tokens: Any = None  # TokenStats of a generative transport's answers (client/token_metrics.py); None: none
     deadline_count: int = 0  # requests that carried their own deadline (goodput counts an answer as within it)
     cancelled_count: int = 0  # requests the client cancelled on purpose: neither errors nor successes
+    # latency -> the whole seconds of the measured window, one histogram each, for the intervals' correlation
+    # (client/batch_means.py); None: not known (merges), the intervals assume independent latencies
+    batches: Mapping[str, Sequence[HdrHistogram]] | None = None
 
     @property
     def ok_count(self) -> int:
@@ -282,17 +289,27 @@ class ClassResult:
 
     @cached_property
     def intervals(self) -> IntervalsDoc:
-        """Every reported percentile's distribution-free interval, in ms (client/intervals.py)."""
-        from tailmark.client.intervals import DEFAULT_CONFIDENCE, interval_from_counts
+        """Every reported percentile's distribution-free interval, in ms (client/intervals.py), widened by the
+        correlation its one-second batches show (client/batch_means.py) where they are known."""
+        from tailmark.client.batch_means import inflation_at
+        from tailmark.client.intervals import DEFAULT_CONFIDENCE, interval_worth
 
         out: dict[str, dict[str, list[float | None]]] = {}
+        correlation: dict[str, dict[str, float | None]] | None = None if self.batches is None else {}
         for name in LATENCIES:
-            edges, counts = buckets(getattr(self, name))
+            hist = getattr(self, name)
+            edges, counts = buckets(hist)
+            n = int(counts.sum())
+            seconds = None if self.batches is None else [buckets(h) for h in self.batches.get(name, ())]
             out[name] = {}
             for key, pct in zip(_PERCENTILE_KEYS, PERCENTILES, strict=True):
-                ends = interval_from_counts(edges, counts, pct, DEFAULT_CONFIDENCE)
+                inflation = None if seconds is None or not n else inflation_at(seconds, percentile_ns(hist, pct))
+                worth = n if inflation is None else inflation.effective(n)
+                ends = interval_worth(edges, counts, pct, worth, DEFAULT_CONFIDENCE)
                 out[name][key] = [None if v is None else _ms(v) for v in ends]
-        return IntervalsDoc(confidence=DEFAULT_CONFIDENCE, latency_ms=out)
+                if correlation is not None:
+                    correlation.setdefault(name, {})[key] = None if inflation is None else round(inflation.factor, 2)
+        return IntervalsDoc(confidence=DEFAULT_CONFIDENCE, latency_ms=out, correlation=correlation)
 
 
 def _aggregate(classes: Sequence[ClassResult]) -> ClassResult:
@@ -309,14 +326,28 @@ def _aggregate(classes: Sequence[ClassResult]) -> ClassResult:
             errors[status] = errors.get(status, 0) + n
     samples = [c.sample_count for c in classes]
     offered = [c.offered_count for c in classes]
+    batches = None
+    if classes and all(c.batches is not None for c in classes):  # the same seconds for every class: add them up
+        batches = {name: _added([c.batches[name] for c in classes]) for name in LATENCIES}  # type: ignore[index]
     return ClassResult(
-        ALL, *hists, errors=errors, overflow_count=sum(c.overflow_count for c in classes),
+        ALL, *hists, errors=errors, overflow_count=sum(c.overflow_count for c in classes), batches=batches,
         sample_count=None if None in samples else sum(samples),  # type: ignore[arg-type]
         offered_count=None if None in offered else sum(offered),  # type: ignore[arg-type]
         tokens=_merged_tokens(classes),
         deadline_count=sum(c.deadline_count for c in classes),
         cancelled_count=sum(c.cancelled_count for c in classes),
     )  # fmt: skip
+
+
+def _added(per_class: Sequence[Sequence[HdrHistogram]]) -> list[HdrHistogram]:
+    """Second by second, the classes' histograms added together."""
+    out = []
+    for same_second in zip(*per_class, strict=True):
+        total = hlog.new_histogram()
+        for h in same_second:
+            hlog.add_into(total, h)
+        out.append(total)
+    return out
 
 
 def _merged_tokens(classes: Sequence[ClassResult]):

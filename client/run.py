@@ -16,7 +16,9 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
-from tailmark.client import server_stats
+from hdrh.histogram import HdrHistogram
+
+from tailmark.client import hlog, server_stats
 from tailmark.client.dispatcher import NS, Dispatcher, Stop, Window
 from tailmark.client.errors import TailmarkError, TraceError
 from tailmark.client.evidence import ScenarioEvidence
@@ -28,14 +30,14 @@ from tailmark.client.progress import Progress
 from tailmark.client.recorder import Recorder, scenario_keys
 from tailmark.client.report import write_reports
 from tailmark.client.request_log import FILE_NAME as REQUEST_LOG
-from tailmark.client.results import ClassResult, RunResult, ScenarioResult, write_atomic
+from tailmark.client.results import LATENCIES, ClassResult, RunResult, ScenarioResult, write_atomic
 from tailmark.client.samples import SamplePool
 from tailmark.client.schedule import fixed_interval, poisson
 from tailmark.client.settings import OPEN_LOOP, EffectiveSettings, Scenario
 from tailmark.client.shards import Shard
 from tailmark.client.stability import StabilitySettings, judge
 from tailmark.client.timeline import FILE_NAME as TIMELINE
-from tailmark.client.timeline import read_slices
+from tailmark.client.timeline import Slice, in_window, read_slices
 from tailmark.client.token_metrics import TokenRecorder
 from tailmark.client.token_store import write as write_tokens
 from tailmark.client.traffic_classes import class_settings
@@ -273,7 +275,7 @@ class Run:
         in_log = ((start_ns - self.log_start_ns) / NS, (window.end_ns - self.log_start_ns) / NS)
         steady = None
         if self.stability is not None and s.scenario is not Scenario.OFFLINE:  # whole seconds of the window in the log
-            steady = judge(read_slices(self.out_dir / TIMELINE).get(name, []), in_log, self.stability)
+            steady = judge(read_slices(self.out_dir / TIMELINE, scenario=name).get(name, []), in_log, self.stability)
         return ScenarioEvidence(
             client_cpu_pct=100.0 * window.cpu_s / duration if duration > 0 else None,
             offered=sum(window.offered.values()) if open_loop else None,
@@ -298,6 +300,7 @@ class Run:
         await scratch.closed_loop(samples_per_query=1, warmup_ns=int(s.warmup_s * NS), stop=stop, traffic_class="w")
 
     def _scenario_result(self, name: str, s: EffectiveSettings, window: Window) -> ScenarioResult:
+        seconds = self._window_seconds(name)
         classes = {}
         for key in self.recorder.keys():
             scenario, traffic_class = key
@@ -315,6 +318,7 @@ class Run:
                 deadline_count=window.deadlines.get(traffic_class, 0),
                 cancelled_count=window.cancelled.get(traffic_class, 0),
                 tokens=tokens.stats(key) if (tokens := self._lane(s)[2]) is not None else None,
+                batches=None if seconds is None else _class_seconds(seconds, traffic_class),
             )
         if s.scenario is Scenario.OFFLINE and DEFAULT_CLASS in classes:
             classes[DEFAULT_CLASS] = dataclasses.replace(classes[DEFAULT_CLASS], sample_count=window.samples)
@@ -326,6 +330,15 @@ class Run:
             evidence=self._evidence, server_metrics=self._server_metrics,
             class_settings=class_settings(s) if s.scenario is Scenario.MIXED else None, sessions=self._sessions,
         )  # fmt: skip
+
+    def _window_seconds(self, name: str) -> dict[str, list[Slice]] | None:
+        """Per latency, the scenario's whole seconds of the interval log inside its measured window: the batches
+        its intervals' correlation is estimated from (client/batch_means.py); None without a log."""
+        window = self._evidence.window_in_log_s if self._evidence is not None else None
+        path = self.out_dir / TIMELINE
+        if window is None or not path.exists():
+            return None
+        return {metric: in_window(read_slices(path, metric, name).get(name, []), window) for metric in LATENCIES}
 
     def _write(self) -> None:
         if self.metrics is not None:  # before the report, which plots it
@@ -369,3 +382,11 @@ def _trace(s: EffectiveSettings) -> Iterator[Arrival]:
             raise TraceError(str(exc)) from None
 
     return arrivals()
+
+
+def _class_seconds(seconds: dict[str, list[Slice]], traffic_class: str) -> dict[str, list[HdrHistogram]]:
+    """One class's histogram of each second (an empty one where it completed nothing that second)."""
+    return {
+        metric: [sl.classes.get(traffic_class) or hlog.new_histogram() for sl in slices]
+        for metric, slices in seconds.items()
+    }

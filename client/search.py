@@ -282,7 +282,7 @@ def judge_objective(
         if ok and worth and interval[1] is None:
             detail += " (too few queries to bound it)"
     if inflation is not None and inflation.factor > 1.0:
-        detail += f" ({inflation.text})"
+        detail += f" ({inflation.text}: worth {worth} independent requests)"
     elif batches is not None and inflation is None and n:
         detail += " (under two one-second batches: their correlation unknown, nothing shown)"
     shown = shown or "undecided"

@@ -46,8 +46,11 @@ class Slice:
         return self.histogram.get_total_count()
 
 
-def read_slices(path: str | Path, metric: str = "intended_to_done") -> dict[str, list[Slice]]:
-    """Scenario key -> its intervals of ``metric`` in time order; {} when the file is missing.
+def read_slices(
+    path: str | Path, metric: str = "intended_to_done", scenario: str | None = None
+) -> dict[str, list[Slice]]:
+    """Scenario key -> its intervals of ``metric`` in time order (only ``scenario``'s, when given: the others'
+    lines are not decoded); {} when the file is missing.
 
     A damaged line (a run killed mid-write) ends the reading: what came before it is kept."""
     out: dict[str, dict[float, Slice]] = {}
@@ -61,22 +64,21 @@ def read_slices(path: str | Path, metric: str = "intended_to_done") -> dict[str,
                 continue
             parts = line.rstrip("\n").split(",")
             tag = parts[0][len("Tag=") :].split("/")
-            if len(parts) != 5 or len(tag) != 3 or tag[2] != metric:
+            if len(parts) != 5 or len(tag) != 3 or tag[2] != metric or scenario not in (None, tag[0]):
                 continue
-            scenario, traffic_class, _ = tag
+            key, traffic_class, _ = tag
             try:
                 start_s, length_s = float(parts[1]), float(parts[2])
                 histogram = hlog.decode(parts[4])
             except Exception:  # base64, zlib or float errors: a torn last line
                 break
-            slices = out.setdefault(scenario, {})
-            key = round(start_s, 6)
-            entry = slices.get(key)
+            slices = out.setdefault(key, {})
+            entry = slices.get(round(start_s, 6))
             if entry is None:
-                entry = slices[key] = Slice(start_s, length_s, hlog.new_histogram())
+                entry = slices[round(start_s, 6)] = Slice(start_s, length_s, hlog.new_histogram())
             entry.classes[traffic_class] = histogram
             hlog.add_into(entry.histogram, histogram)
-    return {scenario: [slices[k] for k in sorted(slices)] for scenario, slices in out.items()}
+    return {name: [slices[k] for k in sorted(slices)] for name, slices in out.items()}
 
 
 def in_window(slices: list[Slice], window_s: tuple[float, float] | None, slack_s: float = 1e-3) -> list[Slice]:
