@@ -121,7 +121,7 @@ def parse_classes(value: Any, source: str = "scenarios") -> tuple[ClassSpec, ...
 
 
 def _parse_class(item: Any, where: str) -> ClassSpec:
-    from tailmark.client.search import parse_duration_ms, parse_slo
+    from tailmark.client.slo import parse_duration_ms, parse_slo
     from tailmark.traces.format import check_class
 
     if not isinstance(item, dict):

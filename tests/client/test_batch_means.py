@@ -17,7 +17,8 @@ from tailmark.client.batch_means import share_inflation, t_quantile
 from tailmark.client.intervals import percentile_interval
 from tailmark.client.recorder import Recorder
 from tailmark.client.results import load_results
-from tailmark.client.search import Objective, judge_objective
+from tailmark.client.slo import Objective
+from tailmark.client.step_evidence import judge_objective
 from tailmark.server.default_repository import write_model
 
 

@@ -17,21 +17,9 @@ from support.repository import sleep_config
 from support.runcli import tailmark
 from support.serve import ServerProcess
 from tailmark.client import hlog
-from tailmark.client.search import (
-    Objective,
-    ObjectiveEvidence,
-    Resolution,
-    StepOutcome,
-    answer_text,
-    judge_objective,
-    parse_duration_ms,
-    parse_resolution,
-    parse_share,
-    parse_slo,
-    uncertainty,
-    upper_tail,
-    walk,
-)
+from tailmark.client.search import Resolution, answer_text, parse_resolution, uncertainty, walk
+from tailmark.client.slo import Objective, parse_duration_ms, parse_share, parse_slo
+from tailmark.client.step_evidence import ObjectiveEvidence, StepOutcome, judge_objective, upper_tail
 from tailmark.server.default_repository import write_model
 
 # --- the walk, with a fake endpoint whose answer is known ---

@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 
-from tailmark.client.search import Resolution, StepOutcome, Walk, walk
+from tailmark.client.search import Resolution, Walk, walk
+from tailmark.client.step_evidence import StepOutcome
 
 
 def test_the_walk_reports_itself_after_every_step():
