@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from tailmark.client.generative_cli import TOKEN_SETTING_FLAGS, add_generative_args, token_settings
-from tailmark.client.search import parse_duration_ms
 from tailmark.client.search import register as register_search
 from tailmark.client.settings import Scenario
+from tailmark.client.slo import parse_duration_ms
 from tailmark.client.sweep import register as register_sweep
 from tailmark.client.workers import add_split_flags
 
@@ -495,7 +495,7 @@ async def _measure(
     from tailmark.client.report import console_table
     from tailmark.client.results import RunResult
     from tailmark.client.run import Run, TargetLost
-    from tailmark.client.scenario_routes import open_lanes
+    from tailmark.client.scenario_routes import describe, open_lanes
     from tailmark.client.workers import shard_clock, shard_for
 
     stability = _stability_settings(args)  # a bad value is refused before anything starts
@@ -513,6 +513,8 @@ async def _measure(
         environment["target"] = {"address": target, "embedded": embedded, "model": info.name, "version": info.version,
                                  "notes": await endpoint_notes(transport, info)}  # fmt: skip
         environment["client_transport"] = {"kind": args.transport, "connections": args.connections}
+        if len(lanes.all()) > 1:  # target and client_transport are the first scenario's: name every endpoint
+            environment["endpoints"] = await describe(lanes, endpoint_notes)
         if args.transport in GENERATIVE_TRANSPORTS:
             environment["workload"] = pool.describe()  # prompts, lengths, corpus (client/prompts.py)
             cancel = getattr(transport, "policy", None)  # --cancel-* (client/cancellation.py)
@@ -544,6 +546,7 @@ async def _measure(
                 timeout_s=plan.scenarios[0].request_timeout_s or None,
             )  # fmt: skip
             result.calibration = calibration.to_dict()
+            result.calibration["endpoint"] = f"{lanes.primary.kind} {target}"  # the first scenario's, as measured
             own = [shard.advice_share(s) for s in plan.scenarios] if shard else list(plan.scenarios)
             for line in calibration.advice(own):
                 print(f"tailmark run: warning: {line}", file=sys.stderr, flush=True)

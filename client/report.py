@@ -16,7 +16,7 @@ from typing import Any
 from tailmark.client.repeat import summary_lines
 from tailmark.client.report_tokens import TOKEN_CSV_COLUMNS, token_csv_row, token_lines
 from tailmark.client.results import LATENCIES, ClassDoc, ResultsDoc, ScenarioDoc, write_atomic
-from tailmark.client.scenario_routes import endpoint_lines
+from tailmark.client.scenario_routes import endpoint_lines, endpoint_notes
 from tailmark.client.sessions import session_lines
 
 _STATS = ("min", "mean", "p50", "p90", "p95", "p97", "p99", "p99_9", "max")
@@ -80,8 +80,7 @@ def console_table(doc: ResultsDoc) -> str:
     if not doc["complete"]:
         lines.append("")
         lines.append("PARTIAL RESULT" + (f": {doc['interrupted']}" if doc["interrupted"] else " (run still going)"))
-    notes = (doc["environment"].get("target") or {}).get("notes") or []
-    lines += [f"endpoint: {note}" for note in notes]
+    lines += endpoint_notes(doc)
     lines += token_lines(doc)  # generative runs (client/report_tokens.py)
     lines += session_lines(doc)  # multi-turn sessions (client/sessions.py)
     lines += _calibration_lines(doc)
@@ -100,7 +99,8 @@ def _calibration_lines(doc: ResultsDoc) -> list[str]:
     if cal["schedule_ceiling_qps"]:
         parts.append(f"schedule ceiling {cal['schedule_ceiling_qps']:.0f}/s (null transport)")
     if cal["cpu_us_per_request"] is not None:
-        parts.append(f"{cal['cpu_us_per_request']:.0f} us client CPU per request against this target")
+        against = f"against {cal['endpoint']}" if len(doc["environment"].get("endpoints") or []) > 1 else ""
+        parts.append(f"{cal['cpu_us_per_request']:.0f} us client CPU per request {against or 'against this target'}")
     if cal["ceiling_qps"]:
         parts.append(f"so ~{cal['ceiling_qps']:.0f}/s per client process")
     idle = cal.get("idle_probe")

@@ -36,7 +36,7 @@ from tailmark.client.report import (
 )
 from tailmark.client.report_tokens import token_table_html
 from tailmark.client.results import ResultsDoc, ScenarioDoc, write_atomic
-from tailmark.client.scenario_routes import endpoint_lines
+from tailmark.client.scenario_routes import endpoint_lines, endpoint_notes
 from tailmark.client.timeline import FILE_NAME as TIMELINE
 from tailmark.client.timeline import Slice, around_window, read_slices
 
@@ -186,10 +186,14 @@ def html_report(doc: ResultsDoc, *, plots: bool = True, folder: Path | None = No
     env = doc["environment"]
     facts = [f"{k}: {env.get(k)}" for k in ("hostname", "cpu_model", "cpu_count_logical", "python", "os")]
     target, transport, pinning = env.get("target"), env.get("client_transport"), env.get("pinning")
-    if target:  # what was measured, and through which client transport (older results lack these)
+    endpoints = env.get("endpoints") or []
+    if len(endpoints) > 1:  # scenarios with their own endpoints (client/scenario_routes.py)
+        named = (f"{e['transport']} {e['address']} model {e['model']}" for e in endpoints)
+        facts.append("endpoints: " + ", ".join(named))
+    elif target:  # what was measured, and through which client transport (older results lack these)
         built_in = " (built-in server)" if target.get("embedded") else ""
         facts.append(f"target: {target.get('address')}{built_in} model {target.get('model')} v{target.get('version')}")
-    if transport:
+    if transport and len(endpoints) < 2:
         facts.append(f"transport: {transport.get('kind')} x{transport.get('connections')}")
     if pinning:
         facts.append(f"pinned: server CPUs {pinning['server_cpus']}, client CPUs {pinning['client_cpus']}")
@@ -205,7 +209,7 @@ def html_report(doc: ResultsDoc, *, plots: bool = True, folder: Path | None = No
     parts.append(_summary_table(doc))
     parts.append(token_table_html(doc))  # generative runs (client/report_tokens.py)
     parts += [f"<p class='legend'>{esc(line)}</p>" for line in _sent_legend(doc) + endpoint_lines(doc)]
-    run_notes = [f"endpoint: {note}" for note in (target or {}).get("notes") or []] + _calibration_lines(doc)
+    run_notes = endpoint_notes(doc) + _calibration_lines(doc)
     if doc.get("repeats"):
         run_notes += summary_lines(doc["repeats"])  # type: ignore[arg-type]
     if run_notes:

@@ -79,6 +79,7 @@ class Lane:
     """One endpoint of a run: its connection (checked unless generative), model, samples and token timings."""
 
     kind: str  # the transport's name
+    address: str  # where it connected
     raw: Any  # the transport as connected (traffic classes wrap it themselves)
     transport: Any  # raw, its answers checked (KServe transports) or not (generative ones)
     info: Any  # ModelInfo
@@ -128,8 +129,10 @@ async def open_lanes(
             own = argparse.Namespace(**{**vars(args), "transport": s.transport})
             if s.transport in GENERATIVE:
                 own.input_tokens, own.output_tokens = s.input_tokens, s.output_tokens
-            raw = await connect(own, s.target or target_for(s.transport), s.request_timeout_s)
-            lane = Lane(kind=s.transport, raw=raw, transport=raw, info=None, pool=None, tokens=None, args=own)
+            address = s.target or target_for(s.transport)
+            raw = await connect(own, address, s.request_timeout_s)
+            lane = Lane(kind=s.transport, address=address, raw=raw, transport=raw, info=None, pool=None, tokens=None,
+                        args=own)  # fmt: skip
             lanes.by_key[key] = lane  # closed with the others from here on
             lane.info = info = await raw.model_info(s.model, s.model_version)
             if s.transport in GENERATIVE:  # a generative answer is checked as it is read
@@ -152,6 +155,22 @@ async def open_lanes(
         await lanes.aclose()
         raise
     return lanes
+
+
+async def describe(lanes: Lanes, notes: Callable[[Any, Any], Awaitable[list[str]]]) -> list[dict[str, Any]]:
+    """results.json's ``environment.endpoints``: each lane's transport, address, model and what its endpoint
+    said about itself (``notes``: client/control.endpoint_notes), in scenario order."""
+    return [{"transport": lane.kind, "address": lane.address, "model": lane.info.name, "version": lane.info.version,
+             "notes": await notes(lane.raw, lane.info)} for lane in lanes.all()]  # fmt: skip
+
+
+def endpoint_notes(doc: dict[str, Any]) -> list[str]:
+    """The report's "endpoint: ..." lines: the target's notes, or with several endpoints each one's, named."""
+    env = doc["environment"]
+    if len(env.get("endpoints") or []) > 1:
+        return [f"endpoint {e['transport']} {e['address']} ({e['model']}): {note}"
+                for e in env["endpoints"] for note in e.get("notes") or []]  # fmt: skip
+    return [f"endpoint: {note}" for note in (env.get("target") or {}).get("notes") or []]
 
 
 def endpoint_lines(doc: dict[str, Any]) -> list[str]:

@@ -50,8 +50,8 @@ def test_a_kserve_and_an_openai_scenario_share_one_run(server, tmp_path):
         ],
     }))  # fmt: skip
     out = tmp_path / "out"
-    run = tailmark("run", "--config", str(config), "--shape", "INPUT0:4", "--no-calibration", "--no-progress",
-                   "--out", str(out), timeout_s=120)  # fmt: skip
+    run = tailmark("run", "--config", str(config), "--shape", "INPUT0:4", "--no-progress", "--out", str(out),
+                   timeout_s=120)  # fmt: skip
     assert run.returncode == 0, run.stderr
     doc = results(out)
     kserve, generative = doc["scenarios"]
@@ -71,6 +71,15 @@ def test_a_kserve_and_an_openai_scenario_share_one_run(server, tmp_path):
     assert tokens["token_source"]["output"] == {"usage": tokens["requests"]}
     stored = json.loads((out / "tokens.json").read_text())  # what tailmark merge adds up: the generative one only
     assert [series["scenario"] for series in stored["series"]] == ["concurrency-2"]
+    # environment.target and client_transport are the first scenario's; endpoints names both
+    endpoints = doc["environment"]["endpoints"]
+    assert [(e["transport"], e["address"], e["model"]) for e in endpoints] == [
+        ("h2", server.target, "identity"), ("openai", f"http://{server.rest_address}", "llm")]  # fmt: skip
+    assert doc["environment"]["target"]["model"] == "identity"
+    assert doc["calibration"]["endpoint"] == f"h2 {server.target}"  # the client calibrated against the first
+    assert f"client CPU per request against h2 {server.target}" in run.stdout
+    page = (out / "report.html").read_text()
+    assert f"endpoints: h2 {server.target} model identity, openai http://{server.rest_address} model llm" in page
     line = "endpoints: concurrency: h2 -> identity; concurrency: openai -> llm"
     assert line in run.stdout and endpoint_lines(doc) == [line]
     assert line.replace("->", "-&gt;") in (out / "report.html").read_text()
