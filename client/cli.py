@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import math
 import re
 import signal
 import sys
@@ -217,6 +218,11 @@ def register(subparsers) -> None:
         "--tail-error", type=float, default=0.1, help="relative error allowed on the tail share 100 - p (default 0.1)"
     )
     queries.add_argument("--rate", type=float, help="queries/s: also say how long a run that needs")
+    queries.add_argument(
+        "--correlation", type=float, default=1.0, help="the variance inflation a similar run reported for this "
+        "percentile (results.json intervals.correlation): queued latencies are worth fewer independent ones, so "
+        "that many times the queries (default 1: independent)",
+    )  # fmt: skip
     queries.set_defaults(handler=queries_command)
 
     compare = subparsers.add_parser(
@@ -721,12 +727,17 @@ def queries_command(args: argparse.Namespace) -> int:
     from tailmark.cli import UsageError
     from tailmark.client.intervals import queries_needed, tail_shares
 
+    if not args.correlation >= 1.0:
+        raise UsageError(f"--correlation {args.correlation:g}: must be at least 1 (1: independent latencies)")
     try:
         n = queries_needed(args.percentile, confidence=args.confidence, tail_error=args.tail_error)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     low, high = tail_shares(n, args.percentile, args.confidence)
     line = f"p{args.percentile:g} at {100 * args.confidence:g} % confidence within p{low:.4g}..p{high:.4g}: "
+    if args.correlation > 1.0:  # n independent queries' worth of correlated ones
+        line += f"{n:,} independent queries, x{args.correlation:g} for their correlation: "
+        n = math.ceil(n * args.correlation)
     line += f"{n:,} queries"
     if args.rate:
         line += f" (at {args.rate:g}/s: {n / args.rate:,.0f} s measured)"

@@ -111,6 +111,16 @@ def test_queries_command() -> None:
     assert "at 150/s" in run.stdout
     bad = tailmark("queries", "--percentile", "100")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    # a run that reported its p99 correlated x2.5: that many times the queries
+    correlated = tailmark("queries", "--tail-error", "0.1", "--correlation", "2.5", "--rate", "100")
+    assert correlated.returncode == 0, correlated.stderr
+    assert (
+        f"{n:,} independent queries, x2.5" in correlated.stdout
+        and f"{math.ceil(n * 2.5):,} queries" in correlated.stdout
+    )
+    assert f"{math.ceil(n * 2.5) / 100:,.0f} s measured" in correlated.stdout
+    refused = tailmark("queries", "--correlation", "0.5")
+    assert refused.returncode == 2 and "at least 1" in refused.stderr
 
 
 def test_results_carry_every_percentile_interval_and_older_files_still_load(tmp_path) -> None:
