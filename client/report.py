@@ -156,7 +156,9 @@ def _interval_lines(scenario: ScenarioDoc) -> list[str]:
         if not intervals or p99 is None:
             continue
         lo, hi = intervals["latency_ms"]["intended_to_done"]["p99"]
-        parts.append(f"{name} {_num(p99)} in {'?' if lo is None else _num(lo)}..{'?' if hi is None else _num(hi)}")
+        text = f"{name} {_num(p99)} in {'?' if lo is None else _num(lo)}..{'?' if hi is None else _num(hi)}"
+        factor = ((intervals.get("correlation") or {}).get("intended_to_done") or {}).get("p99")
+        parts.append(text + (f" (x{factor:g} for correlation)" if factor and factor > 1.0 else ""))
         confidence = intervals["confidence"]
     if not parts:
         return []

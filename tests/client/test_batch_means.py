@@ -126,6 +126,8 @@ def test_a_runs_intervals_carry_the_correlation_of_its_seconds(tmp_path):
             assert lo * 1e6 <= alone_lo * (1 + 1e-6) and (hi is None or hi * 1e6 >= alone_hi * (1 - 1e-6))
             if factors[key] > 2.0:  # wider on at least one side
                 assert (hi is None or hi * 1e6 > alone_hi) or lo * 1e6 < alone_lo, (key, lo, hi, alone_lo, alone_hi)
+    p99_factor = classes["all"]["intervals"]["correlation"]["intended_to_done"]["p99"]
+    assert (f"(x{p99_factor:g} for correlation)" in run.stdout) == (p99_factor > 1.0), run.stdout  # the console
     # a merge knows no seconds: its intervals say they assume independence
     merged = tailmark("merge", str(tmp_path / "run"), str(tmp_path / "run"), "--output", str(tmp_path / "merged"))
     assert merged.returncode in (0, 3), merged.stderr
