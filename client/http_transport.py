@@ -163,9 +163,12 @@ class _Connection(asyncio.Protocol):
         self.abandon()
 
     def abandon(self) -> None:
+        """Drop the connection now: abort, not close, which would first write out the rest of a large request
+        no one waits for (and, if the event loop ends first, leave the socket open: real Triton then waited
+        its 30 s exit timeout for that connection)."""
         self.closed = True
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
 
 def parse_target(target: str, tls: TlsSettings | None) -> tuple[str, int, bool]:

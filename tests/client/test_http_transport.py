@@ -368,3 +368,51 @@ def test_tls_and_mutual_tls(tmp_path):
         asyncio.run(go())
     finally:
         server.close()
+
+
+def test_a_request_past_its_deadline_stops_sending_at_once():
+    """HTTP/1.1 cannot cancel a request, so its connection goes; it must go at once (abort), not after writing
+    out the rest of a 64 MiB body nobody waits for. A peer that reads nothing until after the deadline then
+    reads to the end gets only what the kernel buffered, far less than the body."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    release, received = threading.Event(), []
+
+    def peer() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            release.wait(10)
+            connection.settimeout(5)
+            total = 0
+            try:
+                while chunk := connection.recv(1 << 20):
+                    total += len(chunk)
+            except (ConnectionResetError, TimeoutError):
+                pass
+            received.append(total)
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    request = pb.ModelInferRequest(model_name="echo", id="big")
+    request.inputs.add(name="x", datatype="FP32", shape=[1 << 24])
+    request.raw_input_contents.append(bytes(4 << 24))
+
+    async def go():
+        transport = await HttpTransport.connect(f"127.0.0.1:{port}")
+        try:
+            with pytest.raises(RequestFailed) as failed:
+                await transport.infer(request.SerializeToString(), timeout_s=0.2)
+            assert failed.value.status == "DEADLINE_EXCEEDED"
+            release.set()
+            await asyncio.sleep(1.0)  # the loop lives on: a closing transport would go on writing meanwhile
+        finally:
+            await transport.aclose()
+
+    try:
+        asyncio.run(go())
+        thread.join(10)
+    finally:
+        listener.close()
+    assert received and received[0] < (4 << 24) // 2, received
