@@ -1,25 +1,18 @@
 """Batch means: Student's t, the variance inflation from batches, and what it does to a search step's evidence
-on a simulated M/D/1 queue, whose latencies are correlated the way a real queue's are."""
+on a simulated M/D/1 queue, whose latencies are correlated the way a real queue's are. A real run's widened
+intervals are checked on the steps of tests/client/test_search.py's searches (one 10 ms queue near capacity)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 
-from support.repository import sleep_config
-from support.runcli import tailmark
-from support.serve import ServerProcess
 from tailmark.client import hlog
 from tailmark.client.batch_means import share_inflation, t_quantile
-from tailmark.client.intervals import percentile_interval
-from tailmark.client.recorder import Recorder
-from tailmark.client.results import load_results
 from tailmark.client.slo import Objective
 from tailmark.client.step_evidence import judge_objective
-from tailmark.server.default_repository import write_model
 
 
 def test_t_quantiles():
@@ -98,38 +91,3 @@ def test_correlated_latencies_no_longer_show_a_missed_slo_met():
     corrected = shown_met_share(80.0, 3, 300, with_batches=True)
     assert independent > 0.025 and corrected <= 0.025, (independent, corrected)
     assert shown_met_share(50.0, 3, 40, with_batches=True) >= 0.9
-
-
-def test_a_runs_intervals_carry_the_correlation_of_its_seconds(tmp_path):
-    """A real run against one 10 ms instance at 80 % load: each percentile's interval in results.json is widened
-    by the inflation its one-second batches showed, and says by how much; the independent interval, computed
-    from the same histogram, is narrower."""
-    write_model(tmp_path / "repo", "sleep", sleep_config(SERVICE_MS, instances=1))
-    with ServerProcess(tmp_path / "repo") as server:
-        run = tailmark(
-            "run", "--target", server.target, "--model", "sleep", "--scenario", "server", "--target-qps", "80",
-            "--duration", "8", "--warmup", "1", "--min-queries", "20", "--no-progress", "--no-calibration",
-            "--out", str(tmp_path / "run"),
-        )  # fmt: skip
-    assert run.returncode in (0, 3), run.stderr
-    doc = load_results(tmp_path / "run" / "results.json")
-    classes = doc["scenarios"][0]["classes"]
-    recorder = Recorder.from_dict(json.loads((tmp_path / "run" / "histograms.json").read_text()))
-    whole = recorder.histogram(("server", "all"), "intended_to_done")
-    for name in ("default", "all"):
-        intervals = classes[name]["intervals"]
-        factors = intervals["correlation"]["intended_to_done"]
-        assert all(f >= 1.0 for f in factors.values()) and max(factors["p50"], factors["p90"]) > 2.0, factors
-        for key, percentile in (("p50", 50.0), ("p90", 90.0)):
-            lo, hi = intervals["latency_ms"]["intended_to_done"][key]
-            alone_lo, alone_hi = percentile_interval(whole, percentile)
-            assert lo * 1e6 <= alone_lo * (1 + 1e-6) and (hi is None or hi * 1e6 >= alone_hi * (1 - 1e-6))
-            if factors[key] > 2.0:  # wider on at least one side
-                assert (hi is None or hi * 1e6 > alone_hi) or lo * 1e6 < alone_lo, (key, lo, hi, alone_lo, alone_hi)
-    p99_factor = classes["all"]["intervals"]["correlation"]["intended_to_done"]["p99"]
-    assert (f"(x{p99_factor:g} for correlation)" in run.stdout) == (p99_factor > 1.0), run.stdout  # the console
-    # a merge knows no seconds: its intervals say they assume independence
-    merged = tailmark("merge", str(tmp_path / "run"), str(tmp_path / "run"), "--output", str(tmp_path / "merged"))
-    assert merged.returncode in (0, 3), merged.stderr
-    merged_doc = load_results(tmp_path / "merged" / "results.json")
-    assert merged_doc["scenarios"][0]["classes"]["all"]["intervals"]["correlation"] is None

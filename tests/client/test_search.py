@@ -17,6 +17,10 @@ from support.repository import sleep_config
 from support.runcli import tailmark
 from support.serve import ServerProcess
 from tailmark.client import hlog
+from tailmark.client.intervals import percentile_interval
+from tailmark.client.recorder import Recorder
+from tailmark.client.report import console_table
+from tailmark.client.results import load_results
 from tailmark.client.search import Resolution, answer_text, parse_resolution, uncertainty, walk
 from tailmark.client.slo import Objective, parse_duration_ms, parse_share, parse_slo
 from tailmark.client.step_evidence import ObjectiveEvidence, StepOutcome, judge_objective, upper_tail
@@ -366,3 +370,33 @@ def test_a_steps_report_leaves_its_plots_to_tailmark_report(searches, tmp_path):
     redraw = tailmark("report", str(step_dir))
     assert redraw.returncode == 0, redraw.stderr
     assert "<img" in (step_dir / "report.html").read_text()
+
+
+def test_a_steps_intervals_carry_the_correlation_of_its_seconds(searches, tmp_path):
+    """A run near the queue's capacity (the search step nearest 80/s, 80 % busy): each percentile's interval in
+    results.json is widened by the inflation its one-second batches showed, and says by how much; the
+    independent interval of the same histogram is narrower; the console names the factor; a merge, which keeps
+    no seconds, says its intervals assume independence."""
+    *_, out = searches
+    doc, run = out[0]
+    step = min(doc["steps"], key=lambda s: abs(s["rate_qps"] - 80.0))
+    step_dir = Path(run.args[run.args.index("--out") + 1]) / step["run_dir"]
+    results = load_results(step_dir / "results.json")
+    recorder = Recorder.from_dict(json.loads((step_dir / "histograms.json").read_text()))
+    total = results["scenarios"][0]["classes"]["all"]
+    whole = recorder.histogram((results["scenarios"][0]["scenario"], "all"), "intended_to_done")
+    intervals = total["intervals"]
+    factors = intervals["correlation"]["intended_to_done"]
+    assert all(f >= 1.0 for f in factors.values()) and max(factors["p50"], factors["p90"]) > 2.0, factors
+    for key, percentile in (("p50", 50.0), ("p90", 90.0)):
+        lo, hi = intervals["latency_ms"]["intended_to_done"][key]
+        alone_lo, alone_hi = percentile_interval(whole, percentile)
+        assert lo * 1e6 <= alone_lo * (1 + 1e-6) and (hi is None or hi * 1e6 >= alone_hi * (1 - 1e-6))
+        if factors[key] > 2.0:  # wider on at least one side
+            assert (hi is None or hi * 1e6 > alone_hi) or lo * 1e6 < alone_lo, (key, lo, hi, alone_lo, alone_hi)
+    p99_factor = factors["p99"]
+    assert (f"(x{p99_factor:g} for correlation)" in console_table(results)) == (p99_factor > 1.0)
+    merged = tailmark("merge", str(step_dir), "--output", str(tmp_path / "merged"))
+    assert merged.returncode in (0, 3), merged.stderr
+    merged_doc = load_results(tmp_path / "merged" / "results.json")
+    assert merged_doc["scenarios"][0]["classes"]["all"]["intervals"]["correlation"] is None
