@@ -271,9 +271,9 @@ class ClassResult:
     tokens: Any = None  # TokenStats of a generative transport's answers (client/token_metrics.py); None: none
     deadline_count: int = 0  # requests that carried their own deadline (goodput counts an answer as within it)
     cancelled_count: int = 0  # requests the client cancelled on purpose: neither errors nor successes
-    # latency -> the whole seconds of the measured window, one histogram each, for the intervals' correlation
-    # (client/batch_means.py); None: not known (merges), the intervals assume independent latencies
-    batches: Mapping[str, Sequence[HdrHistogram]] | None = None
+    # latency -> the whole seconds of the measured window, compact buckets each (client/timeline.read_seconds),
+    # for the intervals' correlation (client/batch_means.py); None: not known (merges): independence assumed
+    batches: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]] | None = None
 
     @property
     def ok_count(self) -> int:
@@ -300,7 +300,7 @@ class ClassResult:
             hist = getattr(self, name)
             edges, counts = buckets(hist)
             n = int(counts.sum())
-            seconds = None if self.batches is None else [buckets(h) for h in self.batches.get(name, ())]
+            seconds = None if self.batches is None else self.batches.get(name, ())
             out[name] = {}
             for key, pct in zip(_PERCENTILE_KEYS, PERCENTILES, strict=True):
                 inflation = None if seconds is None or not n else inflation_at(seconds, percentile_ns(hist, pct))
@@ -328,7 +328,7 @@ def _aggregate(classes: Sequence[ClassResult]) -> ClassResult:
     offered = [c.offered_count for c in classes]
     batches = None
     if classes and all(c.batches is not None for c in classes):  # the same seconds for every class: add them up
-        batches = {name: _added([c.batches[name] for c in classes]) for name in LATENCIES}  # type: ignore[index]
+        batches = {name: _added([c.batches.get(name, ()) for c in classes]) for name in LATENCIES}  # type: ignore[union-attr]
     return ClassResult(
         ALL, *hists, errors=errors, overflow_count=sum(c.overflow_count for c in classes), batches=batches,
         sample_count=None if None in samples else sum(samples),  # type: ignore[arg-type]
@@ -339,15 +339,11 @@ def _aggregate(classes: Sequence[ClassResult]) -> ClassResult:
     )  # fmt: skip
 
 
-def _added(per_class: Sequence[Sequence[HdrHistogram]]) -> list[HdrHistogram]:
-    """Second by second, the classes' histograms added together."""
-    out = []
-    for same_second in zip(*per_class, strict=True):
-        total = hlog.new_histogram()
-        for h in same_second:
-            hlog.add_into(total, h)
-        out.append(total)
-    return out
+def _added(per_class: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Second by second, the classes' compact histograms added together (the seconds of one log: same count)."""
+    from tailmark.client.timeline import merge_buckets
+
+    return [merge_buckets(list(same_second)) for same_second in zip(*per_class, strict=True)]
 
 
 def _merged_tokens(classes: Sequence[ClassResult]):

@@ -16,9 +16,7 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
-from hdrh.histogram import HdrHistogram
-
-from tailmark.client import hlog, server_stats
+from tailmark.client import server_stats
 from tailmark.client.dispatcher import NS, Dispatcher, Stop, Window
 from tailmark.client.errors import TailmarkError, TraceError
 from tailmark.client.evidence import ScenarioEvidence
@@ -37,7 +35,7 @@ from tailmark.client.settings import OPEN_LOOP, EffectiveSettings, Scenario
 from tailmark.client.shards import Shard
 from tailmark.client.stability import StabilitySettings, judge
 from tailmark.client.timeline import FILE_NAME as TIMELINE
-from tailmark.client.timeline import Slice, in_window, read_slices
+from tailmark.client.timeline import Buckets, read_seconds, read_slices
 from tailmark.client.token_metrics import TokenRecorder
 from tailmark.client.token_store import write as write_tokens
 from tailmark.client.traffic_classes import class_settings
@@ -331,14 +329,13 @@ class Run:
             class_settings=class_settings(s) if s.scenario is Scenario.MIXED else None, sessions=self._sessions,
         )  # fmt: skip
 
-    def _window_seconds(self, name: str) -> dict[str, list[Slice]] | None:
-        """Per latency, the scenario's whole seconds of the interval log inside its measured window: the batches
-        its intervals' correlation is estimated from (client/batch_means.py); None without a log."""
+    def _window_seconds(self, name: str) -> dict[str, dict[str, list[Buckets]]] | None:
+        """Per latency and class, the scenario's whole seconds of the interval log inside its measured window:
+        the batches its intervals' correlation is estimated from (client/batch_means.py); None without one."""
         window = self._evidence.window_in_log_s if self._evidence is not None else None
-        path = self.out_dir / TIMELINE
-        if window is None or not path.exists():
+        if window is None:
             return None
-        return {metric: in_window(read_slices(path, metric, name).get(name, []), window) for metric in LATENCIES}
+        return {metric: read_seconds(self.out_dir / TIMELINE, metric, name, window) for metric in LATENCIES}
 
     def _write(self) -> None:
         if self.metrics is not None:  # before the report, which plots it
@@ -384,9 +381,6 @@ def _trace(s: EffectiveSettings) -> Iterator[Arrival]:
     return arrivals()
 
 
-def _class_seconds(seconds: dict[str, list[Slice]], traffic_class: str) -> dict[str, list[HdrHistogram]]:
-    """One class's histogram of each second (an empty one where it completed nothing that second)."""
-    return {
-        metric: [sl.classes.get(traffic_class) or hlog.new_histogram() for sl in slices]
-        for metric, slices in seconds.items()
-    }
+def _class_seconds(seconds: dict[str, dict[str, list[Buckets]]], traffic_class: str) -> dict[str, list[Buckets]]:
+    """One class's seconds of each latency (none: a class the log has no line of)."""
+    return {metric: classes.get(traffic_class, []) for metric, classes in seconds.items()}

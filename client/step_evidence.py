@@ -106,12 +106,13 @@ def judge_objective(
     confidence: float = 0.95,
 ) -> ObjectiveEvidence:
     """One objective over a step's trials: ``trials`` holds each trial's intended -> done histogram (ns) and its
-    failed-request count; ``batches`` the trials' whole seconds of the interval log, whose scatter says what
-    the pooled requests are worth (client/batch_means.py; None: independent requests, as for a synthetic
-    histogram; fewer than two: nothing can be shown). It passes when the pooled trials show it met, or (not
-    ``strict``) when they show neither met nor missed and a majority of trials meet it."""
+    failed-request count; ``batches`` the trials' whole seconds of the interval log (compact buckets: upper
+    edges and counts), whose scatter says what the pooled requests are worth (client/batch_means.py; None:
+    independent requests, as for a synthetic histogram; fewer than two: nothing can be shown). It passes when
+    the pooled trials show it met, or (not ``strict``) when they show neither met nor missed and a majority of
+    trials meet it."""
     from tailmark.client import hlog
-    from tailmark.client.batch_means import share_inflation
+    from tailmark.client.batch_means import inflation_at
     from tailmark.client.goodput import requests_within
     from tailmark.client.intervals import interval_worth
     from tailmark.client.verdict import buckets, percentile_ns
@@ -137,9 +138,7 @@ def judge_objective(
     ok = pooled.get_total_count()
     within = requests_within(pooled, bound_ns)
     n = ok + failed if objective.goodput else ok
-    inflation = None
-    if batches is not None:
-        inflation = share_inflation([(h.get_total_count(), requests_within(h, bound_ns)) for h in batches], confidence)
+    inflation = None if batches is None else inflation_at(batches, bound_ns, confidence)
     worth = n if batches is None else 0 if inflation is None else inflation.effective(n)
     worth_within = round(within * worth / n) if n else 0  # the same share, of fewer independent requests
     p_value = upper_tail(worth, share, worth_within) if worth else 1.0
@@ -233,15 +232,15 @@ def judge_step(
 
 def step_batches(step_dir: Path, doc: dict[str, Any]) -> list[Any]:
     """The trials' whole one-second intervals of intended -> done inside their measured windows (every class
-    added), read from the step's ``latency.hlog``: the batches ``judge_objective`` estimates correlation from."""
+    added, compact buckets), read from the step's ``latency.hlog``: the batches ``judge_objective`` estimates
+    correlation from."""
     from tailmark.client.recorder import scenario_keys
-    from tailmark.client.timeline import FILE_NAME, in_window, read_slices
+    from tailmark.client.timeline import ALL, FILE_NAME, read_seconds
 
-    slices = read_slices(step_dir / FILE_NAME)
     out = []
     for name, entry in zip(scenario_keys(e["scenario"] for e in doc["scenarios"]), doc["scenarios"], strict=True):
         window = (entry.get("evidence") or {}).get("window_in_log_s")
-        out += [s.histogram for s in in_window(slices.get(name, []), window)]
+        out += read_seconds(step_dir / FILE_NAME, "intended_to_done", name, window).get(ALL, [])
     return out
 
 

@@ -21,11 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from tailmark.client import hlog
+from tailmark.client.verdict import buckets
 
 FILE_NAME = "latency.hlog"
+ALL = "all"  # the classes of a scenario added (as the recorder's and results' "all")
+Buckets = tuple[np.ndarray, np.ndarray]  # upper edges (ns) and counts of the non-empty buckets, in value order
 
 
 @dataclass(slots=True)
@@ -100,3 +104,52 @@ def around_window(slices: list[Slice], window_s: tuple[float, float] | None) -> 
         return [s for s in slices if min(s.end_s, end) - max(s.start_s, begin) >= 0.5 * s.length_s]
     held = [i for i, s in enumerate(slices) if s.count]
     return slices[held[0] : held[-1] + 1] if held else []
+
+
+def read_seconds(
+    path: str | Path, metric: str, scenario: str, window_s: tuple[float, float] | None, slack_s: float = 1e-3
+) -> dict[str, list[Buckets]]:
+    """Each traffic class's whole seconds of ``metric`` inside the measured window, in time order, as compact
+    buckets (upper edges, counts: ``verdict.buckets``), and the classes added under ``"all"``; {} without a
+    window or a log. Each line is decoded and reduced at once, so a long run's seconds cost kilobytes each,
+    not a 270 KB histogram (client/batch_means.py reads them)."""
+    if window_s is None:
+        return {}
+    begin, end = window_s
+    seconds: dict[float, dict[str, Buckets]] = {}
+    try:
+        handle = open(path, encoding="ascii")  # noqa: SIM115 -- closed below, also on a damaged line
+    except OSError:
+        return {}
+    with handle:
+        for line in handle:
+            if not line.startswith("Tag="):
+                continue
+            parts = line.rstrip("\n").split(",")
+            tag = parts[0][len("Tag=") :].split("/")
+            if len(parts) != 5 or len(tag) != 3 or tag[0] != scenario or tag[2] != metric:
+                continue
+            try:
+                start_s, length_s = float(parts[1]), float(parts[2])
+                if start_s < begin - slack_s or start_s + length_s > end + slack_s:
+                    continue
+                reduced = buckets(hlog.decode(parts[4]))
+            except Exception:  # base64, zlib or float errors: a torn last line
+                break
+            seconds.setdefault(round(start_s, 6), {})[tag[1]] = reduced
+    classes = sorted({name for second in seconds.values() for name in second})
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    ordered = [seconds[k] for k in sorted(seconds)]
+    out = {name: [second.get(name, empty) for second in ordered] for name in classes}
+    out[ALL] = [merge_buckets(list(second.values())) for second in ordered]
+    return out
+
+
+def merge_buckets(parts: list[Buckets]) -> Buckets:
+    """Several compact histograms of one layout added: counts of equal upper edges summed."""
+    if len(parts) == 1:
+        return parts[0]
+    edges = np.concatenate([e for e, _ in parts]) if parts else np.zeros(0, np.int64)
+    counts = np.concatenate([c for _, c in parts]) if parts else np.zeros(0, np.int64)
+    unique, position = np.unique(edges, return_inverse=True)
+    return unique, np.bincount(position, weights=counts, minlength=len(unique)).astype(np.int64)

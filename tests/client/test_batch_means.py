@@ -13,6 +13,8 @@ from tailmark.client import hlog
 from tailmark.client.batch_means import share_inflation, t_quantile
 from tailmark.client.slo import Objective
 from tailmark.client.step_evidence import judge_objective
+from tailmark.client.timeline import merge_buckets
+from tailmark.client.verdict import buckets
 
 
 def test_t_quantiles():
@@ -63,10 +65,10 @@ def md1_trial(rng: np.random.Generator, rate: float, warmup_s: float = 0.5, meas
     whole = hlog.new_histogram()
     hlog.record_bulk([whole], values)
     seconds = []
-    for second in range(int(measured_s)):  # whole seconds inside the window
+    for second in range(int(measured_s)):  # whole seconds inside the window, compact as the log reader gives them
         histogram = hlog.new_histogram()
         hlog.record_bulk([histogram], values[(done_s >= second) & (done_s < second + 1)])
-        seconds.append(histogram)
+        seconds.append(buckets(histogram))
     return seconds, whole
 
 
@@ -91,3 +93,20 @@ def test_correlated_latencies_no_longer_show_a_missed_slo_met():
     corrected = shown_met_share(80.0, 3, 300, with_batches=True)
     assert independent > 0.025 and corrected <= 0.025, (independent, corrected)
     assert shown_met_share(50.0, 3, 40, with_batches=True) >= 0.9
+
+
+def test_compact_histograms_add_as_histograms_do():
+    rng = np.random.default_rng(9)
+    parts = [rng.lognormal(16, 1, n).astype(np.int64) for n in (500, 300, 1)]
+    histograms = []
+    for values in parts:
+        histogram = hlog.new_histogram()
+        hlog.record_bulk([histogram], values)
+        histograms.append(histogram)
+    total = hlog.new_histogram()
+    for histogram in histograms:
+        hlog.add_into(total, histogram)
+    edges, counts = merge_buckets([buckets(h) for h in histograms])
+    expected_edges, expected_counts = buckets(total)
+    assert edges.tolist() == expected_edges.tolist() and counts.tolist() == expected_counts.tolist()
+    assert merge_buckets([buckets(histograms[0])])[1].sum() == 500
