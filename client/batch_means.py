@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
+from tailmark.client.compact import Compact
+
 
 @dataclass(frozen=True, slots=True)
 class Inflation:
@@ -81,10 +83,7 @@ def share_inflation(batches: Sequence[tuple[int, int]], confidence: float = 0.95
     return Inflation(max(1.0, variance / binomial * widen), b)
 
 
-def inflation_at(seconds: Sequence[tuple[object, object]], value_ns: int, confidence: float = 0.95) -> Inflation | None:
-    """``share_inflation`` of the share at or below ``value_ns``, from each batch's (bucket upper edges, counts) as
-    ``verdict.buckets`` gives them (a bucket straddling the value counts as above it, as ``count_over`` does)."""
-    return share_inflation(
-        [(int(counts.sum()), int(counts[edges <= value_ns].sum())) for edges, counts in seconds],  # type: ignore[attr-defined]
-        confidence,
-    )
+def inflation_at(seconds: Sequence[Compact], value_ns: int, confidence: float = 0.95) -> Inflation | None:
+    """``share_inflation`` of the share at or below ``value_ns``, from each batch's compact histogram (a bucket
+    straddling the value counts as above it, as ``verdict.count_over`` does)."""
+    return share_inflation([(s.count, int(s.counts[s.highs <= value_ns].sum())) for s in seconds], confidence)

@@ -152,9 +152,9 @@ def timeline_png(
         def ms(pick):  # a per-interval statistic in ms, None for an empty interval
             return [pick(s.histogram) / 1e6 if s.count else None for s in latency]
 
-        _steps(top, t0, latency, ms(lambda h: h.get_value_at_percentile(50.0)), label="p50")
-        _steps(top, t0, latency, ms(lambda h: h.get_value_at_percentile(99.0)), label="p99")
-        _steps(top, t0, latency, ms(lambda h: h.get_max_value()), label="max", linestyle=":")
+        _steps(top, t0, latency, ms(lambda h: h.value_at_percentile(50.0)), label="p50")
+        _steps(top, t0, latency, ms(lambda h: h.value_at_percentile(99.0)), label="p99")
+        _steps(top, t0, latency, ms(lambda h: h.max_value()), label="max", linestyle=":")
         _steps(middle, t0, latency, [s.count / s.length_s if s.length_s > 0 else None for s in latency])
     else:  # older run directories: completions per second of the window
         per_s = scenario["throughput_per_s"]
@@ -165,7 +165,7 @@ def timeline_png(
     if latency:
         top.legend(fontsize="x-small", loc="upper left")
     middle.set_ylabel("completed / s")
-    lag_values = [s.histogram.get_value_at_percentile(99.0) / 1e6 if s.count else None for s in lag]
+    lag_values = [s.histogram.value_at_percentile(99.0) / 1e6 if s.count else None for s in lag]
     if lag and any(lag_values):
         _steps(bottom, t0, lag, [max(v, 1e-3) if v is not None else None for v in lag_values],
                label="client send lag p99")  # fmt: skip

@@ -23,6 +23,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from tailmark.client import hlog
+from tailmark.client.compact import Compact
 from tailmark.client.errors import TailmarkError
 from tailmark.client.evidence import ScenarioEvidence
 from tailmark.client.goodput import GoodputDoc, class_goodput, total_goodput
@@ -273,7 +274,7 @@ class ClassResult:
     cancelled_count: int = 0  # requests the client cancelled on purpose: neither errors nor successes
     # latency -> the whole seconds of the measured window, compact buckets each (client/timeline.read_seconds),
     # for the intervals' correlation (client/batch_means.py); None: not known (merges): independence assumed
-    batches: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]] | None = None
+    batches: Mapping[str, Sequence[Compact]] | None = None
 
     @property
     def ok_count(self) -> int:
@@ -339,11 +340,9 @@ def _aggregate(classes: Sequence[ClassResult]) -> ClassResult:
     )  # fmt: skip
 
 
-def _added(per_class: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _added(per_class: Sequence[Sequence[Compact]]) -> list[Compact]:
     """Second by second, the classes' compact histograms added together (the seconds of one log: same count)."""
-    from tailmark.client.timeline import merge_buckets
-
-    return [merge_buckets(list(same_second)) for same_second in zip(*per_class, strict=True)]
+    return [Compact.merged(same_second) for same_second in zip(*per_class, strict=True)]
 
 
 def _merged_tokens(classes: Sequence[ClassResult]):

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tailmark.client import server_stats
+from tailmark.client.compact import Compact
 from tailmark.client.dispatcher import NS, Dispatcher, Stop, Window
 from tailmark.client.errors import TailmarkError, TraceError
 from tailmark.client.evidence import ScenarioEvidence
@@ -35,7 +36,7 @@ from tailmark.client.settings import OPEN_LOOP, EffectiveSettings, Scenario
 from tailmark.client.shards import Shard
 from tailmark.client.stability import StabilitySettings, judge
 from tailmark.client.timeline import FILE_NAME as TIMELINE
-from tailmark.client.timeline import Buckets, read_seconds, read_slices
+from tailmark.client.timeline import read_seconds, read_slices
 from tailmark.client.token_metrics import TokenRecorder
 from tailmark.client.token_store import write as write_tokens
 from tailmark.client.traffic_classes import class_settings
@@ -329,7 +330,7 @@ class Run:
             class_settings=class_settings(s) if s.scenario is Scenario.MIXED else None, sessions=self._sessions,
         )  # fmt: skip
 
-    def _window_seconds(self, name: str) -> dict[str, dict[str, list[Buckets]]] | None:
+    def _window_seconds(self, name: str) -> dict[str, dict[str, list[Compact]]] | None:
         """Per latency and class, the scenario's whole seconds of the interval log inside its measured window:
         the batches its intervals' correlation is estimated from (client/batch_means.py); None without one."""
         window = self._evidence.window_in_log_s if self._evidence is not None else None
@@ -381,6 +382,6 @@ def _trace(s: EffectiveSettings) -> Iterator[Arrival]:
     return arrivals()
 
 
-def _class_seconds(seconds: dict[str, dict[str, list[Buckets]]], traffic_class: str) -> dict[str, list[Buckets]]:
+def _class_seconds(seconds: dict[str, dict[str, list[Compact]]], traffic_class: str) -> dict[str, list[Compact]]:
     """One class's seconds of each latency (none: a class the log has no line of)."""
     return {metric: classes.get(traffic_class, []) for metric, classes in seconds.items()}

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tailmark.client import hlog
+from tailmark.client.compact import Compact
 from tailmark.client.timeline import Slice, in_window
 
 DEFAULT_PERCENTAGE = 10.0  # perf_analyzer's --stability-percentage
@@ -61,18 +61,16 @@ def windows_of(slices: list[Slice], window_s: float) -> list[list[Slice]]:
 
 
 def _window_doc(group: list[Slice]) -> dict[str, Any]:
-    merged = hlog.new_histogram()
-    for s in group:
-        hlog.add_into(merged, s.histogram)
+    merged = Compact.merged([s.histogram for s in group])
     length = sum(s.length_s for s in group)
-    n = merged.get_total_count()
+    n = merged.count
     return {
         "start_s": round(group[0].start_s, 3),
         "length_s": round(length, 3),
         "queries": n,
         "rate_qps": round(n / length, 3) if length > 0 else 0.0,
-        "mean_ms": round(merged.get_mean_value() / 1e6, 6) if n else None,
-        "p99_ms": round(merged.get_value_at_percentile(99.0) / 1e6, 6) if n else None,
+        "mean_ms": round(merged.mean_value() / 1e6, 6) if n else None,
+        "p99_ms": round(merged.value_at_percentile(99.0) / 1e6, 6) if n else None,
     }
 
 

@@ -106,8 +106,8 @@ def judge_objective(
     confidence: float = 0.95,
 ) -> ObjectiveEvidence:
     """One objective over a step's trials: ``trials`` holds each trial's intended -> done histogram (ns) and its
-    failed-request count; ``batches`` the trials' whole seconds of the interval log (compact buckets: upper
-    edges and counts), whose scatter says what the pooled requests are worth (client/batch_means.py; None:
+    failed-request count; ``batches`` the trials' whole seconds of the interval log (compact histograms,
+    client/compact.py), whose scatter says what the pooled requests are worth (client/batch_means.py; None:
     independent requests, as for a synthetic histogram; fewer than two: nothing can be shown). It passes when
     the pooled trials show it met, or (not ``strict``) when they show neither met nor missed and a majority of
     trials meet it."""
@@ -232,7 +232,7 @@ def judge_step(
 
 def step_batches(step_dir: Path, doc: dict[str, Any]) -> list[Any]:
     """The trials' whole one-second intervals of intended -> done inside their measured windows (every class
-    added, compact buckets), read from the step's ``latency.hlog``: the batches ``judge_objective`` estimates
+    added, compact), read from the step's ``latency.hlog``: the batches ``judge_objective`` estimates
     correlation from."""
     from tailmark.client.recorder import scenario_keys
     from tailmark.client.timeline import ALL, FILE_NAME, read_seconds

@@ -11,10 +11,9 @@ import pytest
 
 from tailmark.client import hlog
 from tailmark.client.batch_means import share_inflation, t_quantile
+from tailmark.client.compact import Compact
 from tailmark.client.slo import Objective
 from tailmark.client.step_evidence import judge_objective
-from tailmark.client.timeline import merge_buckets
-from tailmark.client.verdict import buckets
 
 
 def test_t_quantiles():
@@ -68,7 +67,7 @@ def md1_trial(rng: np.random.Generator, rate: float, warmup_s: float = 0.5, meas
     for second in range(int(measured_s)):  # whole seconds inside the window, compact as the log reader gives them
         histogram = hlog.new_histogram()
         hlog.record_bulk([histogram], values[(done_s >= second) & (done_s < second + 1)])
-        seconds.append(buckets(histogram))
+        seconds.append(Compact.of(histogram))
     return seconds, whole
 
 
@@ -95,7 +94,9 @@ def test_correlated_latencies_no_longer_show_a_missed_slo_met():
     assert shown_met_share(50.0, 3, 40, with_batches=True) >= 0.9
 
 
-def test_compact_histograms_add_as_histograms_do():
+def test_compact_histograms_answer_and_add_as_histograms_do():
+    """client/compact.py: count, percentiles, max and mean equal HdrHistogram's own on the full histogram, and
+    compact histograms add up bucket for bucket as the full ones do."""
     rng = np.random.default_rng(9)
     parts = [rng.lognormal(16, 1, n).astype(np.int64) for n in (500, 300, 1)]
     histograms = []
@@ -106,7 +107,16 @@ def test_compact_histograms_add_as_histograms_do():
     total = hlog.new_histogram()
     for histogram in histograms:
         hlog.add_into(total, histogram)
-    edges, counts = merge_buckets([buckets(h) for h in histograms])
-    expected_edges, expected_counts = buckets(total)
-    assert edges.tolist() == expected_edges.tolist() and counts.tolist() == expected_counts.tolist()
-    assert merge_buckets([buckets(histograms[0])])[1].sum() == 500
+    for full in (*histograms, total):
+        compact = Compact.of(full)
+        assert compact.count == full.get_total_count() and compact.max_value() == full.get_max_value()
+        assert compact.mean_value() == pytest.approx(full.get_mean_value(), rel=1e-12)
+        for percentile in (1.0, 50.0, 90.0, 99.0, 99.9, 100.0):
+            assert compact.value_at_percentile(percentile) == full.get_value_at_percentile(percentile), percentile
+    merged = Compact.merged([Compact.of(h) for h in histograms])
+    expected = Compact.of(total)
+    for mine, theirs in zip(merged, expected, strict=True):
+        assert mine.tolist() == theirs.tolist()
+    empty = Compact.of(hlog.new_histogram())
+    assert empty.count == 0 and empty.value_at_percentile(99.0) == 0 and empty.max_value() == 0
+    assert Compact.merged([empty, Compact.of(histograms[0])]).count == 500 and Compact.merged([]).count == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from support.histograms import histogram_of
+from tailmark.client.compact import Compact
 from tailmark.client.stability import StabilitySettings, judge, windows_of
 from tailmark.client.timeline import Slice
 
@@ -14,7 +15,8 @@ MS = 1_000_000
 def _slices(per_second: list[tuple[int, float]], start_s: float = 10.0) -> list[Slice]:
     """One 1 s interval per (requests, latency ms) pair, every request at that latency."""
     return [
-        Slice(start_s + i, 1.0, histogram_of([latency * MS] * count)) for i, (count, latency) in enumerate(per_second)
+        Slice(start_s + i, 1.0, Compact.of(histogram_of([latency * MS] * count)))
+        for i, (count, latency) in enumerate(per_second)
     ]
 
 
