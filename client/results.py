@@ -78,9 +78,9 @@ class VerdictDoc(TypedDict):
 class IntervalsDoc(TypedDict):
     confidence: float
     latency_ms: dict[str, dict[str, list[float | None]]]  # latency -> "p99" -> [lo, hi]; None: n cannot bound it
-    # latency -> "p99" -> the variance inflation its one-second batches showed (client/batch_means.py), the
-    # interval being that much wider than independent latencies'; None: not estimated, independence assumed
-    # (a merge, a run under two seconds); the key is missing in files from before it
+    # latency -> "p99" -> the variance inflation f its one-second batches showed (client/batch_means.py): the
+    # interval is that of n / f independent latencies; None: not estimated, independence assumed (a merge, a run
+    # under two seconds); the key is missing in files from before it
     correlation: dict[str, dict[str, float | None]] | None
 
 

@@ -62,7 +62,8 @@ class ObjectiveEvidence:
     correlation: float | None  # the variance inflation that says so; None: not estimated (independence assumed)
     pooled_value: float | None  # the pooled percentile (ms) or goodput share
     interval_ms: list[float | None] | None  # percentile: its 95 % interval from the pooled counts; None: goodput
-    p_value: float  # P(Binomial(n, share) >= within): the chance of this much evidence if the objective is missed
+    # P(Binomial(worth, share) >= within scaled to worth): the chance of this much evidence if the objective is missed
+    p_value: float
     shown: str  # what the pooled trials show: met | missed | undecided (the interval holds the bound)
     passed: bool  # the objective's decision: shown, else (default rule) a majority of trials
     detail: str
