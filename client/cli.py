@@ -516,11 +516,12 @@ async def _measure(
     try:
         routes = await _class_routes(plan, args, target, lanes.primary.raw)
         environment = capture()
+        endpoints = await describe(lanes, endpoint_notes)  # the first is the first scenario's
         environment["target"] = {"address": target, "embedded": embedded, "model": info.name, "version": info.version,
-                                 "notes": await endpoint_notes(transport, info)}  # fmt: skip
+                                 "notes": endpoints[0]["notes"]}  # fmt: skip
         environment["client_transport"] = {"kind": args.transport, "connections": args.connections}
-        if len(lanes.all()) > 1:  # target and client_transport are the first scenario's: name every endpoint
-            environment["endpoints"] = await describe(lanes, endpoint_notes)
+        if len(endpoints) > 1:  # target and client_transport are the first scenario's: name every endpoint
+            environment["endpoints"] = endpoints
         if args.transport in GENERATIVE_TRANSPORTS:
             environment["workload"] = pool.describe()  # prompts, lengths, corpus (client/prompts.py)
             cancel = getattr(transport, "policy", None)  # --cancel-* (client/cancellation.py)

@@ -36,7 +36,7 @@ from tailmark.client.settings import OPEN_LOOP, EffectiveSettings, Scenario
 from tailmark.client.shards import Shard
 from tailmark.client.stability import StabilitySettings, judge
 from tailmark.client.timeline import FILE_NAME as TIMELINE
-from tailmark.client.timeline import read_seconds, read_slices
+from tailmark.client.timeline import Slice, in_window, read_slices
 from tailmark.client.token_metrics import TokenRecorder
 from tailmark.client.token_store import write as write_tokens
 from tailmark.client.traffic_classes import class_settings
@@ -93,6 +93,7 @@ class Run:
         self._sessions: dict | None = None  # multi-turn sessions of the scenario that just ran (client/sessions.py)
         self._server_stats: dict | None = None  # of the scenario that just ran
         self._evidence: ScenarioEvidence | None = None  # of the scenario that just ran
+        self._seconds: dict[str, list[Slice]] = {}  # its whole seconds per latency (client/timeline.py)
         self.metrics = metrics
         self._server_metrics: dict | None = None  # of the scenario that just ran: its summary for results.json
         self._metrics_series: list[dict] = []  # every scenario's time series, for metrics.json
@@ -272,9 +273,12 @@ class Run:
         start_ns = window.start_ns
         lag = [p99 / 1e6 for end_ns, p99 in self.recorder.send_lag_p99_per_interval(name) if end_ns > start_ns]
         in_log = ((start_ns - self.log_start_ns) / NS, (window.end_ns - self.log_start_ns) / NS)
+        # the window's whole seconds of each latency, read once: the stability check's and the intervals' batches
+        self._seconds = {m: in_window(read_slices(self.out_dir / TIMELINE, m, name).get(name, []), in_log)
+                         for m in LATENCIES}  # fmt: skip
         steady = None
-        if self.stability is not None and s.scenario is not Scenario.OFFLINE:  # whole seconds of the window in the log
-            steady = judge(read_slices(self.out_dir / TIMELINE, scenario=name).get(name, []), in_log, self.stability)
+        if self.stability is not None and s.scenario is not Scenario.OFFLINE:
+            steady = judge(self._seconds["intended_to_done"], in_log, self.stability)
         return ScenarioEvidence(
             client_cpu_pct=100.0 * window.cpu_s / duration if duration > 0 else None,
             offered=sum(window.offered.values()) if open_loop else None,
@@ -299,7 +303,6 @@ class Run:
         await scratch.closed_loop(samples_per_query=1, warmup_ns=int(s.warmup_s * NS), stop=stop, traffic_class="w")
 
     def _scenario_result(self, name: str, s: EffectiveSettings, window: Window) -> ScenarioResult:
-        seconds = self._window_seconds(name)
         classes = {}
         for key in self.recorder.keys():
             scenario, traffic_class = key
@@ -317,7 +320,10 @@ class Run:
                 deadline_count=window.deadlines.get(traffic_class, 0),
                 cancelled_count=window.cancelled.get(traffic_class, 0),
                 tokens=tokens.stats(key) if (tokens := self._lane(s)[2]) is not None else None,
-                batches=None if seconds is None else _class_seconds(seconds, traffic_class),
+                batches={
+                    m: [sl.classes.get(traffic_class, Compact.empty()) for sl in seconds]
+                    for m, seconds in self._seconds.items()
+                },
             )
         if s.scenario is Scenario.OFFLINE and DEFAULT_CLASS in classes:
             classes[DEFAULT_CLASS] = dataclasses.replace(classes[DEFAULT_CLASS], sample_count=window.samples)
@@ -329,14 +335,6 @@ class Run:
             evidence=self._evidence, server_metrics=self._server_metrics,
             class_settings=class_settings(s) if s.scenario is Scenario.MIXED else None, sessions=self._sessions,
         )  # fmt: skip
-
-    def _window_seconds(self, name: str) -> dict[str, dict[str, list[Compact]]] | None:
-        """Per latency and class, the scenario's whole seconds of the interval log inside its measured window:
-        the batches its intervals' correlation is estimated from (client/batch_means.py); None without one."""
-        window = self._evidence.window_in_log_s if self._evidence is not None else None
-        if window is None:
-            return None
-        return {metric: read_seconds(self.out_dir / TIMELINE, metric, name, window) for metric in LATENCIES}
 
     def _write(self) -> None:
         if self.metrics is not None:  # before the report, which plots it
@@ -380,8 +378,3 @@ def _trace(s: EffectiveSettings) -> Iterator[Arrival]:
             raise TraceError(str(exc)) from None
 
     return arrivals()
-
-
-def _class_seconds(seconds: dict[str, dict[str, list[Compact]]], traffic_class: str) -> dict[str, list[Compact]]:
-    """One class's seconds of each latency (none: a class the log has no line of)."""
-    return {metric: classes.get(traffic_class, []) for metric, classes in seconds.items()}

@@ -236,12 +236,14 @@ def step_batches(step_dir: Path, doc: dict[str, Any]) -> list[Any]:
     added, compact), read from the step's ``latency.hlog``: the batches ``judge_objective`` estimates
     correlation from."""
     from tailmark.client.recorder import scenario_keys
-    from tailmark.client.timeline import ALL, FILE_NAME, read_seconds
+    from tailmark.client.timeline import FILE_NAME, in_window, read_slices
 
+    slices = read_slices(step_dir / FILE_NAME)
     out = []
     for name, entry in zip(scenario_keys(e["scenario"] for e in doc["scenarios"]), doc["scenarios"], strict=True):
         window = (entry.get("evidence") or {}).get("window_in_log_s")
-        out += read_seconds(step_dir / FILE_NAME, "intended_to_done", name, window).get(ALL, [])
+        if window is not None:  # results from before the window was recorded: no batches, nothing shown
+            out += [s.histogram for s in in_window(slices.get(name, []), window)]
     return out
 
 

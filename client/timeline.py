@@ -26,7 +26,6 @@ from tailmark.client import hlog
 from tailmark.client.compact import Compact
 
 FILE_NAME = "latency.hlog"
-ALL = "all"  # the classes of a scenario added (as the recorder's and results' "all")
 
 
 @dataclass(slots=True)
@@ -54,8 +53,7 @@ def read_slices(
     lines are not decoded); {} when the file is missing. Each line is decoded and reduced at once.
 
     A damaged line (a run killed mid-write) ends the reading: what came before it is kept."""
-    out: dict[str, dict[float, dict[str, Compact]]] = {}
-    lengths: dict[float, tuple[float, float]] = {}
+    out: dict[str, dict[float, tuple[float, float, dict[str, Compact]]]] = {}  # scenario -> start -> its second
     try:
         handle = open(path, encoding="ascii")  # noqa: SIM115 -- closed below, also on a damaged line
     except OSError:
@@ -74,12 +72,13 @@ def read_slices(
                 reduced = Compact.of(hlog.decode(parts[4]))
             except Exception:  # base64, zlib or float errors: a torn last line
                 break
-            out.setdefault(key, {}).setdefault(round(start_s, 6), {})[traffic_class] = reduced
-            lengths.setdefault(round(start_s, 6), (start_s, length_s))
+            # a scenario's own length: its last, partial interval starts where another's whole one does
+            out.setdefault(key, {}).setdefault(round(start_s, 6), (start_s, length_s, {}))[2][traffic_class] = reduced
     return {
-        name: [Slice(*lengths[k], Compact.merged(list(seconds[k].values())), seconds[k]) for k in sorted(seconds)]
+        name: [Slice(start, length, Compact.merged(list(classes.values())), classes)
+               for start, length, classes in (seconds[k] for k in sorted(seconds))]
         for name, seconds in out.items()
-    }
+    }  # fmt: skip
 
 
 def in_window(slices: list[Slice], window_s: tuple[float, float] | None, slack_s: float = 1e-3) -> list[Slice]:
@@ -101,18 +100,3 @@ def around_window(slices: list[Slice], window_s: tuple[float, float] | None) -> 
         return [s for s in slices if min(s.end_s, end) - max(s.start_s, begin) >= 0.5 * s.length_s]
     held = [i for i, s in enumerate(slices) if s.count]
     return slices[held[0] : held[-1] + 1] if held else []
-
-
-def read_seconds(
-    path: str | Path, metric: str, scenario: str, window_s: tuple[float, float] | None
-) -> dict[str, list[Compact]]:
-    """Each traffic class's whole seconds of ``metric`` inside the measured window, in time order, and the
-    classes added under ``"all"`` (the batches client/batch_means.py reads); {} without a window or a log."""
-    if window_s is None:
-        return {}
-    seconds = in_window(read_slices(path, metric, scenario).get(scenario, []), window_s)
-    classes = sorted({name for second in seconds for name in second.classes})
-    out = {name: [second.classes.get(name, Compact.empty()) for second in seconds] for name in classes}
-    if seconds:
-        out[ALL] = [second.histogram for second in seconds]
-    return out

@@ -60,3 +60,21 @@ def test_windows_are_counted_back_from_the_last_interval() -> None:
 def test_bad_settings_are_refused(bad) -> None:
     with pytest.raises(ValueError, match="--stability-"):
         StabilitySettings(**bad)
+
+
+def test_each_scenario_keeps_its_own_interval_lengths(tmp_path) -> None:
+    """A scenario that ends writes a partial last interval starting where the next scenario's whole one does:
+    the reader keeps each one's own length (in_window places seconds by it)."""
+    from tailmark.client import hlog
+    from tailmark.client.timeline import read_slices
+
+    path = tmp_path / "latency.hlog"
+    handle, writer = hlog.open_log(path, 1_700_000_000.0)
+    with handle:
+        for scenario, start, end in (("a", 0.0, 1.0), ("b", 0.0, 1.0), ("a", 1.0, 1.4), ("b", 1.0, 2.0)):
+            writer.output_interval_histogram(
+                histogram_of([5 * MS]), start, end, tag=f"{scenario}/default/intended_to_done"
+            )
+    slices = read_slices(path)
+    assert [s.length_s for s in slices["a"]] == [1.0, pytest.approx(0.4)]
+    assert [s.length_s for s in slices["b"]] == [1.0, 1.0] and slices["b"][1].count == 1
